@@ -1,0 +1,129 @@
+"""Representation evaluation as the MTL paper's Table I and Fig. 3.
+
+Run it::
+
+    topicfs topics evaluate --dataset kuairec --data ../shared/data/kuairec
+
+A seeded 10% of the videos is held out; every model (tag graph, MMoE) is fitted on the other 90%.
+The held-out videos are then represented five ways and clustered with k-means, K = the number of
+primary (PC) or secondary (SC) classes among them, and the clusters scored with ARI and NMI:
+
+    title only   pretrained f_T, mean-pooled, no fine-tuning
+    tags only    ē (Eq. 4) from the tag graph embeddings
+    cover only   f_C before fine-tuning (a given TorchScript CNN), where covers exist
+    MMoE         z of the fine-tuned MMoE
+    MMoE+Tag     a = [ē/‖ē‖, z/‖z‖]
+
+Fig. 3's figure is the ratio of the mean distance between class centres to the mean distance of a
+video to its class centre (primary classes), per representation. The command prints a Markdown table
+and writes it with a PNG bar plot and a JSON of the figures under ``paths.reports_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from offline_jobs.encoders import pretrained_cover_embeddings, pretrained_title_embeddings
+from offline_jobs.pipeline import fit_mmoe, fit_tag_graph
+from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
+from offline_jobs.topics import topic_representation
+from topicfs.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Row:
+    representation: str
+    ari_pc: float
+    nmi_pc: float
+    ari_sc: float
+    nmi_sc: float
+    inter_intra: float
+
+
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) row positions; the same n, fraction and seed give the same split."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_held = max(1, int(round(n * fraction)))
+    return np.sort(order[n_held:]), np.sort(order[:n_held])
+
+
+def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int) -> Row:
+    pc = held["primary_class"].notna().to_numpy()
+    sc = held["secondary_class"].notna().to_numpy()
+    ari_pc, nmi_pc = cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed)
+    ari_sc, nmi_sc = cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed) if sc.sum() > 2 else (np.nan, np.nan)
+    ratio = inter_intra_ratio(features[pc], held["primary_class"].to_numpy()[pc])
+    return Row(name, ari_pc, nmi_pc, ari_sc, nmi_sc, ratio)
+
+
+def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[list[Row], dict]:
+    """Fit on 90%, score the five representations of the held-out 10%. Returns rows and run facts."""
+    cfg = settings.evaluation
+    train_idx, held_idx = holdout_split(len(videos), cfg.holdout_fraction, cfg.seed)
+    train, held = videos.iloc[train_idx].reset_index(drop=True), videos.iloc[held_idx].reset_index(drop=True)
+    if held["primary_class"].notna().sum() < 3:
+        raise ValueError("evaluation needs primary classes on the held-out videos; this dataset has none")
+    facts: dict = {"n_train": len(train), "n_held_out": len(held), "seconds": {}}
+    start = time.perf_counter()
+    tag_graph = fit_tag_graph(train, settings)
+    facts["seconds"]["tag_graph"] = time.perf_counter() - start
+    start = time.perf_counter()
+    mmoe = fit_mmoe(train, settings)
+    facts["seconds"]["mmoe"] = time.perf_counter() - start
+    e_bar, has_tags = tag_graph.transform(held["tags"].tolist())
+    facts["held_out_with_tags"] = float(has_tags.mean())
+    rows = [_scores("title only (pretrained f_T)", pretrained_title_embeddings(held["title"].tolist(), settings.mmoe), held, cfg.seed)]
+    rows.append(_scores("tags only (ē)", e_bar, held, cfg.seed))
+    covers = held["cover_image"].notna().to_numpy()
+    if covers.all() and settings.mmoe.image_encoder is not None:
+        rows.append(_scores("cover only (pretrained f_C)", pretrained_cover_embeddings(held["cover_image"].tolist(), settings.mmoe), held, cfg.seed))
+    elif covers.any():
+        logger.warning("cover-only column skipped: it needs a pretrained f_C (mmoe.image_encoder) and covers on every held-out video")
+    if mmoe is not None:
+        z = mmoe.transform(held)
+        rows.append(_scores("MMoE (z)", z, held, cfg.seed))
+        rows.append(_scores("MMoE+Tag (a)", topic_representation(e_bar, z), held, cfg.seed))
+    return rows, facts
+
+
+def markdown_table(rows: list[Row]) -> str:
+    lines = [
+        "| representation | ARI (PC) | NMI (PC) | ARI (SC) | NMI (SC) | inter/intra (Fig. 3) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r.representation} | {r.ari_pc:.3f} | {r.nmi_pc:.3f} | {r.ari_sc:.3f} | {r.nmi_sc:.3f} | {r.inter_intra:.3f} |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[Row], facts: dict, out_dir: Path, title: str) -> dict[str, Path]:
+    """Markdown, JSON and a PNG bar plot of the rows under ``out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"markdown": out_dir / "table1.md", "json": out_dir / "table1.json", "plot": out_dir / "table1.png"}
+    paths["markdown"].write_text(f"# {title}\n\n{markdown_table(rows)}\n", encoding="utf-8")
+    paths["json"].write_text(json.dumps({"rows": [r.__dict__ for r in rows], "facts": facts}, indent=2, default=float), encoding="utf-8")
+    metrics = ["ari_pc", "nmi_pc", "ari_sc", "nmi_sc", "inter_intra"]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))
+    for ax, metric in zip(axes, metrics):
+        ax.bar(range(len(rows)), [getattr(r, metric) for r in rows], color=plt.cm.tab10(np.arange(len(rows))))
+        ax.set_xticks(range(len(rows)), [r.representation.split(" (")[0] for r in rows], rotation=45, ha="right")
+        ax.set_title(metric.replace("_", " ").upper() if metric != "inter_intra" else "inter/intra distance (Fig. 3)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(paths["plot"], dpi=100)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,191 @@
+"""The topic-learning job (MTL III-A): videos in, topic tables and models out.
+
+Run it::
+
+    topicfs topics learn                                   # synthetic catalogue made on the spot
+    topicfs topics learn --dataset kuairec --data ../shared/data/kuairec
+    topicfs topics learn --dataset file --data videos.parquet   # any table meeting topicfs.contracts
+
+Steps, each a model of its own module:
+
+1. tags -> co-occurrence graph, DeepWalk, skip-gram -> tag embeddings, ē per video  (offline_jobs.tag_graph)
+2. title + cover -> f_T, f_C fine-tuned by MMoE over three tasks -> z              (offline_jobs.mmoe)
+3. a = [ē/‖ē‖, z/‖z‖] -> k-means topics, τ3 assignment, 8-dim topic feature        (offline_jobs.topics)
+
+Outputs: the four tables of :mod:`topicfs.tables` under ``paths.tables_dir`` and the three fitted
+models under ``paths.models_dir`` (each with its config), so :class:`TopicAssigner` can give topics to
+videos published later (the stream's video-published events).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from offline_jobs.mmoe import MultimodalTopicEncoder
+from offline_jobs.tag_graph import TagGraphEmbedder
+from offline_jobs.topics import (
+    TopicAssignment,
+    TopicModel,
+    format_topics_per_video_report,
+    topic_representation,
+    topics_per_video_report,
+    write_topic_tables,
+)
+from topicfs.contracts import load_videos, write_videos
+from topicfs.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Dataset = Literal["synthetic", "kuairec", "file"]
+TAG_GRAPH_DIR, MMOE_DIR, TOPICS_DIR = "tag_graph", "mmoe", "topics"
+
+
+@dataclass
+class LoadedDataset:
+    """Videos meeting the contract, and the hidden topic of each when the data is synthetic."""
+
+    videos: pd.DataFrame
+    true_topic: np.ndarray | None = None
+    name: str = ""
+
+
+def load_dataset(dataset: Dataset, data: Path | None, settings: Settings) -> LoadedDataset:
+    """The videos of ``dataset``: made on the spot (synthetic), KuaiRec's folder, or any contract file."""
+    if dataset == "synthetic":
+        from topicfs.synthetic import make_catalogue
+
+        cfg = settings.synthetic
+        out_dir = data or settings.paths.artifacts_dir / "synthetic"
+        catalogue = make_catalogue(cfg.n_videos, cfg.n_true_topics, cfg.image_size, cfg.with_images, out_dir, cfg.seed)
+        write_videos(catalogue.videos, Path(out_dir) / "videos.parquet")
+        return LoadedDataset(catalogue.videos, catalogue.true_topic, "synthetic")
+    if data is None:
+        raise ValueError(f"--data is required with --dataset {dataset}")
+    if dataset == "kuairec":
+        from offline_jobs.kuairec import load_kuairec
+
+        return LoadedDataset(load_kuairec(data), None, "kuairec")
+    if dataset == "file":
+        return LoadedDataset(load_videos(data), None, Path(data).name)
+    raise ValueError(f"unknown dataset {dataset!r}: expected synthetic, kuairec or file")
+
+
+@dataclass
+class TopicModels:
+    """The three fitted models of the job."""
+
+    tag_graph: TagGraphEmbedder
+    mmoe: MultimodalTopicEncoder | None
+    topics: TopicModel
+
+    def representation(self, videos: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(a, ē, z) of ``videos``; z is None when MMoE was dropped (no titles, covers or labels)."""
+        e_bar, _ = self.tag_graph.transform(videos["tags"].tolist())
+        z = self.mmoe.transform(videos) if self.mmoe is not None else None
+        return topic_representation(e_bar, z), e_bar, z
+
+    def save(self, models_dir: Path) -> None:
+        self.tag_graph.save(models_dir / TAG_GRAPH_DIR)
+        if self.mmoe is not None:
+            self.mmoe.save(models_dir / MMOE_DIR)
+        self.topics.save(models_dir / TOPICS_DIR)
+
+    @classmethod
+    def load(cls, models_dir: Path) -> "TopicModels":
+        models_dir = Path(models_dir)
+        if not (models_dir / TOPICS_DIR).exists():
+            raise FileNotFoundError(f"{models_dir}: no trained topic models (run `topicfs topics learn` first)")
+        mmoe = MultimodalTopicEncoder.load(models_dir / MMOE_DIR) if (models_dir / MMOE_DIR).exists() else None
+        return cls(TagGraphEmbedder.load(models_dir / TAG_GRAPH_DIR), mmoe, TopicModel.load(models_dir / TOPICS_DIR))
+
+
+def fit_tag_graph(videos: pd.DataFrame, settings: Settings) -> TagGraphEmbedder:
+    return TagGraphEmbedder.from_config(settings.tag_graph).fit(videos["tags"].tolist())
+
+
+def fit_mmoe(videos: pd.DataFrame, settings: Settings) -> MultimodalTopicEncoder | None:
+    """MMoE over titles and covers; None (with a warning) when the videos have nothing it can learn from."""
+    has_text = videos["title"].fillna("").str.len().gt(0).any()
+    has_covers = videos["cover_image"].notna().any()
+    has_labels = videos["primary_class"].notna().any() or videos["secondary_class"].notna().any() or videos["tags"].map(len).gt(0).any()
+    if not (has_text or has_covers) or not has_labels:
+        logger.warning("MMoE dropped: the videos have no titles/covers or no class/tag labels; topics use tags only")
+        return None
+    return MultimodalTopicEncoder(settings.mmoe).fit(videos)
+
+
+@dataclass
+class TopicJobResult:
+    models: TopicModels
+    assignment: TopicAssignment
+    tables: dict[str, Path]
+    report: dict = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) -> TopicJobResult:
+    """Fit the three models on ``videos``, assign topics, write tables and models (when ``write``)."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    tag_graph = fit_tag_graph(videos, settings)
+    seconds["tag_graph"] = time.perf_counter() - start
+    start = time.perf_counter()
+    mmoe = fit_mmoe(videos, settings)
+    seconds["mmoe"] = time.perf_counter() - start
+    start = time.perf_counter()
+    e_bar, has_tags = tag_graph.transform(videos["tags"].tolist())
+    z = mmoe.transform(videos) if mmoe is not None else None
+    a = topic_representation(e_bar, z)
+    topics = TopicModel.from_config(settings.topics).fit(a)
+    assignment = topics.assign(a)
+    seconds["topics"] = time.perf_counter() - start
+    models = TopicModels(tag_graph, mmoe, topics)
+    report = topics_per_video_report(assignment, settings.topics.assign_threshold)
+    logger.info("topics per video:\n%s", format_topics_per_video_report(report))
+    tables: dict[str, Path] = {}
+    if write:
+        models.save(settings.paths.models_dir)
+        tables = write_topic_tables(
+            settings.paths.tables_dir,
+            videos["video_id"].to_numpy(),
+            tag_graph,
+            e_bar,
+            has_tags,
+            topics,
+            assignment,
+            event_timestamp=pd.Timestamp.now(tz="UTC"),
+            video_event_timestamps=videos["publish_ts"],
+        )
+    return TopicJobResult(models, assignment, tables, report, seconds)
+
+
+def learn_topics(videos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Run the job on ``videos`` and return the VIDEO_TOPICS rows (video_id, topic_ids, topic_weights, topic_feature, n_topics)."""
+    result = run_topic_job(videos, settings, write=True)
+    return pd.read_parquet(result.tables["video_topics.parquet"]).drop(columns=["event_timestamp", "created"])
+
+
+class TopicAssigner:
+    """Topics for videos published after the job ran, from the saved models (used by the stream)."""
+
+    def __init__(self, models: TopicModels):
+        self.models = models
+
+    def assign_with_weights(self, videos: pd.DataFrame) -> tuple[list[list[int]], list[list[float]]]:
+        a, _, _ = self.models.representation(videos)
+        return self.models.topics.assign(a).to_lists()
+
+    def assign(self, videos: pd.DataFrame) -> list[list[int]]:
+        """Topic ids per row of ``videos`` (a table meeting topicfs.contracts), nearest first."""
+        return self.assign_with_weights(videos)[0]
+
+
+def load_topic_assigner(models_dir: str | Path) -> TopicAssigner:
+    return TopicAssigner(TopicModels.load(Path(models_dir)))

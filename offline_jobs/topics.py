@@ -1,0 +1,685 @@
+"""Topics: k-means over the topic representation a, threshold assignment, 8-dim topic feature (MTL III-A-3).
+
+Steps:
+
+1. :func:`topic_representation`: a = [ē/‖ē‖, z/‖z‖], ē from :mod:`offline_jobs.tag_graph` (Eq. 4) and z
+   the MMoE joint representation. Each half is L2-normalised so tags and content weigh the same in the
+   distance (the paper's reason). A half whose norm is 0 stays 0: a video without tags (ē = 0,
+   ``has_tags`` False; 43% of KuaiRec) is represented by its z half alone, so it is clustered by content
+   and lands near the topics whose content matches. When a modality is missing for the whole dataset,
+   pass ``None`` for it and a is the other half alone (with a warning).
+2. :meth:`TopicModel.fit`: spherical k-means (faiss) with K = ``n_topics`` on the row-normalised a, so
+   centres are unit vectors and "nearest" means "highest cosine", the measure the paper assigns by.
+   Lloyd starts from k-means++ centres drawn on a sample (:func:`kmeans_plusplus_sample`). faiss trains on at most ``max_points_per_centroid`` x K sampled rows (its default 256; all rows at
+   1M x K=6000), runs ``kmeans_iterations`` Lloyd steps, and is seeded.
+3. :meth:`TopicModel.assign`: every topic whose centre has cosine similarity >= τ3
+   (``assign_threshold``) with the video, and at least the nearest one, nearest first, at most
+   ``max_topics_per_video``. Rows go through a faiss inner-product index over the centres in blocks of
+   ``block_size``, asking each block for its top ``max_topics_per_video`` centres; only (block x K) scores
+   exist at a time, never n x K. The selection rule itself is the pure :func:`select_topics`.
+4. The 8-dim topic feature (paper IV-D, "8 dimensionalities in the Baseline+Topic"). Each topic owns an
+   embedding of ``topic_feature_dim`` (8) numbers: the PCA projection of its centre onto the top 8
+   principal axes of the K centres, L2-normalised (:func:`pca_topic_embeddings`). Why PCA: it is a
+   deterministic function of the centres that keeps the directions along which topics differ most, so
+   topics close in a-space get close embeddings and the feature means something before any ranker has
+   trained (a ranker can start its 8-dim topic-id embedding table from it). Centring first keeps the one
+   direction all centres share from taking a dimension; normalising puts every topic on the same scale.
+   A video's feature (:func:`weighted_topic_features`) is the similarity-weighted mean of its topics'
+   embeddings, weights = cosine similarities clipped at 0 (a negative similarity is no vote; when all
+   are <= 0, which only the guaranteed nearest topic can be, the plain mean is used). It is not
+   re-normalised: a short vector says the video's topics point different ways. Rankers also get the
+   topic-id list itself.
+5. :func:`write_topic_tables` writes the four Parquet tables of :mod:`topicfs.tables` with a JSON sidecar
+   (config + data fingerprints) beside each, and :func:`topics_per_video_report` summarises how many
+   topics videos get (the paper reports about 4 on average).
+
+Run it (z from the MMoE job, tags from the videos table)::
+
+    from offline_jobs.tag_graph import TagGraphEmbedder
+    from offline_jobs.topics import TopicModel, topic_representation, write_topic_tables, topics_per_video_report
+    from topicfs.settings import get_settings
+
+    settings = get_settings()
+    embedder = TagGraphEmbedder.from_config(settings.tag_graph).fit(videos["tags"])
+    e_bar, has_tags = embedder.transform(videos["tags"])          # (n, d_e), (n,)
+    a = topic_representation(e_bar, z)                              # (n, d_e + d_z)
+    model = TopicModel.from_config(settings.topics).fit(a)
+    assignment = model.assign(a)
+    print(format_topics_per_video_report(topics_per_video_report(assignment, model.assign_threshold)))
+    write_topic_tables(settings.paths.tables_dir, videos["video_id"], embedder, e_bar, has_tags,
+                       model, assignment, event_timestamp=datetime.now(timezone.utc))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator
+from tqdm.auto import tqdm
+
+from offline_jobs.artifacts import fingerprint_arrays, fingerprint_table, read_json, utc_now, write_json_atomic
+from offline_jobs.tag_graph import TagGraphEmbedder
+from topicfs import tables
+from topicfs.settings import TopicsConfig
+
+logger = logging.getLogger(__name__)
+
+ARRAYS_FILE = "topic_model.npz"
+META_FILE = "topic_model.json"
+FORMAT_VERSION = 1
+# k-means below this many rows per centre gives unstable centres (faiss's own warning level)
+MIN_ROWS_PER_TOPIC_ADVISED = 39
+
+
+def _as_matrix(name: str, values: Any) -> np.ndarray:
+    """A finite 2-D float32 array, or a ValueError naming the input and the first bad row."""
+    array = np.asarray(values, dtype=np.float32)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (rows x features), got shape {array.shape}")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(f"{name}: {len(bad)} row(s) hold NaN or infinity, first at row {int(bad[0])}")
+    return array
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm, float32; all-zero rows stay zero (they have no direction)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def topic_representation(e_bar: np.ndarray | None, z: np.ndarray | None) -> np.ndarray:
+    """a = [ē/‖ē‖, z/‖z‖] (n, d_e + d_z) float32; a zero half stays zero; ``None`` drops a modality."""
+    if e_bar is None and z is None:
+        raise ValueError("topic_representation needs at least one of e_bar (tag representation) and z (MMoE representation)")
+    halves = []
+    for name, part in (("e_bar", e_bar), ("z", z)):
+        if part is None:
+            logger.warning("topic representation: %s is missing for every video; a is built from the other half only", name)
+            continue
+        halves.append(normalize_rows(_as_matrix(name, part)))
+    if len(halves) == 2 and halves[0].shape[0] != halves[1].shape[0]:
+        raise ValueError(f"e_bar has {halves[0].shape[0]} rows but z has {halves[1].shape[0]}: one row per video in both")
+    return np.concatenate(halves, axis=1)
+
+
+@dataclass(frozen=True)
+class TopicAssignment:
+    """Topics of n videos as a ragged array (CSR layout): video i owns positions offsets[i]:offsets[i+1].
+
+    ``topic_ids`` (nnz,) int64 nearest first within each video; ``weights`` (nnz,) float32 the cosine
+    similarities in the same order. One flat array instead of n small ones keeps 1M videos cheap.
+    """
+
+    offsets: np.ndarray  # (n + 1,) int64
+    topic_ids: np.ndarray  # (nnz,) int64
+    weights: np.ndarray  # (nnz,) float32
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """(n,) int64 topics per video."""
+        return np.diff(self.offsets)
+
+    def video(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Topic ids and weights of video i."""
+        start, end = self.offsets[i], self.offsets[i + 1]
+        return self.topic_ids[start:end], self.weights[start:end]
+
+    def to_lists(self) -> tuple[list[list[int]], list[list[float]]]:
+        """Plain Python lists (ids, weights), one per video, for small outputs and JSON."""
+        bounds = self.offsets[1:-1]
+        return (
+            [part.tolist() for part in np.split(self.topic_ids, bounds)],
+            [part.tolist() for part in np.split(self.weights, bounds)],
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[TopicAssignment]) -> TopicAssignment:
+        """Videos of ``parts`` one after another."""
+        if not parts:
+            return cls(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+        counts = np.concatenate([part.counts for part in parts])
+        return cls(
+            np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            np.concatenate([part.topic_ids for part in parts]).astype(np.int64),
+            np.concatenate([part.weights for part in parts]).astype(np.float32),
+        )
+
+
+def select_topics(
+    candidate_ids: np.ndarray, candidate_sims: np.ndarray, threshold: float, max_topics: int
+) -> TopicAssignment:
+    """The assignment rule over each video's candidate topics.
+
+    ``candidate_ids`` (n, k) int and ``candidate_sims`` (n, k) cosine similarities, in any order; ids < 0
+    are padding and ignored; a repeated id counts once with its highest similarity. For each video the
+    result holds every candidate with similarity >= ``threshold`` (compared in float64), and always the
+    most similar one, sorted by similarity descending (ties: smaller id first), at most ``max_topics``.
+    A video with no valid candidate gets no topic.
+    """
+    candidate_ids = np.asarray(candidate_ids)
+    candidate_sims = np.asarray(candidate_sims)
+    if candidate_ids.shape != candidate_sims.shape or candidate_ids.ndim != 2:
+        raise ValueError(f"candidate_ids {candidate_ids.shape} and candidate_sims {candidate_sims.shape} must be equal 2-D shapes")
+    if max_topics < 1:
+        raise ValueError(f"max_topics must be >= 1, got {max_topics}")
+    n, k = candidate_ids.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    ids = candidate_ids.reshape(-1).astype(np.int64)
+    sims = candidate_sims.reshape(-1).astype(np.float64)
+    valid = ids >= 0
+    if np.isnan(sims[valid]).any():
+        raise ValueError("candidate_sims holds NaN for a valid candidate")
+    rows, ids, sims = rows[valid], ids[valid], sims[valid]
+
+    # one entry per (video, topic): the highest similarity
+    order = np.lexsort((-sims, ids, rows))
+    rows, ids, sims = rows[order], ids[order], sims[order]
+    first = np.ones(len(rows), dtype=bool)
+    first[1:] = (rows[1:] != rows[:-1]) | (ids[1:] != ids[:-1])
+    rows, ids, sims = rows[first], ids[first], sims[first]
+
+    # per video: similarity descending, ties by id
+    order = np.lexsort((ids, -sims, rows))
+    rows, ids, sims = rows[order], ids[order], sims[order]
+    per_video = np.bincount(rows, minlength=n)
+    rank = np.arange(len(rows)) - np.repeat(np.cumsum(per_video) - per_video, per_video)
+    keep = (rank == 0) | ((sims >= threshold) & (rank < max_topics))
+    counts = np.bincount(rows[keep], minlength=n)
+    return TopicAssignment(
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        topic_ids=ids[keep],
+        weights=sims[keep].astype(np.float32),
+    )
+
+
+def pca_topic_embeddings(centers: np.ndarray, dim: int) -> np.ndarray:
+    """(K, dim) float32: each centre projected on the top ``dim`` principal axes of the centres, L2-normalised.
+
+    Deterministic: axes come from an SVD and each axis's sign is fixed so its largest-magnitude entry is
+    positive (as scikit-learn's ``svd_flip``). When the centres span fewer than ``dim`` directions (K <= dim,
+    or a small a), the missing coordinates are 0.
+    """
+    centers = np.asarray(centers, dtype=np.float64)
+    centred = centers - centers.mean(axis=0, keepdims=True)  # (K, D)
+    _, singular_values, axes = np.linalg.svd(centred, full_matrices=False)  # axes (min(K, D), D)
+    tolerance = singular_values[0] * 1e-6 if len(singular_values) and singular_values[0] > 0 else np.inf
+    n_axes = int(min(dim, np.sum(singular_values > tolerance)))
+    axes = axes[:n_axes]
+    signs = np.sign(axes[np.arange(n_axes), np.argmax(np.abs(axes), axis=1)])
+    axes = axes * signs[:, None]
+    embeddings = np.zeros((len(centers), dim), dtype=np.float64)
+    embeddings[:, :n_axes] = centred @ axes.T  # (K, n_axes)
+    if n_axes < dim:
+        logger.warning("topic embeddings: the %d centres span only %d direction(s); %d of %d dims are 0", len(centers), n_axes, dim - n_axes, dim)
+    return normalize_rows(embeddings.astype(np.float32))
+
+
+def kmeans_plusplus_sample(
+    x: np.ndarray, n_clusters: int, sample_size: int, rng: np.random.Generator, show_progress: bool = True
+) -> np.ndarray:
+    """(n_clusters, D) float32 starting centres: greedy k-means++ on a random sample of ``sample_size`` rows.
+
+    faiss starts from K random rows, which on well-separated data often puts two centres in one cluster
+    and none in another (a local minimum Lloyd steps cannot leave). k-means++ (D² sampling, greedy with
+    2 + ln K trials per centre, as scikit-learn) avoids that; running it on a sample of a few rows per
+    centre keeps its K sequential steps cheap at 1M rows and K = 6000.
+    """
+    n = len(x)
+    sample = x[np.sort(rng.choice(n, size=min(n, sample_size), replace=False))].astype(np.float32)  # (m, D)
+    squared_norms = np.einsum("ij,ij->i", sample, sample)  # (m,)
+    n_trials = 2 + int(np.log(n_clusters))
+    chosen = np.empty(n_clusters, dtype=np.int64)
+    chosen[0] = rng.integers(len(sample))
+    closest = np.maximum(squared_norms + squared_norms[chosen[0]] - 2.0 * sample @ sample[chosen[0]], 0.0)  # (m,) D²
+    for i in tqdm(range(1, n_clusters), desc="k-means++ seeding", unit="centre", disable=not show_progress or n_clusters < 1000):
+        cumulative = np.cumsum(closest, dtype=np.float64)
+        if cumulative[-1] <= 0:  # fewer distinct rows than centres: any row will do
+            chosen[i] = rng.integers(len(sample))
+            continue
+        trials = np.searchsorted(cumulative, rng.random(n_trials) * cumulative[-1], side="right")
+        trials = np.minimum(trials, len(sample) - 1)
+        distances = squared_norms[:, None] + squared_norms[trials][None, :] - 2.0 * sample @ sample[trials].T  # (m, trials)
+        candidate_closest = np.minimum(closest[:, None], np.maximum(distances, 0.0))  # (m, trials)
+        best = int(np.argmin(candidate_closest.sum(axis=0)))
+        chosen[i] = trials[best]
+        closest = candidate_closest[:, best]
+    return sample[chosen]
+
+
+def weighted_topic_features(assignment: TopicAssignment, topic_embeddings: np.ndarray) -> np.ndarray:
+    """(n, f) float32: per video, the similarity-weighted mean of its topics' embeddings (K, f).
+
+    Weights are the similarities clipped at 0, uniform when they are all 0; a video without topics gets
+    zeros. See the module docstring for why.
+    """
+    n, n_topics = len(assignment), len(topic_embeddings)
+    if len(assignment.topic_ids) and (assignment.topic_ids.min() < 0 or assignment.topic_ids.max() >= n_topics):
+        raise ValueError(f"assignment holds topic ids outside 0..{n_topics - 1}")
+    weights = np.clip(assignment.weights.astype(np.float64), 0.0, None)  # (nnz,)
+    rows = np.repeat(np.arange(n), assignment.counts)  # (nnz,) video of each entry
+    weights[np.bincount(rows, weights=weights, minlength=n)[rows] <= 0] = 1.0
+    totals = np.bincount(rows, weights=weights, minlength=n)  # (n,)
+    weighting = sp.csr_matrix((weights, assignment.topic_ids, assignment.offsets), shape=(n, n_topics))  # (n, K)
+    summed = weighting @ np.asarray(topic_embeddings, dtype=np.float64)  # (n, f)
+    features = np.divide(summed, totals[:, None], out=np.zeros_like(summed), where=totals[:, None] > 0)
+    return features.astype(np.float32)
+
+
+class TopicModel(BaseEstimator):
+    """K topics by spherical k-means on a; threshold assignment; per-topic 8-dim embeddings.
+
+    Parameters mirror :class:`topicfs.settings.TopicsConfig`; ``block_size`` (rows scored at once by
+    :meth:`assign`) and ``max_points_per_centroid`` (faiss's training sample cap per centre) bound memory
+    and time; ``init_sample_per_topic`` sets the k-means++ seeding sample (that many rows per topic, at least
+    10,000). Learned state after :meth:`fit`:
+
+    - ``cluster_centers_``: (K, D) float32 unit vectors, the topics
+    - ``topic_embeddings_``: (K, topic_feature_dim) float32, see :func:`pca_topic_embeddings`
+    - ``objective_``: float, faiss's final objective (sum of cosine similarities to the centres)
+    - ``n_features_in_``: D; ``data_fingerprint_``: fingerprint of the a that ``fit`` saw
+    """
+
+    def __init__(
+        self,
+        n_topics: int = 60,
+        assign_threshold: float = 0.6,
+        max_topics_per_video: int = 8,
+        topic_feature_dim: int = 8,
+        kmeans_iterations: int = 25,
+        seed: int = 23,
+        block_size: int = 65536,
+        max_points_per_centroid: int = 256,
+        init_sample_per_topic: int = 3,
+        show_progress: bool = True,
+    ):
+        self.n_topics = n_topics
+        self.assign_threshold = assign_threshold
+        self.max_topics_per_video = max_topics_per_video
+        self.topic_feature_dim = topic_feature_dim
+        self.kmeans_iterations = kmeans_iterations
+        self.seed = seed
+        self.block_size = block_size
+        self.max_points_per_centroid = max_points_per_centroid
+        self.init_sample_per_topic = init_sample_per_topic
+        self.show_progress = show_progress
+
+    @classmethod
+    def from_config(cls, config: TopicsConfig, **extra: Any) -> TopicModel:
+        """An unfitted model with the settings' values (``extra``: block_size, show_progress, ...)."""
+        return cls(**config.model_dump(), **extra)
+
+    def _check_params(self) -> None:
+        for name, minimum in [
+            ("n_topics", 2), ("max_topics_per_video", 1), ("topic_feature_dim", 1), ("kmeans_iterations", 1),
+            ("block_size", 1), ("max_points_per_centroid", 1), ("init_sample_per_topic", 1),
+        ]:
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"TopicModel: {name} must be an integer >= {minimum}, got {value!r}")
+        if not -1.0 <= float(self.assign_threshold) <= 1.0:
+            raise ValueError(f"TopicModel: assign_threshold (τ3) is a cosine similarity in [-1, 1], got {self.assign_threshold!r}")
+
+    def fit(self, a: np.ndarray) -> TopicModel:
+        """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self."""
+        self._check_params()
+        a = _as_matrix("a", a)
+        x = normalize_rows(a)
+        nonzero = np.linalg.norm(x, axis=1) > 0
+        if not nonzero.all():
+            logger.warning("topic k-means: %d of %d rows of a are all zero (no tags and no z) and are left out", int((~nonzero).sum()), len(x))
+            x = x[nonzero]
+        if len(x) < self.n_topics:
+            raise ValueError(f"TopicModel.fit: {len(x)} non-zero rows cannot make n_topics={self.n_topics} topics (K); lower n_topics")
+        if len(x) < MIN_ROWS_PER_TOPIC_ADVISED * self.n_topics:
+            logger.warning("topic k-means: %d rows for %d topics (< %d per topic); centres may be unstable", len(x), self.n_topics, MIN_ROWS_PER_TOPIC_ADVISED)
+        x = np.ascontiguousarray(x)
+        kmeans = faiss.Kmeans(
+            x.shape[1],
+            int(self.n_topics),
+            niter=int(self.kmeans_iterations),
+            seed=int(self.seed),
+            spherical=True,  # unit centres: nearest centre = highest cosine, the assignment measure
+            max_points_per_centroid=int(self.max_points_per_centroid),
+            min_points_per_centroid=1,  # the advice above is logged once, faiss's own print is noise
+            verbose=bool(self.show_progress),
+        )
+        logger.info("topic k-means: %d rows x %d dims, K=%d, %d iterations", x.shape[0], x.shape[1], self.n_topics, self.kmeans_iterations)
+        rng = np.random.default_rng(self.seed)
+        sample_size = max(int(self.init_sample_per_topic) * int(self.n_topics), 10_000)
+        initial_centers = kmeans_plusplus_sample(x, int(self.n_topics), sample_size, rng, bool(self.show_progress))  # (K, D)
+        kmeans.train(x, init_centroids=initial_centers)
+        self.cluster_centers_ = normalize_rows(kmeans.centroids)  # (K, D)
+        self.topic_embeddings_ = pca_topic_embeddings(self.cluster_centers_, int(self.topic_feature_dim))  # (K, 8)
+        self.objective_ = float(kmeans.obj[-1]) if len(kmeans.obj) else float("nan")
+        self.n_features_in_ = int(a.shape[1])
+        self.data_fingerprint_ = fingerprint_arrays([a])
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "cluster_centers_"):
+            raise RuntimeError("TopicModel is not fitted: call fit() or TopicModel.load() first")
+
+    def assign(self, a: np.ndarray) -> TopicAssignment:
+        """Topics of every row of a (n, D) by :func:`select_topics`, scored in blocks with faiss.
+
+        Rows that are all zero (no tags and no z) get no topic: they have no direction to compare.
+        """
+        self._check_fitted()
+        a = _as_matrix("a", a)
+        if a.shape[1] != self.n_features_in_:
+            raise ValueError(f"a has {a.shape[1]} columns but the topics were fitted on {self.n_features_in_}")
+        index = faiss.IndexFlatIP(self.n_features_in_)
+        index.add(self.cluster_centers_)
+        k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
+        parts = []
+        starts = range(0, len(a), int(self.block_size))
+        for start in tqdm(starts, desc="assign topics", unit="block", disable=not self.show_progress or len(starts) < 2):
+            block = normalize_rows(a[start : start + self.block_size])  # (b, D)
+            sims, ids = index.search(np.ascontiguousarray(block), k)  # (b, k) each, nearest first
+            ids[np.linalg.norm(block, axis=1) == 0] = -1
+            parts.append(select_topics(ids, sims, float(self.assign_threshold), int(self.max_topics_per_video)))
+        assignment = TopicAssignment.concatenate(parts)
+        n_empty = int((assignment.counts == 0).sum())
+        if n_empty:
+            logger.warning("topic assignment: %d of %d videos have an all-zero a and got no topic", n_empty, len(assignment))
+        return assignment
+
+    def topic_features(self, assignment: TopicAssignment) -> np.ndarray:
+        """(n, topic_feature_dim) float32 video topic features, see :func:`weighted_topic_features`."""
+        self._check_fitted()
+        return weighted_topic_features(assignment, self.topic_embeddings_)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write centres, topic embeddings and config to ``directory``."""
+        self._check_fitted()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / ARRAYS_FILE, cluster_centers=self.cluster_centers_, topic_embeddings=self.topic_embeddings_)
+        write_json_atomic(
+            directory / META_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "estimator": type(self).__name__,
+                "config": {k: v for k, v in self.get_params().items() if k != "show_progress"},
+                "data_fingerprint": self.data_fingerprint_,
+                "n_features_in": self.n_features_in_,
+                "objective": self.objective_,
+                "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
+            },
+        )
+        logger.info("saved topic model (K=%d) to %s", len(self.cluster_centers_), directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TopicModel:
+        """Read a model written by :meth:`save`."""
+        directory = Path(directory)
+        meta = read_json(directory / META_FILE)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{directory / META_FILE}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        model = cls(**meta["config"])
+        with np.load(directory / ARRAYS_FILE) as arrays:
+            model.cluster_centers_ = arrays["cluster_centers"]
+            model.topic_embeddings_ = arrays["topic_embeddings"]
+        model.n_features_in_ = int(meta["n_features_in"])
+        model.objective_ = float(meta["objective"])
+        model.data_fingerprint_ = meta["data_fingerprint"]
+        return model
+
+
+def topics_per_video_report(assignment: TopicAssignment, assign_threshold: float) -> dict[str, Any]:
+    """How many topics videos got: mean, median, histogram, and how many got only the forced nearest topic.
+
+    ``forced_nearest_only`` counts videos whose single topic is below τ3 (given only because every
+    video gets its nearest topic). The paper reports about 4 topics per video on average.
+    """
+    counts = assignment.counts
+    first = assignment.offsets[:-1][counts > 0]
+    below = assignment.weights[first].astype(np.float64) < assign_threshold
+    values, frequencies = np.unique(counts, return_counts=True)
+    return {
+        "n_videos": int(len(counts)),
+        "mean_topics_per_video": float(counts.mean()) if len(counts) else 0.0,
+        "median_topics_per_video": float(np.median(counts)) if len(counts) else 0.0,
+        "max_topics_per_video": int(counts.max()) if len(counts) else 0,
+        "histogram": {int(v): int(f) for v, f in zip(values, frequencies)},
+        "videos_without_topic": int((counts == 0).sum()),
+        "forced_nearest_only": int(below.sum()),
+        "mean_weight": float(assignment.weights.mean()) if len(assignment.weights) else 0.0,
+    }
+
+
+def format_topics_per_video_report(report: dict[str, Any]) -> str:
+    """The report as a few readable lines with a text histogram."""
+    n = max(report["n_videos"], 1)
+    lines = [
+        f"videos: {report['n_videos']}  mean topics/video: {report['mean_topics_per_video']:.2f} (paper: about 4)  "
+        f"median: {report['median_topics_per_video']:.1f}  max: {report['max_topics_per_video']}",
+        f"only the forced nearest topic (below τ3): {report['forced_nearest_only']}  without topic: {report['videos_without_topic']}",
+        "topics  videos",
+    ]
+    for value, frequency in report["histogram"].items():
+        lines.append(f"{value:>6}  {frequency:>7}  {'#' * round(40 * frequency / n)}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parquet tables (layouts in topicfs/tables.py)
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _utc_timestamps(value: Any, n: int, name: str) -> pa.Array:
+    """``n`` UTC timestamps from one timezone-aware time or a sequence of n of them."""
+    if isinstance(value, (datetime, pd.Timestamp, str)):
+        stamp = pd.Timestamp(value)
+        if stamp.tzinfo is None:
+            raise ValueError(f"{name} must be timezone-aware (UTC), got naive {stamp}")
+        microseconds = stamp.tz_convert("UTC").value // 1000  # ns -> us
+        return pa.array(np.full(n, microseconds, dtype=np.int64), type=pa.int64()).cast(TIMESTAMP)
+    stamps = pd.DatetimeIndex(pd.to_datetime(pd.Series(value)))
+    if len(stamps) != n:
+        raise ValueError(f"{name}: {len(stamps)} timestamps for {n} rows")
+    if stamps.tz is None:
+        raise ValueError(f"{name} must be timezone-aware (UTC), got naive timestamps")
+    return pa.array(stamps.tz_convert("UTC").as_unit("us"), type=TIMESTAMP)
+
+
+def _list_offsets(offsets: np.ndarray) -> pa.Array:
+    """int32 list offsets (what Feast maps to Array types); past 2**31 values a table must be written in parts."""
+    if len(offsets) and offsets[-1] >= 2**31:
+        raise ValueError(f"{offsets[-1]} list values exceed one Parquet list column (2**31 - 1); write the videos in parts")
+    return pa.array(np.asarray(offsets, dtype=np.int32), type=pa.int32())
+
+
+def _fixed_lists(matrix: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """(n, d) -> list<value_type> with n lists of d values."""
+    n, d = matrix.shape
+    offsets = np.arange(0, n * d + 1, d, dtype=np.int64) if d else np.zeros(n + 1, dtype=np.int64)
+    return pa.ListArray.from_arrays(_list_offsets(offsets), pa.array(np.ascontiguousarray(matrix).reshape(-1), type=value_type))
+
+
+def _ragged_lists(offsets: np.ndarray, values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """CSR (offsets, values) -> list<value_type>."""
+    return pa.ListArray.from_arrays(_list_offsets(offsets), pa.array(values, type=value_type))
+
+
+def _video_ids(video_ids: Any, n: int) -> np.ndarray:
+    ids = np.asarray(video_ids)
+    if ids.ndim != 1 or len(ids) != n:
+        raise ValueError(f"video_ids: expected {n} ids (one per row), got shape {ids.shape}")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"video_ids must be integers, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64)
+    if len(np.unique(ids)) != n:
+        raise ValueError("video_ids: each video must appear once (duplicates found)")
+    return ids
+
+
+def _write_table(out_dir: Path, file_name: str, table: pa.Table, config: dict[str, Any], fingerprints: dict[str, str]) -> Path:
+    """Parquet written atomically plus ``<stem>.json`` beside it (config, fingerprints, schema)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / file_name
+    with tempfile.NamedTemporaryFile(dir=out_dir, suffix=".parquet.tmp", delete=False) as handle:
+        tmp_name = handle.name
+    pq.write_table(table, tmp_name)
+    os.replace(tmp_name, path)
+    table_fingerprint = fingerprint_table(table.drop_columns(["created"]))
+    write_json_atomic(
+        path.with_suffix(".json"),
+        {
+            "table": file_name,
+            "rows": table.num_rows,
+            "schema": {field.name: str(field.type) for field in table.schema},
+            "config": config,
+            "data_fingerprints": {**fingerprints, "table_values": table_fingerprint},
+            "created": table.column("created")[0].as_py().isoformat() if table.num_rows else utc_now().isoformat(),
+        },
+    )
+    logger.info("wrote %s (%d rows)", path, table.num_rows)
+    return path
+
+
+def _estimator_config(estimator: BaseEstimator) -> dict[str, Any]:
+    return {k: v for k, v in estimator.get_params().items() if k != "show_progress"}
+
+
+def write_tag_embeddings(out_dir: str | Path, embedder: TagGraphEmbedder, event_timestamp: Any, created: datetime | None = None) -> Path:
+    """TAG_EMBEDDINGS: tag | tag_embedding list<float32> | event_timestamp | created."""
+    embedder._check_fitted()
+    n = len(embedder.tags_)
+    created = created or utc_now()
+    table = pa.table(
+        {
+            "tag": pa.array(embedder.tags_, type=pa.string()),
+            "tag_embedding": _fixed_lists(embedder.embeddings_.astype(np.float32), pa.float32()),
+            "event_timestamp": _utc_timestamps(event_timestamp, n, "event_timestamp"),
+            "created": _utc_timestamps(created, n, "created"),
+        }
+    )
+    return _write_table(Path(out_dir), tables.TAG_EMBEDDINGS, table, {"tag_graph": _estimator_config(embedder)}, {"tag_graph_fit": embedder.data_fingerprint_})
+
+
+def write_video_tag_embeddings(
+    out_dir: str | Path,
+    video_ids: Any,
+    e_bar: np.ndarray,
+    has_tags: np.ndarray,
+    event_timestamp: Any,
+    embedder: TagGraphEmbedder,
+    created: datetime | None = None,
+) -> Path:
+    """VIDEO_TAG_EMBEDDINGS: video_id | video_tag_embedding list<float32> (ē) | has_tags | event_timestamp | created."""
+    e_bar = _as_matrix("e_bar", e_bar)
+    n = len(e_bar)
+    has_tags = np.asarray(has_tags, dtype=bool)
+    if has_tags.shape != (n,):
+        raise ValueError(f"has_tags: expected {n} flags, got shape {has_tags.shape}")
+    created = created or utc_now()
+    table = pa.table(
+        {
+            "video_id": pa.array(_video_ids(video_ids, n), type=pa.int64()),
+            "video_tag_embedding": _fixed_lists(e_bar, pa.float32()),
+            "has_tags": pa.array(has_tags, type=pa.bool_()),
+            "event_timestamp": _utc_timestamps(event_timestamp, n, "event_timestamp"),
+            "created": _utc_timestamps(created, n, "created"),
+        }
+    )
+    return _write_table(
+        Path(out_dir), tables.VIDEO_TAG_EMBEDDINGS, table, {"tag_graph": _estimator_config(embedder)}, {"tag_graph_fit": embedder.data_fingerprint_}
+    )
+
+
+def write_video_topics(
+    out_dir: str | Path,
+    video_ids: Any,
+    model: TopicModel,
+    assignment: TopicAssignment,
+    event_timestamp: Any,
+    created: datetime | None = None,
+) -> Path:
+    """VIDEO_TOPICS: video_id | topic_ids list<int64> | topic_weights list<float32> | topic_feature list<float32>[8]
+    | n_topics int64 | event_timestamp | created."""
+    n = len(assignment)
+    features = model.topic_features(assignment)  # (n, 8)
+    created = created or utc_now()
+    table = pa.table(
+        {
+            "video_id": pa.array(_video_ids(video_ids, n), type=pa.int64()),
+            "topic_ids": _ragged_lists(assignment.offsets, assignment.topic_ids.astype(np.int64), pa.int64()),
+            "topic_weights": _ragged_lists(assignment.offsets, assignment.weights.astype(np.float32), pa.float32()),
+            "topic_feature": _fixed_lists(features, pa.float32()),
+            "n_topics": pa.array(assignment.counts.astype(np.int64), type=pa.int64()),
+            "event_timestamp": _utc_timestamps(event_timestamp, n, "event_timestamp"),
+            "created": _utc_timestamps(created, n, "created"),
+        }
+    )
+    return _write_table(Path(out_dir), tables.VIDEO_TOPICS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_})
+
+
+def write_topic_centroids(
+    out_dir: str | Path, model: TopicModel, assignment: TopicAssignment, event_timestamp: Any, created: datetime | None = None
+) -> Path:
+    """TOPIC_CENTROIDS: topic_id | centroid list<float32> | topic_embedding list<float32>[8] | n_videos int64
+    | event_timestamp | created. ``n_videos`` counts the videos whose topic list holds the topic (its queue size)."""
+    model._check_fitted()
+    n_topics = len(model.cluster_centers_)
+    created = created or utc_now()
+    table = pa.table(
+        {
+            "topic_id": pa.array(np.arange(n_topics, dtype=np.int64), type=pa.int64()),
+            "centroid": _fixed_lists(model.cluster_centers_.astype(np.float32), pa.float32()),
+            "topic_embedding": _fixed_lists(model.topic_embeddings_.astype(np.float32), pa.float32()),
+            "n_videos": pa.array(np.bincount(assignment.topic_ids, minlength=n_topics).astype(np.int64), type=pa.int64()),
+            "event_timestamp": _utc_timestamps(event_timestamp, n_topics, "event_timestamp"),
+            "created": _utc_timestamps(created, n_topics, "created"),
+        }
+    )
+    return _write_table(Path(out_dir), tables.TOPIC_CENTROIDS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_})
+
+
+def write_topic_tables(
+    out_dir: str | Path,
+    video_ids: Any,
+    embedder: TagGraphEmbedder,
+    e_bar: np.ndarray,
+    has_tags: np.ndarray,
+    model: TopicModel,
+    assignment: TopicAssignment,
+    event_timestamp: Any,
+    video_event_timestamps: Any | None = None,
+) -> dict[str, Path]:
+    """Write VIDEO_TOPICS, TAG_EMBEDDINGS, VIDEO_TAG_EMBEDDINGS and TOPIC_CENTROIDS under ``out_dir``.
+
+    ``event_timestamp`` (timezone-aware) stamps the tag and topic tables, and the video tables unless
+    ``video_event_timestamps`` gives one time per video (e.g. ``publish_ts``). Every table shares one
+    ``created`` time. Returns {table file name: path}.
+    """
+    created = utc_now()
+    per_video = event_timestamp if video_event_timestamps is None else video_event_timestamps
+    paths = [
+        write_video_topics(out_dir, video_ids, model, assignment, per_video, created),
+        write_tag_embeddings(out_dir, embedder, event_timestamp, created),
+        write_video_tag_embeddings(out_dir, video_ids, e_bar, has_tags, per_video, embedder, created),
+        write_topic_centroids(out_dir, model, assignment, event_timestamp, created),
+    ]
+    return {path.name: path for path in paths}

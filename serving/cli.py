@@ -1,0 +1,135 @@
+"""``topicfs serving ...``: the candidate API, one-off candidate look-ups, ranker training, Table II and the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from topicfs.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(help="Candidate generation from the topic queues and topic-aware rankers (LR, EMLP, DCN).", no_args_is_help=True)
+
+
+@app.command("api")
+def run_api(
+    host: Optional[str] = typer.Option(None, help="listen address (default: serving.api_host)"),
+    port: Optional[int] = typer.Option(None, help="listen port (default: serving.api_port)"),
+) -> None:
+    """Serve GET /users/{user_id}/candidates?n= (OpenAPI at /docs) with uvicorn."""
+    import uvicorn
+
+    from serving.api import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.serving.api_host, port=port or settings.serving.api_port, log_level="warning")
+
+
+@app.command("candidates")
+def show_candidates(user_id: int = typer.Argument(..., min=0), n: Optional[int] = typer.Option(None, min=1, help="default N3")) -> None:
+    """Print one user's candidates as JSON (reads the Redis in TOPICFS_REDIS__URL)."""
+    from serving.candidates import CandidateGenerator, CandidateStoreUnavailable
+
+    try:
+        result = CandidateGenerator.from_settings(get_settings()).candidates(user_id, n)
+    except CandidateStoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        json.dumps(
+            {
+                "user_id": result.user_id,
+                "source": result.source,
+                "topics": [t.__dict__ for t in result.topics],
+                "candidates": [[c.video_id, c.topic_id] for c in result.candidates],
+            }
+        )
+    )
+
+
+def _fetcher(video_topics: Optional[Path], feature_repo: Optional[Path], feature_service: Optional[str], work_dir: Path):
+    from serving.features import FeastHistoricalFetcher, make_video_topics_repo
+
+    if feature_repo is not None:
+        return FeastHistoricalFetcher(feature_repo, feature_service) if feature_service else FeastHistoricalFetcher(feature_repo)
+    if video_topics is None:
+        raise typer.BadParameter("give --feature-repo (a Feast repo) or --video-topics (a VIDEO_TOPICS Parquet file) for topic features")
+    return FeastHistoricalFetcher(make_video_topics_repo(work_dir / "feature_repo", video_topics))
+
+
+@app.command("train")
+def train_ranker(
+    clicks: Path = typer.Option(..., exists=True, dir_okay=False, help="click log (Parquet/CSV): user_id, video_id, clicked, ts"),
+    model: str = typer.Option("dcn", help="lr, emlp or dcn"),
+    with_topics: bool = typer.Option(True, "--with-topics/--without-topics", help="use the topic features"),
+    video_topics: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="VIDEO_TOPICS Parquet (when no --feature-repo)"),
+    feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo serving the topic features"),
+    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo, e.g. ranker_v1"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: <models_dir>/ranker_<model>_<features>)"),
+) -> None:
+    """Train a ranker on a click log with point-in-time topic features from Feast and save it."""
+    from topicfs.contracts import load_interactions
+    from serving.features import build_training_frame
+    from serving.rankers import MODELS, Ranker
+
+    if model not in MODELS:
+        raise typer.BadParameter(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
+    settings = get_settings()
+    log = load_interactions(clicks)
+    entity = log.rename(columns={"ts": "event_timestamp", "clicked": "label"})
+    features = "topic" if with_topics else "base"
+    with tempfile.TemporaryDirectory(prefix="ranker-train-") as work:
+        fetcher = _fetcher(video_topics, feature_repo, feature_service, Path(work)) if with_topics else None
+        frame = build_training_frame(entity, fetcher, settings.topics.topic_feature_dim)
+    import torch
+
+    torch.set_num_threads(settings.rankers.torch_threads)
+    ranker = Ranker.from_config(settings.rankers, model, features).fit(frame)
+    out = out or settings.paths.models_dir / f"ranker_{model}_{features}"
+    ranker.save(out)
+    typer.echo(f"saved {model}/{features} ranker ({ranker.n_parameters()} parameters) to {out}")
+
+
+@app.command("table2")
+def table2(
+    dataset: list[str] = typer.Option(["synthetic"], help="synthetic and/or movielens (repeat the option)"),
+    video_topics: Optional[Path] = typer.Option(
+        None, exists=True, dir_okay=False, help="VIDEO_TOPICS Parquet of the dataset's videos; default: learn them with the offline jobs"
+    ),
+    feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo serving the topic features instead"),
+    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo, e.g. ranker_v1"),
+    seeds: int = typer.Option(1, min=1, help="average every AUC over this many seeds"),
+    out: Optional[Path] = typer.Option(None, help="report folder (default: <reports_dir>)"),
+) -> None:
+    """Table II: AUC of LR, EMLP, DCN without / with topic features on a time split; prints Markdown."""
+    from serving.table2 import run_table2, save_report, to_markdown
+
+    if video_topics is not None and len(dataset) > 1:
+        raise typer.BadParameter("--video-topics belongs to one dataset; run one --dataset at a time with it")
+    settings = get_settings()
+    rows = []
+    for name in dataset:
+        rows += run_table2(name, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds)
+    path = save_report(rows, out or settings.paths.reports_dir)
+    typer.echo(to_markdown(rows))
+    typer.echo(f"\nwritten to {path}")
+
+
+@app.command("demo")
+def run_demo(
+    ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs serving train)"),
+    feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo with the online topic features"),
+    users: list[int] = typer.Option([0, 1, 2], "--user", help="users to show (repeat the option)"),
+    k: int = typer.Option(5, min=1, help="ranked results per user"),
+) -> None:
+    """Print candidates and ranked results for a few users (queues in TOPICFS_REDIS__URL, filled by the stream)."""
+    from serving.ranking import demo
+
+    settings = get_settings()
+    demo(settings.redis.url, str(ranker), str(feature_repo) if feature_repo else None, users, settings, k=k)

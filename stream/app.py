@@ -1,0 +1,284 @@
+"""The Faust app: agents and timers are thin glue between Kafka and :class:`stream.state.StreamStore`.
+
+- agent ``count_events``: events topic → batches (``stream.take_events``) → one Redis transaction per batch;
+- task ``follow_videos``: the whole videos topic (every worker reads all of it, it is small and idempotent) →
+  video topics in Redis; the events agent starts once it has caught up, so a rebuild never sees an unknown video;
+- timers: rebuild changed topic queues, rotate fresh videos, push changed statistics to Feast, consumer lag.
+
+Run a worker with ``topicfs stream worker`` (see :mod:`stream.cli`), which calls :func:`run_worker`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import faust
+import pandas as pd
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
+from stream.logic import parse_video_event
+from stream.metrics import StreamMetrics
+from stream.records import DeadLetter, VideoPublishedEvent
+from stream.sinks import FeastPushSink, StatsSink
+from stream.state import RawMessage, StreamStore, dead_letter, offset_key
+from topicfs.settings import Settings, StreamConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamRuntime:
+    """Everything a running worker holds: the Faust app, the Redis store, the sink and the metrics."""
+
+    settings: Settings
+    app: faust.App
+    store: StreamStore
+    metrics: StreamMetrics
+    sink: StatsSink | None
+    videos_ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _dead_letter_bytes(letter: DeadLetter) -> bytes:
+    return json.dumps({k: v for k, v in letter.asdict().items()}, ensure_ascii=False).encode()
+
+
+def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink | None = None) -> StreamRuntime:
+    """Build the Faust app of one worker from settings (topics, agents, timers)."""
+    config = settings.stream
+    app = faust.App(
+        config.app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        topic_partitions=config.partitions,
+        broker_rebalance_timeout=config.rebalance_timeout_s,
+        broker_session_timeout=config.session_timeout_s,
+        broker_heartbeat_interval=min(1.0, config.session_timeout_s / 4),
+        broker_commit_interval=1.0,
+        broker_max_poll_records=max(500, config.batch_max_messages),
+        stream_buffer_maxsize=max(4096, 2 * config.batch_max_messages),
+        consumer_auto_offset_reset="earliest",
+        topic_disable_leader=True,
+        web_enabled=False,
+    )
+    store = StreamStore(redis_client, settings.redis.key_prefix, config, push_enabled=sink is not None)
+    metrics = StreamMetrics()
+    runtime = StreamRuntime(settings, app, store, metrics, sink)
+
+    events_topic = app.topic(config.events_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+    dead_letter_topic = app.topic(config.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+
+    async def send_dead_letters(letters: list[DeadLetter]) -> None:
+        # delivery is awaited before the batch commits, so no dead letter is lost
+        pending = [await dead_letter_topic.send(key=f"{l.source_topic}:{l.partition}:{l.offset}".encode(), value=_dead_letter_bytes(l)) for l in letters]
+        await asyncio.gather(*pending)
+        metrics.dead_letters.inc(len(letters))
+
+    @app.agent(events_topic, concurrency=1)
+    async def count_events(stream):
+        """Count exposures and clicks, batch by batch, exactly once."""
+        await runtime.videos_ready.wait()
+        async for batch in stream.take_events(config.batch_max_messages, within=config.batch_within_s):
+            messages = [RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value, e.message.key) for e in batch]
+            started = time.perf_counter()
+            while True:
+                try:
+                    result = await store.apply_batch(messages, send_dead_letters)
+                    break
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # the batch is not acked: retry, lose nothing
+                    logger.warning("Redis unavailable (%s); retrying the batch in 1 s", exc)
+                    await asyncio.sleep(1.0)
+            metrics.batch_latency.observe(time.perf_counter() - started)
+            metrics.messages.inc(result.applied_messages)
+            metrics.batch_retries.inc(result.retries)
+            metrics.record_events(result.exposures, result.clicks)
+
+    @app.task
+    async def follow_videos() -> None:
+        """Read the whole videos topic from its start, then follow it; release the events agent once caught up."""
+        await _follow_videos(runtime, send_dead_letters)
+
+    @app.timer(config.queue_refresh_interval_s)
+    async def rebuild_queues() -> None:
+        try:
+            metrics.queue_rebuilds.inc(await store.rebuild_dirty_queues())
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            logger.warning("queue rebuild skipped, Redis unavailable: %s", exc)
+
+    @app.timer(config.fresh_rotation_interval_s)
+    async def rotate_fresh_videos() -> None:
+        await store.mark_all_topics_dirty()
+
+    if sink is not None:
+
+        @app.timer(config.push_interval_s)
+        async def push_statistics() -> None:
+            await push_changed_statistics(store, sink, config, metrics)
+
+    @app.timer(5.0)
+    async def measure_lag() -> None:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != config.events_topic:
+                continue
+            highwater = consumer.highwater(tp)
+            applied = await redis_client.get(offset_key(store.prefix, tp.topic, tp.partition))
+            if highwater is not None:
+                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - (int(applied) + 1 if applied else 0)))
+
+    runtime.count_events = count_events  # type: ignore[attr-defined]
+    return runtime
+
+
+async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: StreamConfig, metrics: StreamMetrics | None = None) -> int:
+    """One push per push source of every statistic changed since the last push; returns the rows pushed."""
+    taken = await store.take_pending_push()
+    if not taken:
+        return 0
+    started = time.perf_counter()
+    names = {"video": config.push_source_video_stats, "topic": config.push_source_topic_stats, "user": config.push_source_user_recent_topics}
+    now = pd.Timestamp.now(tz="UTC")
+    rows = 0
+    try:
+        for entity, ids in taken.items():
+            frame = await store.stats_frame(entity, ids, now)
+            await asyncio.to_thread(sink.push, names[entity], frame)
+            rows += len(frame)
+    except Exception:
+        logger.exception("Feast push failed; the changed ids are kept for the next push")
+        await store.finish_push(taken, succeeded=False)
+        return 0
+    await store.finish_push(taken, succeeded=True)
+    if metrics is not None:
+        metrics.push_latency.observe(time.perf_counter() - started)
+    return rows
+
+
+_assigner = None
+
+
+def _assign_topics(runtime: StreamRuntime, event: VideoPublishedEvent) -> list[int]:
+    """Topics of a video that arrived with its content, from the trained topic models (loaded once)."""
+    global _assigner
+    if _assigner is None:
+        from offline_jobs.pipeline import load_topic_assigner  # heavy (torch): only when content events arrive
+
+        _assigner = load_topic_assigner(runtime.settings.paths.models_dir)
+    frame = pd.DataFrame(
+        [
+            {
+                "video_id": event.video_id,
+                "title": event.title,
+                "cover_image": event.cover_image,
+                "primary_class": event.primary_class,
+                "secondary_class": event.secondary_class,
+                "tags": event.tags or [],
+                "publish_ts": pd.Timestamp(event.ts, unit="s", tz="UTC"),
+            }
+        ]
+    )
+    return [int(t) for t in _assigner.assign(frame)[0]]
+
+
+async def handle_video_messages(runtime: StreamRuntime, messages: list[RawMessage], send_dead_letters) -> int:
+    """Register the videos of valid video-published messages; dead-letter the rest. Returns videos registered."""
+    limits = runtime.store.limits()
+    topics_by_video: dict[int, list[int]] = {}
+    letters = []
+    for message in messages:
+        event, errors = parse_video_event(message.value, limits)
+        if event is not None and event.topic_ids is None:
+            try:
+                event.topic_ids = await asyncio.to_thread(_assign_topics, runtime, event)
+            except Exception as exc:  # a model problem must not stop the worker; the video waits in the dead-letter topic
+                logger.exception("topic assignment failed for video %s", event.video_id)
+                errors, event = [f"topic assignment failed: {type(exc).__name__}: {exc}"], None
+        if event is not None:
+            topics_by_video[event.video_id] = list(event.topic_ids)
+        if errors:
+            letters.append(dead_letter(message, errors))
+    if letters:
+        await send_dead_letters(letters)
+    if topics_by_video:
+        await runtime.store.register_videos(topics_by_video)
+    return len(topics_by_video)
+
+
+async def _follow_videos(runtime: StreamRuntime, send_dead_letters) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = runtime.settings
+    topic = settings.stream.videos_topic
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(settings.kafka.bootstrap_servers, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        registered = 0
+        while True:
+            fetched = await consumer.getmany(timeout_ms=200, max_records=5000)
+            messages = [RawMessage(m.topic, m.partition, m.offset, m.value, m.key) for records in fetched.values() for m in records]
+            if messages:
+                while True:
+                    try:
+                        registered += await handle_video_messages(runtime, messages, send_dead_letters)
+                        break
+                    except (RedisConnectionError, RedisTimeoutError) as exc:
+                        logger.warning("Redis unavailable (%s); retrying video messages in 1 s", exc)
+                        await asyncio.sleep(1.0)
+            elif not runtime.videos_ready.is_set():
+                # caught up: nothing more to read (end offsets alone are not trusted: tansu under-reports them)
+                ends = await consumer.end_offsets(partitions)
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(position >= ends[tp] for position, tp in zip(positions, partitions)):
+                    logger.info("videos topic caught up (%d videos registered); counting events", registered)
+                    runtime.videos_ready.set()
+    finally:
+        await consumer.stop()
+
+
+async def prepare(settings: Settings, redis_client: aioredis.Redis) -> None:
+    """Before a worker joins its group: create the topics, load video topics, align the group's offsets with Redis."""
+    config = settings.stream
+    servers = settings.kafka.bootstrap_servers
+    await create_topics(servers, {config.events_topic: config.partitions, config.videos_topic: config.partitions, config.dead_letter_topic: config.partitions})
+    store = StreamStore(redis_client, settings.redis.key_prefix, config)
+    table = settings.paths.tables_dir
+    if config.load_video_topics_on_start and (table / "video_topics.parquet").exists():
+        await store.load_video_topics_table(table)
+    applied = {}
+    for partition in await partition_ids(servers, config.events_topic):
+        raw = await redis_client.get(offset_key(settings.redis.key_prefix, config.events_topic, partition))
+        applied[partition] = int(raw) if raw is not None else None
+    await align_committed_offsets(servers, config.app_id, config.events_topic, applied, wait_s=config.session_timeout_s + config.rebalance_timeout_s + 10, rebalance_timeout_s=config.rebalance_timeout_s)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker until SIGINT/SIGTERM: start the embedded broker / Redis if asked and absent, prepare, consume."""
+    from topicfs.services import ensure_redis
+
+    broker = ensure_broker(settings.kafka.bootstrap_servers, settings.kafka.embedded)
+    local_redis = ensure_redis(settings.redis.url)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        redis_client = aioredis.Redis.from_url(settings.redis.url)
+        loop.run_until_complete(prepare(settings, redis_client))
+        sink = FeastPushSink(settings.stream.feast_repo_path) if settings.stream.feast_repo_path else None
+        runtime = create_app(settings, redis_client, sink)
+        if settings.stream.metrics_port:
+            runtime.metrics.serve(settings.stream.metrics_port)
+        worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, override_logging=False)
+        worker.execute_from_commandline()
+    finally:
+        if local_redis is not None:
+            local_redis.stop()
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,96 @@
+"""The README's first command, stream part: embedded broker + a worker, a synthetic click stream, the live queues."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from itertools import islice
+from pathlib import Path
+
+import redis
+
+from stream.broker import EmbeddedBroker
+from stream.process import WorkerProcess
+from stream.replay import produce
+from stream.state import all_topics_key, dirty_topics_key, offset_key, video_stats_key
+from stream.synthetic_stream import synthetic_stream
+from topicfs.keys import popular_topics_key, queue_key
+from topicfs.services import ensure_redis
+from topicfs.settings import Settings
+from topicfs.tables import VIDEO_TOPICS
+
+logger = logging.getLogger(__name__)
+
+
+def run_demo_stream(
+    settings: Settings, catalogue_tables_dir: str | Path | None = None, n_events: int = 20000, n_topics_shown: int = 3, top_n: int = 8, timeout_s: float = 180.0
+) -> dict:
+    """Start the embedded broker and one worker, replay ``n_events`` messages of the synthetic click stream, read the
+    top of the most clicked topics' queues, stop everything started here. Returns a summary (``summary["text"]`` prints it).
+
+    Video topics come from ``catalogue_tables_dir/video_topics.parquet`` when it exists (the learned topics of the same
+    synthetic catalogue, ``settings.synthetic``), else from the catalogue's true topics, published as video events.
+    """
+    settings = settings.model_copy(deep=True)
+    broker = EmbeddedBroker.start()
+    local_redis = ensure_redis(settings.redis.url)
+    worker = None
+    started = time.perf_counter()
+    try:
+        settings.kafka.bootstrap_servers, settings.kafka.embedded = broker.bootstrap_servers, False
+        table = Path(catalogue_tables_dir) / VIDEO_TOPICS if catalogue_tables_dir else None
+        settings.stream.load_video_topics_on_start = False  # loaded below from catalogue_tables_dir, once
+        videos, events = synthetic_stream(settings)
+        client = redis.Redis.from_url(settings.redis.url)
+        worker = WorkerProcess.start(settings)
+
+        async def replay() -> dict[int, int]:
+            import redis.asyncio as aioredis
+
+            from stream.app import prepare
+            from stream.state import StreamStore
+
+            async_client = aioredis.Redis.from_url(settings.redis.url)
+            await prepare(settings, async_client)
+            if table is not None and table.exists():
+                await StreamStore(async_client, settings.redis.key_prefix, settings.stream).load_video_topics_table(table.parent, show_progress=False)
+            else:
+                await produce(settings.kafka.bootstrap_servers, settings.stream.videos_topic, videos, key_field="video_id")
+            return await produce(settings.kafka.bootstrap_servers, settings.stream.events_topic, islice(events, n_events), show_progress=True)
+
+        sent = asyncio.run(replay())
+        n_messages = sum(sent.values())
+        deadline = time.monotonic() + timeout_s
+        prefix, topic = settings.redis.key_prefix, settings.stream.events_topic
+        while time.monotonic() < deadline:
+            done = sum(int(v) + 1 for v in client.mget([offset_key(prefix, topic, p) for p in sent]) if v is not None)
+            if done >= n_messages and not client.smembers(dirty_topics_key(prefix)):
+                break
+            if not worker.alive():
+                raise RuntimeError(f"the stream worker stopped:\n{worker.log()[-3000:]}")
+            time.sleep(0.3)
+        else:
+            raise TimeoutError(f"the worker applied {done} of {n_messages} messages in {timeout_s:.0f} s")
+        topics = [int(t) for t in client.zrevrange(popular_topics_key(prefix), 0, n_topics_shown - 1)]
+        queues = {}
+        lines = [f"stream: {n_messages} messages replayed and applied in {time.perf_counter() - started:.1f} s; "
+                 f"{client.scard(all_topics_key(prefix))} topic queues"]
+        for topic_id in topics:
+            top = [int(v) for v in client.zrevrange(queue_key(prefix, topic_id), 0, top_n - 1)]
+            rows = []
+            for video_id in top:
+                exposures, clicks, ctr = client.hmget(video_stats_key(prefix, video_id), "exposures", "clicks", "ctr")
+                exposures, clicks = int(float(exposures or 0)), int(float(clicks or 0))
+                fresh = exposures < settings.stream.min_exposures
+                rows.append({"video_id": video_id, "exposures": exposures, "clicks": clicks, "ctr": float(ctr or 0), "fresh": fresh})
+            queues[topic_id] = rows
+            lines.append(f"topic {topic_id} (queue of {client.zcard(queue_key(prefix, topic_id))}):")
+            lines += [f"  {r['video_id']:>6}  ctr {r['ctr']:.3f}  {r['clicks']:>4}/{r['exposures']:<5}{'  fresh' if r['fresh'] else ''}" for r in rows]
+        return {"messages": n_messages, "seconds": time.perf_counter() - started, "queues": queues, "text": "\n".join(lines)}
+    finally:
+        if worker is not None:
+            worker.stop()
+        broker.stop()
+        if local_redis is not None:
+            local_redis.stop()

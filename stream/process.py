@@ -1,0 +1,72 @@
+"""Run a worker as a child process (demo, tests, benchmark): settings travel as ``TOPICFS_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from topicfs.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``TOPICFS_<SECTION>__<FIELD>`` variables that rebuild ``settings`` in a child process."""
+    env = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for name, value in values.items():
+            if value is None:
+                continue
+            env[f"TOPICFS_{section.upper()}__{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """A ``python -m stream.cli worker`` child; its output goes to ``log_path``."""
+
+    process: subprocess.Popen = field(repr=False)
+    log_path: Path
+
+    @classmethod
+    def start(cls, settings: Settings, cwd: str | Path | None = None, loglevel: str = "warning") -> "WorkerProcess":
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TOPICFS_")}
+        env.update(settings_env(settings))
+        log = tempfile.NamedTemporaryFile(prefix="topicfs-worker-", suffix=".log", delete=False)
+        root = Path(__file__).resolve().parent.parent
+        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", loglevel],
+            cwd=str(cwd or root),
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return cls(process, Path(log.name))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """Graceful stop (SIGTERM: Faust finishes the batch in hand and leaves the group)."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """kill -9: no cleanup at all."""
+        if self.alive():
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

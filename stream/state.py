@@ -1,0 +1,569 @@
+"""Redis: the stream's state, its source of truth, and the topic queues candidate generation reads.
+
+Why Redis is the source of truth (and not Faust changelogged tables): the queues and user histories must live in
+Redis anyway for the candidate service, per-video counts are shared by every partition (users are the Kafka key,
+videos are not), and a Faust table would add a changelog write per update, which is the cost that makes the naive
+agent slow. So every batch of messages is applied in ONE Redis transaction (WATCH + MULTI/EXEC) that writes the new
+counts, the queue indexes, the user histories AND the last applied Kafka offset of every partition in the batch:
+either all of it happens or none of it. A worker skips messages at or below the stored offset, so a message
+re-delivered after a crash, a rebalance or a restart is never counted twice; the WATCH on the offsets and on the
+touched counters makes two workers that briefly process the same partition (a rebalance in flight) or the same video
+(different users) retry instead of overwriting each other. Kafka's committed offsets are only a hint kept behind Redis's: a
+starting worker resets the group's committed offsets to Redis's (:func:`stream.broker.align_committed_offsets`), so
+an emptied Redis makes the worker re-read the Kafka log from its start and rebuild every count and queue exactly.
+
+Keys this module owns, besides those of :mod:`topicfs.keys` that it writes (queue, video topics, user clicks, popular):
+
+=============================================  ======  ===================================================
+key                                            type    content
+=============================================  ======  ===================================================
+``{prefix}:stats:video:{video_id}``            HASH    exposures, clicks, ctr, ts (event time of the values)
+``{prefix}:stats:topic:{topic_id}``            HASH    exposures, clicks, ctr, ts
+``{prefix}:user:{user_id}:topic_counts``       HASH    topic_id → votes among the user's last N1 clicks
+``{prefix}:stream:established:{topic_id}``     ZSET    video_id → CTR of the topic's videos with ≥ τ1 exposures, CTR ≥ τ2
+``{prefix}:stream:fresh:{topic_id}``           ZSET    video_id → exposures of the topic's videos below τ1
+``{prefix}:stream:topics``                     SET     every topic id that has a video
+``{prefix}:stream:dirty``                      SET     topic ids whose served queue must be rebuilt
+``{prefix}:stream:offset:{kafka_topic}:{p}``   STRING  last Kafka offset of partition p applied to this state
+``{prefix}:stream:push:{video|topic|user}``    SET     ids whose statistics changed since the last Feast push
+=============================================  ======  ===================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+from tqdm.auto import tqdm
+
+from stream.logic import (
+    BatchDelta,
+    Counts,
+    Limits,
+    build_queue,
+    drop_unknown_videos,
+    fold_events,
+    merge_counts,
+    parse_event,
+    push_recent_clicks,
+    queue_scores,
+    topic_histogram,
+    video_status,
+)
+from stream.records import DeadLetter
+from topicfs.keys import decode_ids, encode_ids, popular_topics_key, queue_key, user_clicks_key, video_topics_key
+from topicfs.settings import StreamConfig
+
+logger = logging.getLogger(__name__)
+
+
+def video_stats_key(prefix: str, video_id: int) -> str:
+    return f"{prefix}:stats:video:{video_id}"
+
+
+def topic_stats_key(prefix: str, topic_id: int) -> str:
+    return f"{prefix}:stats:topic:{topic_id}"
+
+
+def user_topic_counts_key(prefix: str, user_id: int) -> str:
+    return f"{prefix}:user:{user_id}:topic_counts"
+
+
+def established_key(prefix: str, topic_id: int) -> str:
+    return f"{prefix}:stream:established:{topic_id}"
+
+
+def fresh_key(prefix: str, topic_id: int) -> str:
+    return f"{prefix}:stream:fresh:{topic_id}"
+
+
+def all_topics_key(prefix: str) -> str:
+    return f"{prefix}:stream:topics"
+
+
+def dirty_topics_key(prefix: str) -> str:
+    return f"{prefix}:stream:dirty"
+
+
+def offset_key(prefix: str, kafka_topic: str, partition: int) -> str:
+    return f"{prefix}:stream:offset:{kafka_topic}:{partition}"
+
+
+def push_pending_key(prefix: str, entity: str) -> str:
+    return f"{prefix}:stream:push:{entity}"
+
+
+_STATS_FIELDS = ("exposures", "clicks", "ts")
+
+# One round trip for all reads of a batch (WATCH mode runs commands one by one otherwise); the answer is one
+# JSON string because decoding thousands of RESP replies in Python costs more than the whole batch's logic.
+# KEYS: stats keys, then user click lists, then video topic keys; ARGV = [number of stats keys, number of lists, N1].
+_READ_BATCH = """
+local out = {}
+local n_stats, n_lists = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 1, #KEYS do
+  if i <= n_stats then
+    out[i] = redis.call('HMGET', KEYS[i], 'exposures', 'clicks', 'ts')
+  elseif i <= n_stats + n_lists then
+    out[i] = redis.call('LRANGE', KEYS[i], 0, tonumber(ARGV[3]) - 1)
+  else
+    out[i] = redis.call('GET', KEYS[i])
+  end
+end
+return cjson.encode(out)
+"""
+
+# Every write of a batch in one command: ARGV[1] = JSON list of commands ([name, arg, ...], all strings). Run inside
+# MULTI/EXEC, so the batch stays all-or-nothing; the writes are computed in Python by stream.logic.
+_APPLY_OPS = """
+for _, op in ipairs(cjson.decode(ARGV[1])) do redis.call(unpack(op)) end
+return 1
+"""
+
+
+class _Ops:
+    """Collects Redis writes (same call shapes as a redis-py pipeline) to send as one :data:`_APPLY_OPS` call."""
+
+    def __init__(self) -> None:
+        self.ops: list[list[str]] = []
+
+    def set(self, key: str, value) -> None:
+        self.ops.append(["SET", key, str(value)])
+
+    def hset(self, key: str, mapping: Mapping) -> None:
+        self.ops.append(["HSET", key, *(str(x) for pair in mapping.items() for x in pair)])
+
+    def zadd(self, key: str, mapping: Mapping) -> None:
+        op = ["ZADD", key]
+        for member, score in mapping.items():
+            op += [repr(float(score)), str(member)]
+        self.ops.append(op)
+
+    def zrem(self, key: str, *members) -> None:
+        self.ops.append(["ZREM", key, *(str(m) for m in members)])
+
+    def sadd(self, key: str, *members) -> None:
+        self.ops.append(["SADD", key, *(str(m) for m in members)])
+
+    def lpush(self, key: str, *values) -> None:
+        self.ops.append(["LPUSH", key, *(str(v) for v in values)])
+
+    def ltrim(self, key: str, start: int, stop: int) -> None:
+        self.ops.append(["LTRIM", key, str(start), str(stop)])
+
+    def delete(self, key: str) -> None:
+        self.ops.append(["DEL", key])
+
+    def send(self, pipe) -> None:
+        """Queue the collected writes on ``pipe`` (in MULTI mode or a plain pipeline), in chunks Lua can unpack."""
+        for start in range(0, len(self.ops), 2000):
+            pipe.eval(_APPLY_OPS, 0, json.dumps(self.ops[start : start + 2000], separators=(",", ":")))
+
+# KEYS[1] = established, KEYS[2] = fresh; ARGV[1] = established kept, ARGV[2] = fresh sample size.
+_READ_QUEUE = """
+local established = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+local n_fresh = redis.call('ZCARD', KEYS[2])
+local sample = {}
+if tonumber(ARGV[2]) > 0 and n_fresh > 0 then sample = redis.call('ZRANDMEMBER', KEYS[2], ARGV[2]) end
+return {established, n_fresh, sample}
+"""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _counts(raw: Sequence[bytes | str | None | bool]) -> Counts:
+    exposures, clicks, ts = raw
+    if exposures is None or exposures is False:
+        return Counts()
+    return Counts(float(exposures), float(clicks or 0), float(ts) if ts and float(ts) else None)
+
+
+@dataclass
+class RawMessage:
+    """A Kafka message as the worker received it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+
+
+@dataclass
+class BatchResult:
+    """What one applied batch did (for metrics and tests)."""
+
+    applied_messages: int = 0
+    skipped_messages: int = 0  # at or below the stored offset: applied before (redelivery)
+    exposures: int = 0
+    clicks: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    retries: int = 0
+
+
+def dead_letter(message: RawMessage, reasons: list[str], event_id: str | None = None) -> DeadLetter:
+    payload = message.value or b""
+    return DeadLetter(
+        reasons=reasons,
+        source_topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        payload=payload.decode("utf-8", errors="replace"),
+        payload_b64=base64.b64encode(payload).decode("ascii"),
+        event_id=event_id,
+    )
+
+
+class StreamStore:
+    """The stream's Redis state: applies batches exactly once, rebuilds queues, registers videos, collects pushes."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, config: StreamConfig, push_enabled: bool = False) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.config = config
+        self.push_enabled = push_enabled
+        self.topics_of: dict[int, tuple[int, ...]] = {}  # cache of {prefix}:video:{id}:topics; Redis is the truth
+        self._rng = random.Random(config.seed)
+        self._token = uuid.uuid4().hex[:12]
+
+    def limits(self, now_s: float | None = None) -> Limits:
+        now_s = time.time() if now_s is None else now_s
+        return Limits(
+            max_payload_bytes=self.config.max_payload_bytes,
+            max_videos_per_exposure=self.config.max_videos_per_exposure,
+            min_event_ts_s=self.config.min_event_ts_s,
+            max_event_ts_s=now_s + self.config.max_clock_skew_s,
+        )
+
+    # ------------------------------------------------------------ video topics
+
+    async def fetch_topics(self, video_ids: Iterable[int]) -> None:
+        """Fill the topics cache for ``video_ids`` not in it yet (unknown videos stay absent)."""
+        missing = [video_id for video_id in set(video_ids) if video_id not in self.topics_of]
+        for start in range(0, len(missing), 10000):
+            chunk = missing[start : start + 10000]
+            values = await self.client.mget([video_topics_key(self.prefix, video_id) for video_id in chunk])
+            for video_id, raw in zip(chunk, values):
+                if raw is not None:
+                    self.topics_of[video_id] = tuple(decode_ids(raw))
+
+    async def register_videos(self, topics_by_video: Mapping[int, Sequence[int]], chunk_size: int = 5000, show_progress: bool = False) -> int:
+        """Write videos' topic ids and put each video in its topics' indexes according to its current counts.
+
+        Idempotent (a replayed video event changes nothing). A video whose topics changed leaves its old topics' indexes.
+        """
+        items = [(int(video_id), [int(t) for t in topics]) for video_id, topics in topics_by_video.items()]
+        for start in tqdm(range(0, len(items), chunk_size), desc="video topics → Redis", disable=not show_progress):
+            chunk = items[start : start + chunk_size]
+            keys = [video_stats_key(self.prefix, v) for v, _ in chunk] + [video_topics_key(self.prefix, v) for v, _ in chunk]
+            raw = json.loads(await self.client.eval(_READ_BATCH, len(keys), *keys, len(chunk), 0, 1))
+            ops = _Ops()
+            for index, (video_id, topics) in enumerate(chunk):
+                old_raw = raw[len(chunk) + index]
+                old_topics = decode_ids(old_raw) if isinstance(old_raw, str) else []
+                counts = _counts(raw[index])
+                ops.set(video_topics_key(self.prefix, video_id), encode_ids(topics))
+                for topic_id in set(old_topics) - set(topics):
+                    ops.zrem(established_key(self.prefix, topic_id), video_id)
+                    ops.zrem(fresh_key(self.prefix, topic_id), video_id)
+                    ops.sadd(dirty_topics_key(self.prefix), topic_id)
+                if topics:
+                    ops.sadd(all_topics_key(self.prefix), *topics)
+                self._index_writes(ops, video_id, topics, None, counts, force=True)
+                self.topics_of[video_id] = tuple(topics)
+            async with self.client.pipeline(transaction=True) as pipe:
+                ops.send(pipe)
+                await pipe.execute()
+        return len(items)
+
+    async def load_video_topics_table(self, tables_dir: Path, show_progress: bool = True) -> int:
+        """Load the offline VIDEO_TOPICS table (video_id, topic_ids) into Redis; returns the number of videos."""
+        from topicfs.tables import VIDEO_TOPICS
+
+        path = Path(tables_dir) / VIDEO_TOPICS
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: run the offline topic job first, or publish videos with topic_ids")
+        frame = pd.read_parquet(path, columns=["video_id", "topic_ids"])
+        bad = frame["video_id"].isna() | frame["topic_ids"].isna()
+        if bad.any():
+            raise ValueError(f"{path}: {int(bad.sum())} rows lack video_id or topic_ids (first: row {int(bad.idxmax())})")
+        mapping = {int(v): [int(t) for t in topics] for v, topics in zip(frame["video_id"], frame["topic_ids"])}
+        count = await self.register_videos(mapping, show_progress=show_progress)
+        logger.info("loaded topics of %d videos from %s", count, path)
+        return count
+
+    # ------------------------------------------------------------ one batch, one transaction
+
+    def _index_writes(self, pipe, video_id: int, topics: Sequence[int], before: Counts | None, after: Counts, force: bool = False) -> None:
+        """Put the video in its topics' established/fresh indexes per the τ1/τ2 rule; mark changed topics dirty."""
+        config = self.config
+        status = video_status(after, config.min_exposures, config.min_ctr)
+        old_status = video_status(before, config.min_exposures, config.min_ctr) if before is not None else None
+        changed = force or status != old_status or (status == "established" and after.ctr != before.ctr)
+        for topic_id in topics:
+            if status == "established":
+                if changed:
+                    pipe.zadd(established_key(self.prefix, topic_id), {video_id: after.ctr})
+                if force or old_status != "established":
+                    pipe.zrem(fresh_key(self.prefix, topic_id), video_id)
+            elif status == "fresh":
+                if force or old_status != "fresh":  # the score (exposures) is informative only: no rewrite per exposure
+                    pipe.zadd(fresh_key(self.prefix, topic_id), {video_id: after.exposures})
+                    pipe.zrem(established_key(self.prefix, topic_id), video_id)
+            elif force or old_status != "pruned":
+                pipe.zrem(established_key(self.prefix, topic_id), video_id)
+                pipe.zrem(fresh_key(self.prefix, topic_id), video_id)
+        if changed and topics:
+            pipe.sadd(dirty_topics_key(self.prefix), *topics)
+
+    async def apply_batch(
+        self,
+        messages: Sequence[RawMessage],
+        send_dead_letters: Callable[[list[DeadLetter]], Awaitable[None]],
+        now_s: float | None = None,
+    ) -> BatchResult:
+        """Validate, count and store one batch of events-topic messages exactly once (see the module docstring).
+
+        Invalid messages and the invalid parts of partly bad ones go to ``send_dead_letters`` (awaited before the
+        state commits, so a dead letter is never lost; after a crash in between it may be sent twice, with the same
+        source partition and offset).
+        """
+        if not messages:
+            return BatchResult()
+        limits = self.limits(now_s)
+        parsed = [parse_event(message.value, limits) for message in messages]
+        result = BatchResult()
+        sent_dead_letters: set[tuple[int, int]] = set()
+        half_life_s = self.config.half_life_s
+        while True:
+            async with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    partitions = sorted({(m.topic, m.partition) for m in messages})
+                    offset_keys = [offset_key(self.prefix, topic, partition) for topic, partition in partitions]
+                    await pipe.watch(*offset_keys)
+                    stored = dict(zip(partitions, await pipe.mget(offset_keys)))
+                    applied_upto = {tp: int(raw) if raw is not None else -1 for tp, raw in stored.items()}
+                    fresh_items = [
+                        (message, event_errors)
+                        for message, event_errors in zip(messages, parsed)
+                        if message.offset > applied_upto[(message.topic, message.partition)]
+                    ]
+                    result.skipped_messages = len(messages) - len(fresh_items)
+                    await self.fetch_topics(
+                        video_id
+                        for _, (event, _) in fresh_items
+                        if event is not None
+                        for video_id in (event.video_ids if hasattr(event, "video_ids") else [event.video_id])
+                    )
+                    events, dead = [], []
+                    for message, (event, errors) in fresh_items:
+                        if event is not None:
+                            event, unknown = drop_unknown_videos(event, self.topics_of)
+                            errors = errors + unknown
+                        if event is not None:
+                            events.append(event)
+                        if errors:
+                            dead.append(dead_letter(message, errors, getattr(event, "event_id", None) or _event_id(message)))
+                    delta = fold_events(events, self.topics_of, half_life_s)
+                    ops = await self._watch_and_compute(pipe, delta, half_life_s)
+                    new_dead = [d for d in dead if (d.partition, d.offset) not in sent_dead_letters]
+                    if new_dead:
+                        await send_dead_letters(new_dead)
+                        sent_dead_letters.update((d.partition, d.offset) for d in new_dead)
+                    last = defaultdict(lambda: -1)
+                    for message, _ in fresh_items:
+                        tp = (message.topic, message.partition)
+                        last[tp] = max(last[tp], message.offset)
+                    for (topic, partition), offset in last.items():
+                        ops.set(offset_key(self.prefix, topic, partition), offset)
+                    pipe.multi()
+                    ops.send(pipe)
+                    await pipe.execute()
+                except WatchError:
+                    result.retries += 1
+                    continue
+            result.applied_messages = len(fresh_items)
+            result.exposures, result.clicks, result.dead_letters = delta.n_exposures, delta.n_clicks, dead
+            return result
+
+    async def _watch_and_compute(self, pipe, delta: BatchDelta, half_life_s: float | None) -> _Ops:
+        """WATCH the touched counters, read them and the users' click lists, and compute every write of the batch."""
+        prefix, config = self.prefix, self.config
+        video_ids, topic_ids, user_ids = list(delta.videos), list(delta.topics), list(delta.user_clicks)
+        stats_keys = [video_stats_key(prefix, v) for v in video_ids] + [topic_stats_key(prefix, t) for t in topic_ids]
+        list_keys = [user_clicks_key(prefix, u) for u in user_ids]
+        if stats_keys:
+            await pipe.watch(*stats_keys)
+        keys = stats_keys + list_keys
+        raw = json.loads(await pipe.eval(_READ_BATCH, len(keys), *keys, len(stats_keys), len(list_keys), config.recent_clicks)) if keys else []
+        before_videos = [_counts(r) for r in raw[: len(video_ids)]]
+        before_topics = [_counts(r) for r in raw[len(video_ids) : len(stats_keys)]]
+        recent_lists = [[int(v) for v in r] for r in raw[len(stats_keys) :]]
+        new_recent = [push_recent_clicks(recent, delta.user_clicks[u], config.recent_clicks) for u, recent in zip(user_ids, recent_lists)]
+        await self.fetch_topics(v for recent in new_recent for v in recent)
+        pipe = _Ops()
+        for video_id, before in zip(video_ids, before_videos):
+            after = merge_counts(before, delta.videos[video_id], half_life_s)
+            pipe.hset(video_stats_key(prefix, video_id), mapping=_stats_mapping(after))
+            self._index_writes(pipe, video_id, self.topics_of[video_id], before, after)
+        popular = {}
+        for topic_id, before in zip(topic_ids, before_topics):
+            after = merge_counts(before, delta.topics[topic_id], half_life_s)
+            pipe.hset(topic_stats_key(prefix, topic_id), mapping=_stats_mapping(after))
+            popular[topic_id] = after.clicks
+        if popular:
+            pipe.zadd(popular_topics_key(prefix), popular)
+        for user_id, recent in zip(user_ids, new_recent):
+            clicks_key = user_clicks_key(prefix, user_id)
+            pipe.lpush(clicks_key, *delta.user_clicks[user_id])  # oldest first in, so the newest ends at the head
+            pipe.ltrim(clicks_key, 0, config.recent_clicks - 1)
+            histogram_key = user_topic_counts_key(prefix, user_id)
+            pipe.delete(histogram_key)
+            histogram = topic_histogram(recent, self.topics_of)
+            if histogram:
+                pipe.hset(histogram_key, mapping={t: n for t, n in histogram})
+        if self.push_enabled:
+            if video_ids:
+                pipe.sadd(push_pending_key(prefix, "video"), *video_ids)
+            if topic_ids:
+                pipe.sadd(push_pending_key(prefix, "topic"), *topic_ids)
+            if user_ids:
+                pipe.sadd(push_pending_key(prefix, "user"), *user_ids)
+        return pipe
+
+    # ------------------------------------------------------------ served queues
+
+    async def mark_all_topics_dirty(self) -> None:
+        """Ask for every queue to be rebuilt (the fresh-video rotation)."""
+        await self.client.sunionstore(dirty_topics_key(self.prefix), [dirty_topics_key(self.prefix), all_topics_key(self.prefix)])
+
+    async def rebuild_dirty_queues(self) -> int:
+        """Rebuild the served queue of every dirty topic; returns how many were rebuilt."""
+        topic_ids = sorted(int(t) for t in await self.client.smembers(dirty_topics_key(self.prefix)))
+        for topic_id in topic_ids:
+            await self.rebuild_queue(topic_id)
+        return len(topic_ids)
+
+    async def rebuild_queue(self, topic_id: int) -> list[int]:
+        """Write ``{prefix}:queue:{topic_id}``: established videos by CTR with a fresh ``fresh_share`` spread among them.
+
+        The fresh videos are a new random draw each time (so they rotate). WATCH on the topic's indexes makes a rebuild
+        that raced with a batch start over, so the last queue written always reflects the last counts.
+        """
+        config, prefix = self.config, self.prefix
+        keep = config.max_queue_length - math.ceil(config.fresh_share * config.max_queue_length - 1e-9)
+        sample_size = max(math.ceil(config.fresh_share * config.max_queue_length), config.cold_start_fresh)
+        while True:
+            async with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(established_key(prefix, topic_id), fresh_key(prefix, topic_id))
+                    flat, n_fresh, sample = await pipe.eval(
+                        _READ_QUEUE, 2, established_key(prefix, topic_id), fresh_key(prefix, topic_id), keep, sample_size
+                    )
+                    established = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+                    queue = build_queue(
+                        established,
+                        [int(v) for v in sample],
+                        int(n_fresh),
+                        config.fresh_share,
+                        config.cold_start_fresh,
+                        config.max_queue_length,
+                        self._rng,
+                    )
+                    pipe.multi()
+                    pipe.delete(queue_key(prefix, topic_id))
+                    if queue:
+                        pipe.zadd(queue_key(prefix, topic_id), queue_scores(queue))
+                    pipe.srem(dirty_topics_key(prefix), topic_id)
+                    await pipe.execute()
+                    return queue
+                except WatchError:
+                    continue
+
+    # ------------------------------------------------------------ Feast push
+
+    async def take_pending_push(self) -> dict[str, list[int]]:
+        """Move the ids changed since the last push aside (atomically) and return them per entity."""
+        taken: dict[str, list[int]] = {}
+        for entity in ("video", "topic", "user"):
+            pending = push_pending_key(self.prefix, entity)
+            inflight = f"{pending}:inflight:{self._token}"
+            try:
+                await self.client.rename(pending, inflight)
+            except Exception as exc:  # no such key: nothing changed
+                if "no such key" not in str(exc).lower():
+                    raise
+                continue
+            taken[entity] = sorted(int(v) for v in await self.client.smembers(inflight))
+        return taken
+
+    async def finish_push(self, entities: Iterable[str], succeeded: bool) -> None:
+        """Forget the pushed ids, or put them back for the next push when it failed."""
+        for entity in entities:
+            pending = push_pending_key(self.prefix, entity)
+            inflight = f"{pending}:inflight:{self._token}"
+            if not succeeded:
+                await self.client.sunionstore(pending, [pending, inflight])
+            await self.client.delete(inflight)
+
+    async def stats_frame(self, entity: str, ids: Sequence[int], now: pd.Timestamp) -> pd.DataFrame:
+        """Current statistics of ``ids`` as the push source ``entity`` expects them (see :mod:`stream.sinks`)."""
+        prefix = self.prefix
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entity_id in ids:
+                if entity == "video":
+                    pipe.hmget(video_stats_key(prefix, entity_id), *_STATS_FIELDS)
+                elif entity == "topic":
+                    pipe.hmget(topic_stats_key(prefix, entity_id), *_STATS_FIELDS)
+                else:
+                    pipe.hgetall(user_topic_counts_key(prefix, entity_id))
+            raw = await pipe.execute()
+        if entity == "user":
+            rows = []
+            for user_id, histogram in zip(ids, raw):
+                ordered = sorted(((int(t), int(n)) for t, n in histogram.items()), key=lambda item: (-item[1], item[0]))
+                rows.append({"user_id": user_id, "recent_topic_ids": [t for t, _ in ordered], "recent_topic_counts": [n for _, n in ordered]})
+            frame = pd.DataFrame(rows, columns=["user_id", "recent_topic_ids", "recent_topic_counts"])
+            frame["user_id"] = frame["user_id"].astype("int64")
+        else:
+            id_column = f"{entity}_id"
+            counts = [_counts(r) for r in raw]
+            frame = pd.DataFrame(
+                {
+                    id_column: pd.array(list(ids), dtype="int64"),
+                    # decayed counts are fractional: the push sources hold int64 counts, so they are rounded
+                    "exposures": pd.array([round(c.exposures) for c in counts], dtype="int64"),
+                    "clicks": pd.array([round(c.clicks) for c in counts], dtype="int64"),
+                    "ctr": pd.array([c.ctr for c in counts], dtype="float32"),
+                }
+            )
+        frame["event_timestamp"] = now
+        frame["created"] = now
+        return frame
+
+
+def _stats_mapping(counts: Counts) -> dict[str, str]:
+    return {"exposures": _num(counts.exposures), "clicks": _num(counts.clicks), "ctr": repr(counts.ctr), "ts": repr(counts.ts or 0.0)}
+
+
+def _event_id(message: RawMessage) -> str | None:
+    """Best-effort event_id of an invalid message, for the dead letter."""
+    try:
+        value = json.loads(message.value or b"")
+        return value.get("event_id") if isinstance(value, dict) and isinstance(value.get("event_id"), str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,108 @@
+"""Rankers (LR, EMLP, DCN): estimator contract, persistence, input errors, and that topic features carry signal."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from serving.rankers import MODELS, Ranker
+from serving.table2 import Table2Row, time_split, to_markdown
+
+
+def _frame(n_rows: int, n_users: int, video_ids: np.ndarray, seed: int, with_content: bool = False) -> pd.DataFrame:
+    """Users like one of 4 topics; a video's topic decides the click, so its topic ids carry the signal."""
+    rng = np.random.default_rng(seed)
+    topic_vectors = np.eye(4, 8, dtype=np.float32)
+    users = rng.integers(0, n_users, n_rows)
+    videos = rng.choice(video_ids, n_rows)
+    video_topic = videos % 4
+    liked = users % 4
+    p = np.where(video_topic == liked, 0.6, 0.1)
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "video_id": videos,
+            "label": (rng.random(n_rows) < p).astype(np.int8),
+            "topic_ids": [[int(t)] for t in video_topic],
+            "topic_weights": [[0.9]] * n_rows,
+            "topic_feature": [topic_vectors[t] for t in video_topic],
+            **({"content_embedding": [rng.normal(size=128).astype(np.float32) for _ in range(n_rows)]} if with_content else {}),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    # test videos are new (ids 1000+): only topic features can tell which ones a user likes
+    return _frame(3000, 40, np.arange(0, 200), seed=1), _frame(1000, 40, np.arange(1000, 1100), seed=2)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_topic_features_help_on_new_videos(model, data):
+    train, test = data
+    auc = {}
+    for features in ("base", "topic"):
+        ranker = Ranker(model, features, epochs=10, batch_size=256, learning_rate=1e-2, cross_buckets=4099, show_progress=False, random_state=0)
+        assert ranker.fit(train) is ranker
+        proba = ranker.predict_proba(test)
+        assert proba.shape == (len(test),) and np.all((proba > 0) & (proba < 1))
+        auc[features] = roc_auc_score(test["label"], proba)
+    assert auc["topic"] > auc["base"] + 0.1, auc
+
+
+def test_same_seed_same_model_and_save_load_roundtrip(tmp_path, data):
+    train, test = data
+    a = Ranker("dcn", "topic", epochs=1, random_state=3, show_progress=False).fit(train)
+    b = Ranker("dcn", "topic", epochs=1, random_state=3, show_progress=False).fit(train)
+    np.testing.assert_allclose(a.predict_proba(test), b.predict_proba(test), rtol=1e-6)
+    loaded = Ranker.load(a.save(tmp_path / "dcn"))
+    np.testing.assert_allclose(loaded.predict_proba(test), a.predict_proba(test), rtol=1e-6)
+    assert loaded.get_params() == a.get_params()
+    assert a.loss_curve_ and a.n_parameters() > 0
+
+
+def test_content_feature_set_uses_the_128_dim_vector():
+    frame = _frame(500, 10, np.arange(50), seed=4, with_content=True)
+    ranker = Ranker("emlp", "content", epochs=1, show_progress=False).fit(frame)
+    assert ranker.dense_dim_ == 128
+    with pytest.raises(ValueError, match="128"):
+        ranker.predict_proba(frame.assign(content_embedding=[np.zeros(8, np.float32)] * len(frame)))
+
+
+def test_input_errors_name_the_problem(data, tmp_path):
+    train, _ = data
+    with pytest.raises(ValueError, match="topic_feature"):
+        Ranker("lr", "topic", show_progress=False).fit(train.drop(columns="topic_feature"))
+    with pytest.raises(ValueError, match="model must be one of"):
+        Ranker("gbdt", "base", show_progress=False).fit(train)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Ranker("lr", "base").predict_proba(train)
+    with pytest.raises(ValueError, match="empty"):
+        Ranker("lr", "base").fit(train.iloc[:0])
+    with pytest.raises(FileNotFoundError, match="ranker.json"):
+        Ranker.load(tmp_path)
+
+
+def test_unseen_ids_and_videos_without_topics_are_scored():
+    train = _frame(500, 10, np.arange(20), seed=5)
+    ranker = Ranker("dcn", "topic", epochs=1, show_progress=False).fit(train)
+    cold = pd.DataFrame({"user_id": [999], "video_id": [12345], "topic_ids": [[]], "topic_weights": [[]], "topic_feature": [[0.0] * 8]})
+    assert np.isfinite(ranker.predict_proba(cold)).all()
+
+
+def test_time_split_moves_the_cut_by_whole_days():
+    ts = pd.to_datetime(["2026-01-01 05:00", "2026-01-01 07:00", "2026-01-02 01:00", "2026-01-02 09:00", "2026-01-03 10:00"], utc=True)
+    frame = pd.DataFrame({"event_timestamp": ts, "label": [0, 1, 0, 1, 1]})
+    train, test = time_split(frame, test_days=1, min_test_fraction=0.1)
+    assert len(train) == 4 and len(test) == 1
+    train, test = time_split(frame, test_days=1, min_test_fraction=0.5)  # one day is 20% < 50%: two days
+    assert len(train) == 2 and len(test) == 3
+    with pytest.raises(ValueError, match="at least 2"):
+        time_split(frame.iloc[:2], 1, 0.1)
+
+
+def test_markdown_table():
+    text = to_markdown([Table2Row("synthetic", "dcn", 0.8, 0.8123, 10, 5, 1)])
+    assert "| synthetic | DCN | 80.00 | 81.23 | +1.23 | 10 | 5 | 1 |" in text

@@ -1,0 +1,60 @@
+"""The Feast push sink against a real Feast repo (written here) whose online store is the private test Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+import redis.asyncio as aioredis
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.slow
+def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
+    from stream.app import push_changed_statistics
+    from stream.sinks import FeastPushSink
+    from stream.state import RawMessage, StreamStore
+    from topicfs.settings import StreamConfig
+
+    from stream.sinks import write_push_repo
+
+    feast_store = write_push_repo(tmp_path / "repo", redis_url)
+    config = StreamConfig()
+    events = [
+        {"type": "exposure", "event_id": "e1", "user_id": 5, "video_ids": [1, 2, 3], "ts": 1.76e9},
+        {"type": "click", "event_id": "e2", "user_id": 5, "video_id": 2, "ts": 1.76e9 + 1},
+        {"type": "exposure", "event_id": "e3", "user_id": 6, "video_ids": [2], "ts": 1.76e9 + 2},
+    ]
+    messages = [RawMessage("ev", 0, i, json.dumps(e).encode()) for i, e in enumerate(events)]
+
+    async def go():
+        store = StreamStore(aioredis.Redis.from_url(redis_url), "p", config, push_enabled=True)
+        await store.register_videos({1: [10], 2: [10, 11], 3: [12]})
+        await store.apply_batch(messages, lambda letters: asyncio.sleep(0))
+        sink = FeastPushSink(tmp_path / "repo")
+        first = await push_changed_statistics(store, sink, config)
+        second = await push_changed_statistics(store, sink, config)  # nothing changed since: no push at all
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert (first, second) == (3 + 3 + 1, 0)
+    videos = feast_store.get_online_features(
+        features=["video_stats_view:exposures", "video_stats_view:clicks", "video_stats_view:ctr"], entity_rows=[{"video_id": v} for v in (1, 2, 3)]
+    ).to_dict()
+    assert videos["exposures"] == [1, 2, 1] and videos["clicks"] == [0, 1, 0]
+    assert videos["ctr"][1] == pytest.approx(0.5)
+    topics = feast_store.get_online_features(features=["topic_stats_view:exposures", "topic_stats_view:clicks"], entity_rows=[{"topic_id": 10}]).to_dict()
+    assert topics["exposures"] == [3] and topics["clicks"] == [1]
+    users = feast_store.get_online_features(
+        features=["user_recent_topics_view:recent_topic_ids", "user_recent_topics_view:recent_topic_counts"], entity_rows=[{"user_id": 5}]
+    ).to_dict()
+    assert users["recent_topic_ids"] == [[10, 11]] and users["recent_topic_counts"] == [[1, 1]]
+
+
+def test_feast_sink_refuses_a_folder_that_is_not_a_repo(tmp_path):
+    from stream.sinks import FeastPushSink
+
+    with pytest.raises(FileNotFoundError, match="not a Feast repo"):
+        FeastPushSink(tmp_path)

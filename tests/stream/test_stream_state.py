@@ -1,0 +1,198 @@
+"""The Redis state layer (stream/state.py) against the private test Redis: exact, idempotent, concurrent-safe."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import pandas as pd
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from stream.state import RawMessage, StreamStore
+from stream_truth import assert_state_matches, truth_of
+from topicfs.settings import StreamConfig
+from topicfs.tables import VIDEO_TOPICS
+
+pytestmark = pytest.mark.integration
+PREFIX = "t"
+TOPICS_OF = {v: [v % 4] + ([4] if v % 5 == 0 else []) for v in range(60)}
+TS = 1.76e9  # 2025-10
+
+
+def make_events(n_refreshes: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(n_refreshes):
+        user = rng.randrange(12)
+        shown = rng.sample(range(60), 6)
+        events.append({"type": "exposure", "event_id": f"e{i}", "user_id": user, "request_id": f"r{i}", "video_ids": shown, "ts": TS + i})
+        for video_id in shown:
+            if rng.random() < 0.15 + 0.3 * (video_id % 3 == 0):
+                events.append({"type": "click", "event_id": f"c{i}-{video_id}", "user_id": user, "video_id": video_id, "ts": TS + i + 0.5})
+    return events
+
+
+def as_messages(events, topic="ev", partitions=3) -> list[RawMessage]:
+    offsets = [0] * partitions
+    messages = []
+    for event in events:
+        partition = event.get("user_id", 0) % partitions if isinstance(event, dict) else 0
+        value = json.dumps(event).encode() if isinstance(event, dict) else event
+        messages.append(RawMessage(topic, partition, offsets[partition], value))
+        offsets[partition] += 1
+    return messages
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def _store(redis_url, config=None, push=False) -> StreamStore:
+    store = StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, config or StreamConfig(seed=3), push_enabled=push)
+    await store.register_videos(TOPICS_OF)
+    return store
+
+
+async def _apply_all(store, messages, batch=37):
+    letters = []
+
+    async def collect(new):
+        letters.extend(new)
+
+    for start in range(0, len(messages), batch):
+        await store.apply_batch(messages[start : start + batch], collect)
+    await store.rebuild_dirty_queues()
+    return letters
+
+
+def check(redis_url, events, config=None):
+    config = config or StreamConfig()
+    assert_state_matches(redis.Redis.from_url(redis_url), PREFIX, truth_of(events, TOPICS_OF), TOPICS_OF, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+
+
+def test_batches_give_exact_counts_queues_and_histories(redis_url):
+    events = make_events(400, seed=1)
+
+    async def go():
+        store = await _store(redis_url, StreamConfig(recent_clicks=5, seed=3))
+        return await _apply_all(store, as_messages(events))
+
+    assert run(go()) == []
+    check(redis_url, events, StreamConfig(recent_clicks=5))
+
+
+def test_redelivered_messages_are_not_counted_twice(redis_url):
+    events = make_events(200, seed=2)
+    messages = as_messages(events)
+
+    async def go():
+        store = await _store(redis_url)
+        await _apply_all(store, messages[:300])
+        await _apply_all(store, messages[100:], batch=50)  # a restart re-reads from an older committed offset
+        await _apply_all(store, messages, batch=1000)
+
+    run(go())
+    check(redis_url, events)
+
+
+def test_two_workers_on_shared_videos_stay_exact(redis_url):
+    """Different partitions touch the same videos at the same time: WATCH makes one retry, nothing is lost."""
+    events = make_events(600, seed=3)
+    messages = as_messages(events, partitions=4)
+    by_worker = [[m for m in messages if m.partition % 2 == w] for w in range(2)]
+
+    async def go():
+        stores = [await _store(redis_url), await _store(redis_url)]
+        await asyncio.gather(*(_apply_all(store, part, batch=11) for store, part in zip(stores, by_worker)))
+        await stores[0].rebuild_dirty_queues()
+
+    run(go())
+    check(redis_url, events)
+
+
+def test_same_partition_applied_by_two_workers_at_once_counts_once(redis_url):
+    """A rebalance in flight: both workers hold the same batch; the offset CAS lets exactly one apply it."""
+    events = make_events(150, seed=4)
+    messages = as_messages(events)
+
+    async def go():
+        stores = [await _store(redis_url), await _store(redis_url)]
+        for start in range(0, len(messages), 25):
+            batch = messages[start : start + 25]
+            await asyncio.gather(*(store.apply_batch(batch, _ignore) for store in stores))
+        await stores[0].rebuild_dirty_queues()
+
+    run(go())
+    check(redis_url, events)
+
+
+async def _ignore(letters):
+    assert letters == []
+
+
+def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_url):
+    events = make_events(100, seed=5)
+    bad = [
+        b"{oops",
+        json.dumps({"type": "click", "event_id": "x1", "user_id": 1, "video_id": 999, "ts": TS}).encode(),  # unknown video
+        json.dumps({"type": "click", "event_id": "x2", "user_id": 1, "video_id": 3, "ts": 1.0}).encode(),  # absurd ts
+        b'{"type": "click", "pad": "' + b"x" * 70000 + b'"}',  # oversize
+    ]
+    partly = {"type": "exposure", "event_id": "x3", "user_id": 2, "video_ids": [1, 998, "a", 2], "ts": TS}
+    mixed = events[:50] + [bad[0], bad[1], partly, bad[2], bad[3]] + events[50:]
+    messages = as_messages(mixed)
+
+    async def go():
+        store = await _store(redis_url)
+        return await _apply_all(store, messages)
+
+    letters = run(go())
+    assert len(letters) == 5
+    reasons = {letter.event_id: letter.reasons for letter in letters}
+    assert reasons["x1"] == ["unknown video_id 999"]
+    assert reasons["x3"] == ["video_ids[2] must be an integer >= 0, got 'a'", "unknown video_id 998"]
+    assert any("bad JSON" in r for letter in letters for r in letter.reasons)
+    assert any("exceeds max_payload_bytes" in r for letter in letters for r in letter.reasons)
+    oversize = next(l for l in letters if any("exceeds" in r for r in l.reasons))
+    assert len(oversize.payload_b64) > 90000  # the whole payload is kept
+    valid = events[:50] + [{**partly, "video_ids": [1, 2]}] + events[50:]
+    check(redis_url, valid)
+
+
+def test_video_topics_table_is_loaded_and_topic_changes_move_videos(redis_url, tmp_path):
+    frame = pd.DataFrame({"video_id": [1, 2, 3], "topic_ids": [[7], [7, 8], []], "topic_weights": [[0.9], [0.8, 0.7], []]})
+    frame.to_parquet(tmp_path / VIDEO_TOPICS)
+    client = redis.Redis.from_url(redis_url)
+
+    async def go():
+        store = StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, StreamConfig())
+        assert await store.load_video_topics_table(tmp_path, show_progress=False) == 3
+        await store.rebuild_dirty_queues()
+        assert client.get(f"{PREFIX}:video:2:topics") == b"7,8" and client.get(f"{PREFIX}:video:3:topics") == b""
+        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:7", 0, -1)} == {1, 2}  # cold topic: fresh videos served
+        await store.register_videos({2: [9]})
+        await store.rebuild_dirty_queues()
+        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:7", 0, -1)} == {1}
+        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:9", 0, -1)} == {2}
+
+    run(go())
+    with pytest.raises(FileNotFoundError, match="video_topics"):
+        run(StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, StreamConfig()).load_video_topics_table(tmp_path / "missing"))
+
+
+def test_decay_keeps_counts_below_the_plain_ones(redis_url):
+    events = make_events(200, seed=6)
+
+    async def go():
+        store = await _store(redis_url, StreamConfig(half_life_s=50.0, seed=1))
+        await _apply_all(store, as_messages(events))
+
+    run(go())
+    client = redis.Redis.from_url(redis_url)
+    truth = truth_of(events, TOPICS_OF)
+    decayed = {v: float(client.hget(f"{PREFIX}:stats:video:{v}", "exposures") or 0) for v in TOPICS_OF}
+    assert all(decayed[v] <= truth.video_exposures[v] + 1e-9 for v in TOPICS_OF)
+    assert sum(decayed.values()) < 0.5 * sum(truth.video_exposures.values())

