@@ -86,7 +86,8 @@ def movielens_dataset(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens-100k from the recbole wheel; ratings >= ``rating_threshold`` are clicks, lower ratings are non-clicks."""
     from topicfs.movielens import load_ml100k
 
-    videos, interactions = load_ml100k()
+    movielens = load_ml100k(settings.paths.movielens)
+    videos, interactions = movielens.videos, movielens.interactions
     if "rating" in interactions.columns:
         label = (interactions["rating"].astype(float) >= settings.rankers.rating_threshold).astype(np.int8)
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +21,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for name, value in values.items():
             if value is None:
                 continue
-            env[f"TOPICFS_{section.upper()}__{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+            if isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, (list, dict)):
+                text = json.dumps(value)  # pydantic-settings parses complex fields as JSON
+            else:
+                text = str(value)
+            env[f"TOPICFS_{section.upper()}__{name.upper()}"] = text
     return env
 
 

