@@ -19,12 +19,27 @@ app = typer.Typer(
 @app.callback()
 def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug messages")) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # gensim logs every skip-gram epoch and Feast every registry step at INFO; progress bars show those already
+        for chatty in ("gensim", "feast", "smart_open", "httpx"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 @app.command("settings")
 def show_settings() -> None:
     """Print every setting with its current value (set them with TOPICFS_<SECTION>__<FIELD> variables)."""
     typer.echo(json.dumps(get_settings().model_dump(mode="json"), indent=2))
+
+
+@app.command("demo")
+def demo(
+    users: int = typer.Option(3, min=1, help="users whose candidates are printed at the end"),
+    stream_messages: int = typer.Option(20000, min=1, help="messages of the synthetic click stream the worker consumes"),
+) -> None:
+    """Run every stage end to end on a synthetic catalogue: topics, Feast, the stream, candidates (stops what it starts)."""
+    from topicfs.demo import run_demo
+
+    run_demo(get_settings(), typer.echo, n_users_shown=users, stream_messages=stream_messages)
 
 
 def _register_stages() -> None:

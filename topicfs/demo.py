@@ -1,0 +1,108 @@
+"""The README's first command, ``topicfs demo``: every stage of the system end to end on embedded defaults.
+
+1. a synthetic catalogue (titles, tags, rendered covers, known topics) and a click log of users with known
+   topic interests (``settings.synthetic``), both made on the spot;
+2. offline topic learning (tag graph → DeepWalk → skip-gram, MiniLM + cover CNN fine-tuned by MMoE,
+   k-means topics with the τ3 assignment, the 8-dim topic feature), scored against the true topics;
+3. Feast: ``feast apply`` + materialize of ``feature_repo/`` into Redis, then one packed ranker read;
+4. the stream: the embedded Kafka broker and a Faust worker consume the same users' feed refreshes and
+   clicks, keep exposure/click/CTR counts and the τ1/τ2-pruned topic queues live in Redis, and push the
+   fresh statistics into Feast's online store;
+5. a few users' candidates from their top topics' queues.
+
+Everything it starts (Redis when none answers at ``redis.url``, the broker, the worker) it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+
+import pandas as pd
+
+from topicfs.settings import Settings
+from topicfs.tables import CLICKS
+
+logger = logging.getLogger(__name__)
+
+# The stream's synthetic users (stream.synthetic_stream): the demo trains on and serves the same people.
+STREAM_USERS, STREAM_DAYS, STREAM_SEED = 500, 7, 11
+
+
+def write_click_log(interactions: pd.DataFrame, settings: Settings) -> str:
+    """The click log as the ``CLICKS`` offline table (one row per exposure; ``event_timestamp`` = ``ts``)."""
+    path = settings.paths.tables_dir / CLICKS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = interactions[["user_id", "video_id", "clicked", "ts"]].copy()
+    frame["event_timestamp"] = frame["ts"]
+    frame.to_parquet(path, index=False)
+    return str(path)
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_shown: int = 3, stream_messages: int = 20000) -> None:
+    """Run the five stages in order, printing what each produced."""
+    from feast import FeatureStore
+
+    from offline_jobs.pipeline import load_dataset, run_topic_job
+    from offline_jobs.topic_cli import truth_scores
+    from offline_jobs.topics import format_topics_per_video_report
+    from serving.candidates import CandidateGenerator
+    from stream.demo import run_demo_stream
+    from topicfs.feature_client import PackedFeatureClient
+    from topicfs.feature_registry import format_ranker_read, register_and_materialize, sample_video_ids
+    from topicfs.services import ensure_redis
+    from topicfs.synthetic import make_catalogue, make_click_log
+
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        local_redis = ensure_redis(settings.redis.url)
+        if local_redis is not None:
+            stack.callback(local_redis.stop)
+            echo(f"[redis] started a memory-only redis-server at {settings.redis.url}")
+
+        echo("[1/5] synthetic catalogue and click log")
+        loaded = load_dataset("synthetic", None, settings)
+        catalogue_videos = loaded.videos
+        syn = settings.synthetic
+        # same seed, same true topics and qualities as the catalogue above (covers are not needed for the clicks)
+        catalogue = make_catalogue(syn.n_videos, syn.n_true_topics, with_images=False, seed=syn.seed, show_progress=False)
+        log = make_click_log(catalogue, n_users=STREAM_USERS, n_days=STREAM_DAYS, seed=STREAM_SEED)
+        clicks_path = write_click_log(log.interactions, settings)
+        echo(f"      {len(catalogue_videos)} videos ({syn.n_true_topics} true topics), {len(log.interactions)} exposures, "
+             f"{int(log.interactions['clicked'].sum())} clicks -> {clicks_path}")
+
+        echo("[2/5] offline topic learning (tag graph + MMoE + k-means)")
+        result = run_topic_job(catalogue_videos, settings)
+        echo("      seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+        echo("      " + format_topics_per_video_report(result.report).replace("\n", "\n      "))
+        a, _, _ = result.models.representation(catalogue_videos)
+        first = result.assignment.topic_ids[result.assignment.offsets[:-1]]
+        scores = truth_scores(first, a, loaded.true_topic, settings.evaluation.seed)
+        echo("      against the true topics: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+
+        echo("[3/5] Feast: apply feature_repo/ and materialize into Redis")
+        report = register_and_materialize(settings)
+        echo("      " + report.summary().replace("\n", "\n      "))
+        store = FeatureStore(repo_path=str(settings.feast.repo_path))
+        ranker_client = PackedFeatureClient(store, settings.feast.ranker_service)
+        echo("      " + format_ranker_read(ranker_client.read(sample_video_ids(settings, store, 1))).replace("\n", "\n      "))
+
+        echo("[4/5] stream: embedded Kafka + Faust worker over the users' refreshes and clicks")
+        stream_settings = settings.model_copy(deep=True)
+        stream_settings.stream.feast_repo_path = settings.feast.repo_path
+        summary = run_demo_stream(stream_settings, settings.paths.tables_dir, stream_messages)
+        echo("      " + summary["text"].replace("\n", "\n      "))
+
+        echo("[5/5] candidates from the users' top topics")
+        generator = CandidateGenerator.from_settings(settings)
+        for user_id in range(n_users_shown):
+            candidates = generator.candidates(user_id)
+            topics = ", ".join(f"{t.topic_id} ({t.votes:g} votes)" for t in candidates.topics) or "none"
+            echo(f"      user {user_id}: {len(candidates.candidates)} candidates from {candidates.source} topics {topics}; "
+                 f"first: {' '.join(str(c.video_id) for c in candidates.candidates[:8])}")
+        stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in candidates.candidates[:2]])
+        echo("      live statistics pushed by the stream, read through Feast:")
+        echo("      " + format_ranker_read(stats).replace("\n", "\n      "))
+    echo(f"demo finished in {time.perf_counter() - started:.0f} s")
