@@ -157,7 +157,7 @@ def run_freshness(settings, client: redis.Redis, feast_store, load_messages: lis
             if seen_feast is None and feast_store is None:
                 seen_feast = float("nan")
             elif seen_feast is None:
-                value = feast_store.get_online_features(features=["video_stats_view:clicks"], entity_rows=[{"video_id": target}]).to_dict()["clicks"][0]
+                value = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": target}]).to_dict()["clicks"][0]
                 if value == expected:
                     seen_feast = time.perf_counter() - sent_at
             time.sleep(0.005)

@@ -26,6 +26,9 @@ _MAX_TOPICS = str(_settings.topics.max_topics_per_video)
 _TOPIC_FEATURE_DIM = str(_settings.topics.topic_feature_dim)
 _TAG_EMBEDDING_DIM = str(_settings.tag_graph.embedding_dim)
 _MRLM_DIM = str(_settings.feast.mrlm_vector_dim)
+# Offline-job features (topics, embeddings, MRLM vectors) stay true until the jobs write new ones: ttl 0 is
+# Feast's "never expires", so a click long after a video's publication still joins its topics point-in-time.
+_NO_EXPIRY = timedelta(0)
 
 
 def _table(file_name: str, created_column: str = "created") -> FileSource:
@@ -50,7 +53,7 @@ user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
 video_topics = FeatureView(
     name=names.VIDEO_TOPICS_VIEW,
     entities=[video],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[
         Field(name="topic_ids", dtype=Array(Int64), tags={names.MAX_LENGTH_TAG: _MAX_TOPICS}),
         Field(name="topic_weights", dtype=Array(Float32), tags={names.MAX_LENGTH_TAG: _MAX_TOPICS}),
@@ -66,7 +69,7 @@ video_topics = FeatureView(
 video_tag_embeddings = FeatureView(
     name=names.VIDEO_TAG_EMBEDDINGS_VIEW,
     entities=[video],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[
         Field(name="video_tag_embedding", dtype=Array(Float32), tags={names.MAX_LENGTH_TAG: _TAG_EMBEDDING_DIM}),
         Field(name="has_tags", dtype=Bool),
@@ -80,7 +83,7 @@ video_tag_embeddings = FeatureView(
 tag_embeddings = FeatureView(
     name=names.TAG_EMBEDDINGS_VIEW,
     entities=[tag],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[Field(name="tag_embedding", dtype=Array(Float32))],
     online=True,
     source=_table(tables.TAG_EMBEDDINGS),
@@ -91,7 +94,7 @@ tag_embeddings = FeatureView(
 topic_centroids = FeatureView(
     name=names.TOPIC_CENTROIDS_VIEW,
     entities=[topic],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[
         Field(name="centroid", dtype=Array(Float32)),
         Field(name="topic_embedding", dtype=Array(Float32)),
@@ -106,7 +109,7 @@ topic_centroids = FeatureView(
 mrlm_user_vectors = FeatureView(
     name=names.MRLM_USER_VECTORS_VIEW,
     entities=[user],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[Field(name="user_vector", dtype=Array(Float32), tags={names.MAX_LENGTH_TAG: _MRLM_DIM})],
     online=True,
     source=_table(tables.MRLM_USER_VECTORS),
@@ -117,7 +120,7 @@ mrlm_user_vectors = FeatureView(
 mrlm_item_vectors = FeatureView(
     name=names.MRLM_ITEM_VECTORS_VIEW,
     entities=[video],
-    ttl=timedelta(days=30),
+    ttl=_NO_EXPIRY,
     schema=[Field(name="item_vector", dtype=Array(Float32), tags={names.MAX_LENGTH_TAG: _MRLM_DIM})],
     online=True,
     source=_table(tables.MRLM_ITEM_VECTORS),

@@ -17,6 +17,8 @@ from typing import Protocol
 
 import pandas as pd
 
+from topicfs import feast_names as names
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,7 +52,8 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
     """Write and apply a minimal Feast repo holding only the three push sources (and a feature view over each).
 
     For running the stream where the project's feature_repo is not at hand (tests, the benchmark); online store =
-    the Redis at ``redis_url``. Returns the applied ``FeatureStore``; views are ``<push source>_view``.
+    the Redis at ``redis_url``. Returns the applied ``FeatureStore``; push sources and views carry the names of
+    :mod:`topicfs.feast_names`, as in ``feature_repo/``.
     """
     path = Path(path)
     import pandas as pd
@@ -77,16 +80,16 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
     )
     objects = []
     for name, key, schema in [
-        ("video_stats", "video_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
-        ("topic_stats", "topic_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
-        ("user_recent_topics", "user_id", [Field(name="recent_topic_ids", dtype=Array(Int64)), Field(name="recent_topic_counts", dtype=Array(Int64))]),
+        (names.VIDEO_STATS_PUSH, "video_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
+        (names.TOPIC_STATS_PUSH, "topic_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
+        (names.USER_RECENT_TOPICS_PUSH, "user_id", [Field(name="recent_topic_ids", dtype=Array(Int64)), Field(name="recent_topic_counts", dtype=Array(Int64))]),
     ]:
         parquet = path / f"{name}.parquet"
         empty = {key: pd.Series([], dtype="int64"), "event_timestamp": pd.Series([], dtype="datetime64[ns, UTC]")}
         pd.DataFrame(empty).to_parquet(parquet)
         entity = Entity(name=key.removesuffix("_id"), join_keys=[key], value_type=ValueType.INT64)
         push = PushSource(name=name, batch_source=FileSource(path=str(parquet), timestamp_field="event_timestamp"))
-        objects += [entity, push, FeatureView(name=f"{name}_view", entities=[entity], ttl=timedelta(days=1), schema=schema, source=push, online=True)]
+        objects += [entity, push, FeatureView(name=name.removesuffix("_push"), entities=[entity], ttl=timedelta(days=1), schema=schema, source=push, online=True)]
     store = FeatureStore(repo_path=str(path))
     store.apply(objects)
     return store

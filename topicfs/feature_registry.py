@@ -9,8 +9,8 @@ It is what a Feast user would type in ``feature_repo/``::
 plus the checks that make a bad set-up fail fast with one line naming the cause (unreachable Redis,
 a missing Parquet table, a table whose columns do not match its view) and a report of what changed
 in the registry, schema changes first. Re-running is safe: an unchanged repo applies nothing and
-materialization continues from where the last run ended. A view whose schema changed is
-re-materialized over its whole ttl window, so its new columns are online at once.
+materialization continues from where the last run ended. A view materialized for the first time,
+or whose schema changed, is materialized over its whole table, so old rows and new columns are online at once.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView, Project
 from feast.diff.property_diff import TransitionType
@@ -275,6 +276,17 @@ def describe_diff(store: FeatureStore, contents: RepoContents) -> tuple[list[str
 # --- the step -----------------------------------------------------------------------------------
 
 
+def earliest_event_time(view: FeatureView, end: datetime) -> datetime:
+    """The oldest event timestamp in the view's Parquet table (a second earlier: Feast's window is half-open)."""
+    source = view.batch_source
+    column = pq.read_table(source.path, columns=[source.timestamp_field]).column(0)
+    if len(column) == 0 or column.null_count == len(column):
+        return end - timedelta(seconds=1)
+    oldest = pc.min(column).as_py()
+    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=timezone.utc)
+    return min(oldest, end) - timedelta(seconds=1)
+
+
 def register_and_materialize(settings: Settings, end_date: datetime | None = None) -> RegistrationReport:
     """Check, apply and materialize the feature repo; returns what was done.
 
@@ -298,14 +310,15 @@ def register_and_materialize(settings: Settings, end_date: datetime | None = Non
 
     end = end_date or datetime.now(timezone.utc)
     report = RegistrationReport(store.project, repo_path, changes, schema_changes, skipped=skipped, created_logs=created_logs, end_date=end)
-    incremental = [view.name for view in views if view.name not in changed_views]
-    full = [view for view in views if view.name in changed_views]
+    # A view never materialized, or whose schema changed (rows online lack the new columns), is written over its
+    # whole table: Feast's own first incremental run would start at now - ttl (or a year back) and silently leave
+    # older rows, e.g. the topics of videos published long ago, out of the online store.
+    full = [view for view in views if view.name in changed_views or store.get_feature_view(view.name).most_recent_end_time is None]
+    incremental = [view.name for view in views if view not in full]
     if incremental:
         store.materialize_incremental(end_date=end, feature_views=incremental)
     for view in full:
-        # A changed schema: rows already online lack the new columns, so rewrite the whole window.
-        start = end - (view.ttl if view.ttl and view.ttl > timedelta(0) else timedelta(days=3650))
-        store.materialize(start_date=start, end_date=end, feature_views=[view.name])
+        store.materialize(start_date=earliest_event_time(view, end), end_date=end, feature_views=[view.name])
     report.materialized = [view.name for view in views]
 
     online_store = store._get_provider().online_store

@@ -17,6 +17,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from topicfs import feast_names
+
 
 class PathsConfig(BaseModel):
     """Where the offline jobs read and write their artefacts."""
@@ -173,9 +175,9 @@ class StreamConfig(BaseModel):
     fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
     push_interval_s: float = Field(0.5, gt=0, description="one Feast push of the changed statistics per this interval, seconds")
     feast_repo_path: Path | None = Field(None, description="Feast repo whose push sources receive the statistics; None = no Feast push")
-    push_source_video_stats: str = Field("video_stats", description="Feast push source of per-video exposures/clicks/ctr")
-    push_source_topic_stats: str = Field("topic_stats", description="Feast push source of per-topic exposures/clicks/ctr")
-    push_source_user_recent_topics: str = Field("user_recent_topics", description="Feast push source of the user topic histogram")
+    push_source_video_stats: str = Field(feast_names.VIDEO_STATS_PUSH, description="Feast push source of per-video exposures/clicks/ctr")
+    push_source_topic_stats: str = Field(feast_names.TOPIC_STATS_PUSH, description="Feast push source of per-topic exposures/clicks/ctr")
+    push_source_user_recent_topics: str = Field(feast_names.USER_RECENT_TOPICS_PUSH, description="Feast push source of the user topic histogram")
     max_payload_bytes: int = Field(65536, ge=64, description="messages larger than this go to the dead-letter topic")
     max_videos_per_exposure: int = Field(200, ge=1, description="an exposure message listing more videos is refused as a whole")
     min_event_ts_s: float = Field(946684800.0, description="events before this epoch second (2000-01-01) are refused as absurd")
@@ -205,9 +207,15 @@ class RankerConfig(BaseModel):
     id_embedding_dim: int = Field(16, ge=1, description="embedding size of the user and video ID features")
     topic_embedding_dim: int = Field(8, ge=1, description="embedding size of a topic-id ID feature (paper III-B: 8)")
     max_topics_per_video: int = Field(8, ge=1, description="topic ids of a video fed to a ranker, nearest first; extra ones are dropped")
+    history_videos: int = Field(
+        20, ge=1, description="the user's latest clicked videos whose ID embeddings are averaged into the user's history feature (paper III-B-2)"
+    )
+    history_topics: int = Field(
+        8, ge=1, description="the user's top topics (votes over their last N1 = serving.recent_clicks clicks) fed to a topic ranker as ID features"
+    )
     hidden_units: list[int] = Field([64, 32], description="hidden layer sizes of the EMLP tower and the DCN deep part")
     cross_layers: int = Field(2, ge=1, description="cross layers of DCN")
-    cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's user x topic cross feature")
+    cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's cross features (history video x video, user topic x video topic)")
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
     weight_decay: float = Field(1e-6, ge=0, description="Adam L2 penalty, keeps rare IDs' embeddings small")
     batch_size: int = Field(1024, ge=1, description="training examples per step")
@@ -217,6 +225,58 @@ class RankerConfig(BaseModel):
     rating_threshold: float = Field(4.0, description="MovieLens ratings >= this are clicks")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads for ranker training and scoring; the models are small, more threads mostly contend")
     seed: int = Field(31, description="random seed: same data and seed, same ranker")
+
+
+class MRLMConfig(BaseModel):
+    """MRLM user and item vectors (seed 003, section 3): preprocessing, GFRL (Eq. 1-11), MFRL (Eq. 12-17).
+
+    Defaults are the paper's Table 2 (MovieLens-20M column) where they fit one CPU core; d4 is the
+    Feast vector size (``feast.mrlm_vector_dim``) instead of the paper's 250.
+    """
+
+    initial_dim: int = Field(250, ge=8, description="d0: size of the initial user/item vectors from the structured-attribute FM (paper: 250)")
+    n_clusters: dict[str, int] = Field(
+        {"title": 25, "tags": 20, "categories": 20, "knowledge": 25, "image": 20},
+        description="τ_i: k-means clusters per modality (paper: τ1..τ4 = 25, 20, 25, 20); a modality absent from the data is dropped",
+    )
+    modality_weights: dict[str, float] = Field(
+        {"title": 0.3, "tags": 0.2, "categories": 0.15, "knowledge": 0.2, "image": 0.15},
+        description="ν_i: weight of each modality classifier in Eq. 16, renormalised to sum 1 over the modalities present (paper: 0.3, 0.25, 0.25, 0.2)",
+    )
+    text_svd_dim: int = Field(64, ge=2, description="TF-IDF + truncated SVD size of the title and knowledge-base features before k-means")
+    conv_channels: list[int] = Field(
+        [20, 30, 30, 15], min_length=4, max_length=4, description="μ1..μ4: kernels of GFRL conv1..conv4 (paper: 20, 30, 30, 15); d2 = μ1"
+    )
+    global_dim: int = Field(300, ge=2, description="d1: size of the global vector g (paper: 300)")
+    dcp_dim: int = Field(64, ge=1, description="size of C_p, the DCP compression of Eq. 8-9 (paper: not given)")
+    siamese_channels: list[int] = Field([20, 30], min_length=2, max_length=2, description="κ1, κ2: kernels of MFRL conv1, conv2 (paper: 20, 30)")
+    vector_dim: int = Field(32, ge=1, description="d4: size of the multimodal item vector m; must equal feast.mrlm_vector_dim (paper: 250)")
+    dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the FC of GFRL and of MFRL (paper: not given)")
+    lambda_triplet: float = Field(0.4, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4)")
+    lambda_softmax: float = Field(0.2, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2); L_g3 gets 1 - λ1 - λ2")
+    theta: float = Field(0.55, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55); 1 trains U-GFRL")
+    serving_triplet_weight: float = Field(
+        1.0, ge=0, description="weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
+    )
+    explicit_negative_share: float = Field(
+        0.5, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items (the rest: a random item)"
+    )
+    latest_items: int = Field(20, ge=1, description="how many of the user's latest interacted items enter the user vector")
+    user_global_weight: float = Field(
+        0.5, ge=0, le=1, description="α: user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only"
+    )
+    rating_threshold: float = Field(4.0, description="ratings >= this are positive feedback, the rest negative (paper: 4 on MovieLens)")
+    split_fractions: list[float] = Field([0.7, 0.2, 0.1], min_length=3, max_length=3, description="train / valid / test shares of the random split (paper: 70/20/10)")
+    fm_epochs: int = Field(10, ge=1, description="epochs of the structured-attribute FM that gives the initial vectors")
+    fm_learning_rate: float = Field(5e-3, gt=0, description="Adam learning rate of the FM")
+    fm_weight_decay: float = Field(1e-5, ge=0, description="Adam L2 penalty of the FM")
+    batch_size: int = Field(128, ge=1, description="B: triplets per step (paper: 128)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of GFRL + MFRL (paper: 0.001)")
+    epochs: int = Field(8, ge=1, description="passes over the training positives; the epoch with the best valid Recall@50 is kept")
+    bpr_dim: int = Field(64, ge=1, description="factors of the BPR-MF baseline")
+    bpr_epochs: int = Field(40, ge=1, description="epochs of the BPR-MF baseline; the best valid Recall@50 epoch is kept")
+    torch_threads: int = Field(1, ge=1, description="torch CPU threads while training and scoring")
+    seed: int = Field(37, description="random seed of the split, k-means, sampling and initialisation")
 
 
 class Settings(BaseSettings):
@@ -236,6 +296,7 @@ class Settings(BaseSettings):
     stream: StreamConfig = StreamConfig()
     serving: ServingConfig = ServingConfig()
     rankers: RankerConfig = RankerConfig()
+    mrlm: MRLMConfig = MRLMConfig()
 
 
 @lru_cache(maxsize=1)

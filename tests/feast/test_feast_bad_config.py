@@ -16,7 +16,7 @@ from topicfs.feature_registry import RegistrationError, register_and_materialize
 from topicfs.services import free_port
 from topicfs.settings import get_settings
 
-from conftest import make_tables, point_env
+from feast_tables import make_tables, point_env
 
 pytestmark = pytest.mark.integration
 WORKTREE = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 from topicfs import feast_names as names
 from topicfs.feature_client import PackedFeatureClient, point_in_time_rows, push_stats
 
-from conftest import T_NEW
+from feast_tables import T_NEW
 
 pytestmark = pytest.mark.integration
 

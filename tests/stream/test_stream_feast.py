@@ -41,14 +41,14 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
     first, second = asyncio.run(go())
     assert (first, second) == (3 + 3 + 1, 0)
     videos = feast_store.get_online_features(
-        features=["video_stats_view:exposures", "video_stats_view:clicks", "video_stats_view:ctr"], entity_rows=[{"video_id": v} for v in (1, 2, 3)]
+        features=["video_stats:exposures", "video_stats:clicks", "video_stats:ctr"], entity_rows=[{"video_id": v} for v in (1, 2, 3)]
     ).to_dict()
     assert videos["exposures"] == [1, 2, 1] and videos["clicks"] == [0, 1, 0]
     assert videos["ctr"][1] == pytest.approx(0.5)
-    topics = feast_store.get_online_features(features=["topic_stats_view:exposures", "topic_stats_view:clicks"], entity_rows=[{"topic_id": 10}]).to_dict()
+    topics = feast_store.get_online_features(features=["topic_stats:exposures", "topic_stats:clicks"], entity_rows=[{"topic_id": 10}]).to_dict()
     assert topics["exposures"] == [3] and topics["clicks"] == [1]
     users = feast_store.get_online_features(
-        features=["user_recent_topics_view:recent_topic_ids", "user_recent_topics_view:recent_topic_counts"], entity_rows=[{"user_id": 5}]
+        features=["user_recent_topics:recent_topic_ids", "user_recent_topics:recent_topic_counts"], entity_rows=[{"user_id": 5}]
     ).to_dict()
     assert users["recent_topic_ids"] == [[10, 11]] and users["recent_topic_counts"] == [[1, 1]]
 
