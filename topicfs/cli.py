@@ -44,12 +44,14 @@ def demo(
 
 def _register_stages() -> None:
     # Each stage owns its sub-app; importing them is cheap (heavy libraries load inside the commands).
+    from offline_jobs.mrlm_cli import app as mrlm_app
     from offline_jobs.topic_cli import app as topics_app
     from serving.cli import app as serving_app
     from stream.cli import app as stream_app
     from topicfs.feast_cli import app as feast_app
 
     app.add_typer(topics_app, name="topics")
+    app.add_typer(mrlm_app, name="mrlm")
     app.add_typer(feast_app, name="feast")
     app.add_typer(stream_app, name="stream")
     app.add_typer(serving_app, name="serve")

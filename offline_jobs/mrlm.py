@@ -1,0 +1,349 @@
+"""MRLM model (seed 003, section 3.2-3.3): GFRL triplet network + MFRL siamese network, trained jointly.
+
+Inputs are the initial vectors u0, v0 (d0) of offline_jobs/mrlm_data.py. One shared five-layer network
+(conv1..conv4, each Conv1d + BN + ReLU, dropout, FC + sigmoid) maps u0, v0+, v0- to global vectors g (d1):
+
+    L_g1 = mean( d(g_u, g_v+) - d(g_u, g_v-) ),  d = 1 - cos     (Eq. 3, cosine *distance*: a good
+                                                                  model makes it negative)
+    L_g2 = full softmax cross-entropy of the user id from g_u and of the item ids from g_v+, g_v-
+                                                                 (Eq. 4-5; full, not sampled: ids are few)
+    L_g3 = BCE of the DCP verifier: 1 for (u, v+), 0 for (u, v-) (Eq. 6-10)
+    L_GFRL = λ1 L_g1 + λ2 L_g2 + (1 - λ1 - λ2) L_g3              (Eq. 11)
+
+DCP (Eq. 6-7): h = conv1 output, a d2 x d3 matrix (d2 = μ1 kernels, d3 = d0/2 positions, stride 2);
+R[i, j] = ε·1(3x3) - the 3x3 block of h_v around (i, j), zero-padded at the border, so R is
+d2 x d3 x 3 x 3; it is flattened, compressed by one linear layer (Eq. 8-9) and classified by another.
+
+A shared three-layer siamese network (conv1, conv2, FC + sigmoid) maps g_v to the multimodal vector m (d4);
+one softmax classifier per modality predicts the item's cluster id (Eq. 14-15):
+
+    L_MFRL = Σ_i ν_i L_mi  +  ρ L_m                                (Eq. 16, plus ρ L_m below)
+    L_MRLM = θ1 L_GFRL + (1 - θ1) L_MFRL                         (Eq. 17)
+
+Scoring. Feast serves d4-wide vectors for both sides, so every score is a cosine between two d4 vectors:
+the item vector is m_v, the user vector is
+
+    user = norm( α·norm(m(g_u)) + (1 - α)·norm(mean_{v in latest L items} norm(m_v)) ),  score = cos(user, m_v)
+
+m(g_u) passes the user's global vector through the same siamese network as the items. The paper
+concatenates [g_u, m of the latest items] (d1 + d4) and takes a cosine with d4-dim items, which is
+undefined; its intent, "global + latest items, cosine", is what the rule above keeps. To train with the
+cosine we serve, ``serving_triplet_weight`` (ρ) adds Eq. 3 on (m(g_u), m_v+, m_v-) to L_MFRL (ρ = 0 is
+the paper). docs/MRLM.md compares this rule with the alternatives on the validation split.
+
+    from offline_jobs.mrlm import MRLM
+    model = MRLM(get_settings().mrlm).fit(data)          # data: offline_jobs.mrlm_data.MRLMData
+    item_m = model.item_vectors_                          # (n_items, d4) float32
+    users = model.user_vectors(histories)                 # (n_users, d4) float32
+    model.save("artifacts/models/mrlm")                   # weights + config.json + vectors.npz
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from offline_jobs.artifacts import fingerprint_arrays, write_json_atomic
+from offline_jobs.mrlm_data import MRLMData, MRLMDataError
+from topicfs.settings import MRLMConfig
+
+logger = logging.getLogger(__name__)
+
+
+def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
+    # stride 2 halves the length: conv1 gives d3 = ceil(d0 / 2) positions
+    return nn.Sequential(nn.Conv1d(in_channels, out_channels, 3, stride=2, padding=1), nn.BatchNorm1d(out_channels), nn.ReLU())
+
+
+def _conv_length(length: int, layers: int) -> int:
+    for _ in range(layers):
+        length = (length - 1) // 2 + 1
+    return length
+
+
+class GlobalNet(nn.Module):
+    """GFRL's shared base network: conv1..conv4 + dropout + FC + sigmoid (Eq. 1-2)."""
+
+    def __init__(self, initial_dim: int, channels: list[int], global_dim: int, dropout: float):
+        super().__init__()
+        self.conv1 = _conv_block(1, channels[0])
+        self.rest = nn.Sequential(*[_conv_block(a, b) for a, b in zip(channels[:-1], channels[1:])])
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels[-1] * _conv_length(initial_dim, 4), global_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.conv1(x.unsqueeze(1))  # (n, d2 = μ1, d3): the low-level matrix DCP uses
+        c4 = self.rest(h)  # (n, μ4, ψ)
+        g = torch.sigmoid(self.fc(self.dropout(c4.flatten(1))))  # (n, d1)
+        return g, h
+
+
+class MultimodalNet(nn.Module):
+    """MFRL's shared siamese base network: conv1, conv2 + dropout + FC + sigmoid (Eq. 12-13)."""
+
+    def __init__(self, global_dim: int, channels: list[int], vector_dim: int, dropout: float):
+        super().__init__()
+        self.convs = nn.Sequential(_conv_block(1, channels[0]), _conv_block(channels[0], channels[1]))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels[1] * _conv_length(global_dim, 2), vector_dim)
+
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
+        n2 = self.convs(g.unsqueeze(1))  # (n, κ2, φ)
+        return torch.sigmoid(self.fc(self.dropout(n2.flatten(1))))  # (n, d4)
+
+
+def difference_calculation(h_user: torch.Tensor, h_item: torch.Tensor) -> torch.Tensor:
+    """DCP (Eq. 6-7): R[b, i, j] = h_user[b, i, j]·1(3x3) - h_item[b, i-1:i+2, j-1:j+2] (zero-padded).
+
+    h_user, h_item: (B, d2, d3) -> R: (B, d2, d3, 3, 3).
+    """
+    padded = F.pad(h_item, (1, 1, 1, 1))  # (B, d2 + 2, d3 + 2)
+    blocks = padded.unfold(1, 3, 1).unfold(2, 3, 1)  # (B, d2, d3, 3, 3)
+    return h_user[..., None, None] - blocks
+
+
+def cosine_distance_triplet(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 with d = 1 - cos: mean(d(a, p) - d(a, n)) = mean(cos(a, n) - cos(a, p)); lower is better."""
+    return (F.cosine_similarity(anchor, negative) - F.cosine_similarity(anchor, positive)).mean()
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0).astype(np.float32)
+
+
+def user_vectors(user_global_m: np.ndarray | None, item_m: np.ndarray, histories: list[np.ndarray], alpha: float) -> np.ndarray:
+    """The served user vector (d4): norm(α·norm(m(g_u)) + (1-α)·norm(mean of norm(m_v) over the history)).
+
+    user_global_m: (n_users, d4) = m(g_u), or None for users the model never saw (history only);
+    item_m: (n_items, d4); histories: per user, item indices of the latest interacted items.
+    Used by training-time evaluation and by the stream refresh alike, so both score the same way.
+    """
+    unit_items = normalize(item_m)
+    history = np.stack([unit_items[h].mean(0) if len(h) else np.zeros(item_m.shape[1], np.float32) for h in histories])  # (n, d4)
+    if user_global_m is None:
+        return normalize(history)
+    return normalize(alpha * normalize(user_global_m) + (1.0 - alpha) * normalize(history))
+
+
+def cosine_scores(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """(n_users, n_items) cosine similarities: the one preference score of training and serving."""
+    return normalize(users) @ normalize(items).T
+
+
+class MRLMNetwork(nn.Module):
+    """GFRL + MFRL with their heads; ``losses`` returns every term of Eq. 3-17 for one batch."""
+
+    def __init__(self, config: MRLMConfig, n_users: int, n_items: int, n_clusters: dict[str, int]):
+        super().__init__()
+        self.global_net = GlobalNet(config.initial_dim, config.conv_channels, config.global_dim, config.dropout)
+        self.user_head = nn.Linear(config.global_dim, n_users)  # Eq. 4 softmax over η users
+        self.item_head = nn.Linear(config.global_dim, n_items)  # softmax over δ items
+        d2, d3 = config.conv_channels[0], _conv_length(config.initial_dim, 1)
+        self.compress = nn.Linear(d2 * d3 * 9, config.dcp_dim)  # Eq. 8-9: W_c, b_c
+        self.verifier = nn.Linear(config.dcp_dim, 1)  # the two-class classifier of Eq. 10
+        self.multimodal_net = MultimodalNet(config.global_dim, config.siamese_channels, config.vector_dim, config.dropout)
+        self.modality_heads = nn.ModuleDict({name: nn.Linear(config.vector_dim, k) for name, k in n_clusters.items()})
+
+    def losses(self, config: MRLMConfig, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg) -> dict[str, torch.Tensor]:
+        batch = len(user)
+        g, h = self.global_net(torch.cat([u0, v0_pos, v0_neg]))  # (3B, d1), (3B, d2, d3)
+        g_u, g_pos, g_neg = g.split(batch)
+        h_u, h_pos, h_neg = h.split(batch)
+        terms = {"g1": cosine_distance_triplet(g_u, g_pos, g_neg)}
+        terms["g2"] = F.cross_entropy(self.user_head(g_u), user) + F.cross_entropy(self.item_head(g_pos), item_pos) + F.cross_entropy(self.item_head(g_neg), item_neg)
+        c = self.compress(torch.cat([difference_calculation(h_u, h_pos), difference_calculation(h_u, h_neg)]).flatten(1))  # (2B, dcp_dim)
+        target = torch.cat([torch.ones(batch), torch.zeros(batch)])
+        terms["g3"] = F.binary_cross_entropy_with_logits(self.verifier(c).squeeze(1), target)
+        lambda1, lambda2 = config.lambda_triplet, config.lambda_softmax
+        terms["gfrl"] = lambda1 * terms["g1"] + lambda2 * terms["g2"] + (1 - lambda1 - lambda2) * terms["g3"]
+        if config.theta >= 1.0:  # U-GFRL: global vectors only
+            terms["mrlm"] = terms["gfrl"]
+            return terms
+        m = self.multimodal_net(torch.cat([g_pos, g_neg, g_u]))  # (3B, d4)
+        m_pos, m_neg, m_u = m.split(batch)
+        mfrl = torch.zeros(())
+        for name, head in self.modality_heads.items():
+            terms[f"m_{name}"] = F.cross_entropy(head(m_pos), clusters_pos[name]) + F.cross_entropy(head(m_neg), clusters_neg[name])  # Eq. 15
+            mfrl = mfrl + weights[name] * terms[f"m_{name}"]
+        if config.serving_triplet_weight > 0:
+            terms["m_triplet"] = cosine_distance_triplet(m_u, m_pos, m_neg)
+            mfrl = mfrl + config.serving_triplet_weight * terms["m_triplet"]
+        terms["mfrl"] = mfrl
+        terms["mrlm"] = config.theta * terms["gfrl"] + (1 - config.theta) * mfrl
+        return terms
+
+
+def validate_config(config: MRLMConfig, feast_vector_dim: int | None) -> None:
+    """Clear errors for configurations the model cannot honour."""
+    if feast_vector_dim is not None and config.vector_dim != feast_vector_dim:
+        raise ValueError(
+            f"mrlm.vector_dim (d4) = {config.vector_dim} but feast.mrlm_vector_dim = {feast_vector_dim}: the Feast views hold "
+            f"{feast_vector_dim} floats; set TOPICFS_MRLM__VECTOR_DIM={feast_vector_dim} or change both"
+        )
+    if config.lambda_triplet + config.lambda_softmax >= 1:
+        raise ValueError(f"mrlm: λ1 + λ2 must be < 1 (Eq. 11 gives L_g3 the rest), got {config.lambda_triplet} + {config.lambda_softmax}")
+
+
+class MRLM:
+    """MRLM estimator (scikit-learn style): ``fit(data)`` trains GFRL + MFRL and computes the vectors.
+
+    Learned state: ``network_``, ``user_global_`` (n_users, d1) g_u, ``item_global_`` (n_items, d1) g_v,
+    ``user_multimodal_`` (n_users, d4) m(g_u), ``item_vectors_`` (n_items, d4) m_v, ``history_`` (per user,
+    latest training positives), ``loss_history_`` (per epoch, mean of each loss term), ``best_epoch_``.
+    """
+
+    def __init__(self, config: MRLMConfig, feast_vector_dim: int | None = None):
+        self.config = config
+        self.feast_vector_dim = feast_vector_dim
+
+    def _triplets(self, data: MRLMData, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user, v+, v-) per training positive; v- is the user's negative feedback with probability
+        ``explicit_negative_share`` (when they have any), otherwise a random item."""
+        train = data.train
+        positives = train[train["positive"]]
+        users, pos = positives["user"].to_numpy(), positives["item"].to_numpy()
+        neg = rng.integers(0, data.n_items, size=len(users))
+        negatives = train[~train["positive"]].groupby("user")["item"].apply(np.asarray)
+        if len(negatives) and self.config.explicit_negative_share > 0:
+            pick = rng.random(len(users)) < self.config.explicit_negative_share
+            for row in np.flatnonzero(pick):
+                own = negatives.get(users[row])
+                if own is not None:
+                    neg[row] = own[rng.integers(len(own))]
+        return users, pos, neg
+
+    def fit(self, data: MRLMData, select: Callable[[MRLM], float] | None = None) -> MRLM:
+        """Train for ``config.epochs``; with ``select`` (higher is better, e.g. valid Recall@50) keep the best epoch."""
+        config = self.config
+        validate_config(config, self.feast_vector_dim)
+        if data.initial_users is None or data.initial_items is None:
+            raise MRLMDataError("MRLMData has no initial vectors: build it with prepare(..., initial_vectors=True)")
+        if not data.train["positive"].any():
+            raise MRLMDataError("interactions: the training split holds no positive feedback")
+        torch.set_num_threads(config.torch_threads)
+        torch.manual_seed(config.seed)
+        rng = np.random.default_rng(config.seed)
+        present = {m: w for m, w in config.modality_weights.items() if m in data.clusters and w > 0}
+        total = sum(present.values())
+        self.modality_weights_ = {m: w / total for m, w in present.items()}  # ν renormalised to sum 1
+        self.n_clusters_ = {m: int(data.clusters[m].max()) + 1 for m in self.modality_weights_}
+        self.network_ = MRLMNetwork(config, data.n_users, data.n_items, self.n_clusters_)
+        optimizer = torch.optim.Adam(self.network_.parameters(), lr=config.learning_rate)
+        # standardised inputs: BN follows every conv, but the FM's scale varies with its training
+        initial = np.concatenate([data.initial_users, data.initial_items])
+        self.input_mean_, self.input_std_ = initial.mean(0), initial.std(0) + 1e-6
+        u0 = torch.from_numpy((data.initial_users - self.input_mean_) / self.input_std_).float()
+        v0 = torch.from_numpy((data.initial_items - self.input_mean_) / self.input_std_).float()
+        clusters = {m: torch.from_numpy(data.clusters[m]) for m in self.modality_weights_}
+        self.history_ = data.latest_positives(config.latest_items)
+        self.loss_history_: list[dict[str, float]] = []
+        best_score, best_state, self.best_epoch_ = -np.inf, None, config.epochs - 1
+        started = time.monotonic()
+        for epoch in range(config.epochs):
+            self.network_.train()
+            users, pos, neg = self._triplets(data, rng)
+            order = rng.permutation(len(users))
+            sums: dict[str, float] = {}
+            for start in range(0, len(order), config.batch_size):
+                batch = order[start : start + config.batch_size]
+                if len(batch) < 2:  # BatchNorm needs two rows
+                    continue
+                user, item_pos, item_neg = (torch.from_numpy(a[batch]) for a in (users, pos, neg))
+                terms = self.network_.losses(
+                    config, self.modality_weights_, u0[user], v0[item_pos], v0[item_neg], user, item_pos, item_neg,
+                    {m: c[item_pos] for m, c in clusters.items()}, {m: c[item_neg] for m, c in clusters.items()},
+                )
+                optimizer.zero_grad()
+                terms["mrlm"].backward()
+                optimizer.step()
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
+            self.loss_history_.append({name: value / len(order) for name, value in sums.items()})
+            self._compute_vectors(u0, v0)
+            score = select(self) if select is not None else 0.0
+            logger.info("MRLM epoch %d (%.0f s): %s%s", epoch, time.monotonic() - started,
+                        ", ".join(f"{k} {v:.4f}" for k, v in self.loss_history_[-1].items()), f"; valid {score:.4f}" if select else "")
+            if select is not None and score > best_score:
+                best_score, self.best_epoch_ = score, epoch
+                best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
+        if best_state is not None:
+            self.network_.load_state_dict(best_state)
+            self._compute_vectors(u0, v0)
+        self.best_score_ = best_score if select is not None else None
+        self.data_fingerprint_ = fingerprint_arrays([data.user_ids, data.video_ids, data.initial_users, data.initial_items])
+        self.user_ids_, self.video_ids_ = data.user_ids, data.video_ids
+        return self
+
+    @torch.no_grad()
+    def _compute_vectors(self, u0: torch.Tensor, v0: torch.Tensor) -> None:
+        self.network_.eval()
+        self.user_global_ = self.network_.global_net(u0)[0]  # (n_users, d1)
+        self.item_global_ = self.network_.global_net(v0)[0]  # (n_items, d1)
+        self.user_multimodal_ = self.network_.multimodal_net(self.user_global_).numpy()  # (n_users, d4)
+        self.item_vectors_ = self.network_.multimodal_net(self.item_global_).numpy()  # (n_items, d4)
+        self.user_global_, self.item_global_ = self.user_global_.numpy(), self.item_global_.numpy()
+
+    def user_vectors(self, histories: list[np.ndarray] | None = None, alpha: float | None = None) -> np.ndarray:
+        """Served user vectors (n_users, d4) from m(g_u) and the latest items (default: training history)."""
+        return user_vectors(
+            self.user_multimodal_, self.item_vectors_, self.history_ if histories is None else histories,
+            self.config.user_global_weight if alpha is None else alpha,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """weights.pt + config.json (config, data fingerprint, losses) + vectors.npz (what refresh needs)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(self.network_.state_dict(), folder / "weights.pt")
+        lengths = np.array([len(h) for h in self.history_], np.int64)
+        np.savez(
+            folder / "vectors.npz", user_ids=self.user_ids_, video_ids=self.video_ids_, user_multimodal=self.user_multimodal_,
+            item_vectors=self.item_vectors_, history=np.concatenate(self.history_ + [np.zeros(0, np.int64)]).astype(np.int64),
+            history_offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        )
+        write_json_atomic(folder / "config.json", {
+            "config": self.config.model_dump(mode="json"), "data_fingerprint": self.data_fingerprint_, "n_clusters": self.n_clusters_,
+            "modality_weights": self.modality_weights_, "best_epoch": self.best_epoch_, "loss_history": self.loss_history_,
+        })
+        return folder
+
+
+class SavedVectors:
+    """What a saved MRLM needs for serving: m(g_u), m_v and the id maps (``vectors.npz`` + ``config.json``)."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        if not (folder / "vectors.npz").is_file():
+            raise FileNotFoundError(f"{folder}: no vectors.npz; train first (`topicfs mrlm train`)")
+        with np.load(folder / "vectors.npz") as saved:
+            self.user_ids, self.video_ids = saved["user_ids"], saved["video_ids"]
+            self.user_multimodal, self.item_vectors = saved["user_multimodal"], saved["item_vectors"]
+        self.config = MRLMConfig(**json.loads((folder / "config.json").read_text(encoding="utf-8"))["config"])
+        self.user_row = {int(u): i for i, u in enumerate(self.user_ids)}
+        self.item_row = {int(v): i for i, v in enumerate(self.video_ids)}
+
+    def user_vectors(self, latest_clicks: dict[int, list[int]]) -> dict[int, np.ndarray]:
+        """user_id -> served vector (d4) from their latest clicked video ids (newest first; unknown videos skipped).
+
+        A user the model never saw gets the history-only vector; one with neither gets none.
+        """
+        limit = self.config.latest_items
+        out: dict[int, np.ndarray] = {}
+        for user_id, clicks in latest_clicks.items():
+            history = np.array([self.item_row[v] for v in clicks if v in self.item_row][:limit], np.int64)
+            row = self.user_row.get(int(user_id))
+            if row is None and not len(history):
+                continue
+            globals_ = None if row is None else self.user_multimodal[row : row + 1]
+            out[int(user_id)] = user_vectors(globals_, self.item_vectors, [history], self.config.user_global_weight)[0]
+        return out
