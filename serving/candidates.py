@@ -159,6 +159,9 @@ class CandidateResult:
     source: Source  # "history": the user's clicks voted; "popular": no history, popular topics; "none": neither
     topics: list[TopicShare]
     candidates: list[Candidate]
+    # the state read on the way, which the ranker's user features reuse (no second read)
+    clicked: list[int] = field(default_factory=list)  # the user's last N1 clicked videos, newest first
+    clicked_topics: list[list[int]] = field(default_factory=list)  # topic ids of each, same order
 
 
 class CandidateGenerator:
@@ -209,12 +212,14 @@ class CandidateGenerator:
         prefix = self.key_prefix
         clicked = self._clicked_videos(user_id)
         votes: list[tuple[int, float]] = []
+        clicked_topics: list[list[int]] = []
         source: Source = "none"
         if clicked:
             pipe = self.client.pipeline(transaction=False)
             for video_id in clicked:
                 pipe.get(keys.video_topics_key(prefix, video_id))
-            votes = [(t, float(c)) for t, c in vote_topics(self._decode_topics(clicked, pipe.execute()), self.topics_per_user)]
+            clicked_topics = self._decode_topics(clicked, pipe.execute())
+            votes = [(t, float(c)) for t, c in vote_topics(clicked_topics, self.topics_per_user)]
             source = "history"
         if not votes:
             popular = self.client.zrevrange(keys.popular_topics_key(prefix), 0, self.topics_per_user - 1, withscores=True)
@@ -224,7 +229,7 @@ class CandidateGenerator:
         draw = self._draw(votes, n, exclude)
         counts = Counter(c.topic_id for c in draw.candidates)
         shares = [TopicShare(t, v, counts.get(t, 0)) for t, v in votes]
-        return CandidateResult(user_id, source, shares, draw.candidates)
+        return CandidateResult(user_id, source, shares, draw.candidates, clicked, clicked_topics)
 
     def _clicked_videos(self, user_id: int) -> list[int]:
         raw = self.client.lrange(keys.user_clicks_key(self.key_prefix, user_id), 0, self.recent_clicks - 1)

@@ -1,4 +1,4 @@
-"""``topicfs serving ...``: the candidate API, one-off candidate look-ups, ranker training, Table II and the demo."""
+"""``topicfs serve ...``: the candidate API, one-off candidate look-ups, ranker training, Table II and the demo."""
 
 from __future__ import annotations
 
@@ -53,47 +53,34 @@ def show_candidates(user_id: int = typer.Argument(..., min=0), n: Optional[int] 
     )
 
 
-def _fetcher(video_topics: Optional[Path], feature_repo: Optional[Path], feature_service: Optional[str], work_dir: Path):
-    from serving.features import FeastHistoricalFetcher, make_video_topics_repo
-
-    if feature_repo is not None:
-        return FeastHistoricalFetcher(feature_repo, feature_service) if feature_service else FeastHistoricalFetcher(feature_repo)
-    if video_topics is None:
-        raise typer.BadParameter("give --feature-repo (a Feast repo) or --video-topics (a VIDEO_TOPICS Parquet file) for topic features")
-    return FeastHistoricalFetcher(make_video_topics_repo(work_dir / "feature_repo", video_topics))
-
-
 @app.command("train")
-def train_ranker(
+def train(
     clicks: Path = typer.Option(..., exists=True, dir_okay=False, help="click log (Parquet/CSV): user_id, video_id, clicked, ts"),
     model: str = typer.Option("dcn", help="lr, emlp or dcn"),
     with_topics: bool = typer.Option(True, "--with-topics/--without-topics", help="use the topic features"),
     video_topics: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="VIDEO_TOPICS Parquet (when no --feature-repo)"),
     feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo serving the topic features"),
-    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo, e.g. ranker_v1"),
+    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo to read instead of the video_topics features"),
     out: Optional[Path] = typer.Option(None, help="output folder (default: <models_dir>/ranker_<model>_<features>)"),
 ) -> None:
     """Train a ranker on a click log with point-in-time topic features from Feast and save it."""
-    from topicfs.contracts import load_interactions
-    from serving.features import build_training_frame
-    from serving.rankers import MODELS, Ranker
+    from serving.features import make_video_topics_repo
+    from serving.training import train_ranker
+    from topicfs.contracts import read_table
 
-    if model not in MODELS:
-        raise typer.BadParameter(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
     settings = get_settings()
-    log = load_interactions(clicks)
-    entity = log.rename(columns={"ts": "event_timestamp", "clicked": "label"})
-    features = "topic" if with_topics else "base"
     with tempfile.TemporaryDirectory(prefix="ranker-train-") as work:
-        fetcher = _fetcher(video_topics, feature_repo, feature_service, Path(work)) if with_topics else None
-        frame = build_training_frame(entity, fetcher, settings.topics.topic_feature_dim)
-    import torch
-
-    torch.set_num_threads(settings.rankers.torch_threads)
-    ranker = Ranker.from_config(settings.rankers, model, features).fit(frame)
-    out = out or settings.paths.models_dir / f"ranker_{model}_{features}"
-    ranker.save(out)
-    typer.echo(f"saved {model}/{features} ranker ({ranker.n_parameters()} parameters) to {out}")
+        if with_topics and feature_repo is None:
+            if video_topics is None:
+                raise typer.BadParameter("give --feature-repo (a Feast repo) or --video-topics (a VIDEO_TOPICS Parquet file) for topic features")
+            feature_repo = make_video_topics_repo(Path(work) / "feature_repo", video_topics)
+        try:
+            saved = train_ranker(
+                read_table(clicks), settings, feature_repo, model=model, with_topics=with_topics, feature_service=feature_service, out_dir=out
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    typer.echo(f"saved the {model} ranker ({'with' if with_topics else 'without'} topic features) to {saved}")
 
 
 @app.command("table2")
@@ -113,23 +100,33 @@ def table2(
     if video_topics is not None and len(dataset) > 1:
         raise typer.BadParameter("--video-topics belongs to one dataset; run one --dataset at a time with it")
     settings = get_settings()
+    out = out or settings.paths.reports_dir
     rows = []
     for name in dataset:
-        rows += run_table2(name, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds)
-    path = save_report(rows, out or settings.paths.reports_dir)
+        # the learned topics stay in <out>/table2_<dataset>/video_topics.parquet, reusable with --video-topics
+        rows += run_table2(
+            name, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds,
+            work_dir=out / f"table2_{name}",
+        )
+    path = save_report(rows, out)
     typer.echo(to_markdown(rows))
     typer.echo(f"\nwritten to {path}")
 
 
 @app.command("demo")
 def run_demo(
-    ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs serving train)"),
+    ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs serve train)"),
     feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo with the online topic features"),
+    feature_service: Optional[str] = typer.Option(None, help="feature service of --feature-repo holding video_topics, e.g. ranker_v1 (packed: one MGET)"),
     users: list[int] = typer.Option([0, 1, 2], "--user", help="users to show (repeat the option)"),
     k: int = typer.Option(5, min=1, help="ranked results per user"),
 ) -> None:
     """Print candidates and ranked results for a few users (queues in TOPICFS_REDIS__URL, filled by the stream)."""
-    from serving.ranking import demo
+    from serving.candidates import CandidateStoreUnavailable
+    from serving.ranking import demo_text
 
-    settings = get_settings()
-    demo(settings.redis.url, str(ranker), str(feature_repo) if feature_repo else None, users, settings, k=k)
+    try:
+        typer.echo(demo_text(get_settings(), feature_repo, ranker, users, k=k, feature_service=feature_service))
+    except CandidateStoreUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc

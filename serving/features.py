@@ -6,32 +6,41 @@ The rankers need, per video, the topic features the offline jobs write to ``VIDE
 click sees the topics as they were at its time, never later ones); serving reads them from the online
 store. Both go through small callables, so a ranker does not care which Feast repo serves it:
 
-* :class:`FeastHistoricalFetcher` / :class:`FeastOnlineFetcher` wrap a Feast repo (the project's
-  ``feature_repo/`` with its ``ranker_v1`` service, or any repo holding the same features);
+* :class:`FeastHistoricalFetcher` (training) and :func:`online_fetcher` (serving: the packed one-``MGET``
+  read of :mod:`topicfs.feature_client` when the repo uses the project's online-store plugin, else Feast's
+  ``get_online_features``) wrap a Feast repo: the project's ``feature_repo/`` with its ``ranker_v1``
+  service, or any repo holding the same features;
 * :func:`make_video_topics_repo` writes a minimal private repo over one ``VIDEO_TOPICS`` Parquet file,
-  for the Table II command when no repo is given, and for tests.
+  for the Table II command when no repo is given, the benchmarks and tests.
+
+The user's side needs no feature store: :func:`user_history` derives it from the click log for training,
+and serving takes the same history from the Redis state candidate generation already read.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from serving.rankers import PADDING, pad_lists
 
 logger = logging.getLogger(__name__)
 
 ENTITY_COLUMNS = ["user_id", "video_id", "event_timestamp", "label"]
 TOPIC_FEATURE_COLUMNS = ["topic_ids", "topic_weights", "topic_feature"]
 VIDEO_TOPICS_VIEW = "video_topics"
+VIDEO_TOPICS_SERVICE = "ranker_topics"  # the service of make_video_topics_repo
 DEFAULT_FEATURES = [f"{VIDEO_TOPICS_VIEW}:{name}" for name in TOPIC_FEATURE_COLUMNS]
 
 # entity_df (user_id, video_id, event_timestamp, label) -> the same rows with feature columns added
 HistoricalFetcher = Callable[[pd.DataFrame], pd.DataFrame]
-# video ids -> one row per id, in order: video_id + feature columns
-OnlineFetcher = Callable[[Sequence[int]], pd.DataFrame]
+# video ids -> their topic features, in order (VideoTopicFeatures)
+OnlineFetcher = Callable[[Sequence[int]], "VideoTopicFeatures"]
 
 
 def check_entity_frame(entity_df: pd.DataFrame) -> pd.DataFrame:
@@ -76,10 +85,74 @@ def fill_missing_features(frame: pd.DataFrame, topic_feature_dim: int) -> pd.Dat
     return frame
 
 
+def user_history(
+    frame: pd.DataFrame, recent_clicks: int, history_videos: int, history_topics: int
+) -> tuple[list[list[int]], list[list[int]], list[list[float]]]:
+    """Each row's user history as serving sees it: from the user's clicks strictly before the row's time.
+
+    ``frame`` holds user_id, video_id, event_timestamp, label and (for the topics) topic_ids. Returns, per row,
+    the latest ``history_videos`` clicked video ids (newest first), and the user's top ``history_topics``
+    topics voted by their last ``recent_clicks`` (N1) clicks with their vote shares, counted exactly as
+    candidate generation counts them (:func:`serving.candidates.vote_topics`: one vote per clicked video and
+    topic, ties to the most recent). Rows at the same time (one feed refresh) do not see each other's clicks.
+    """
+    from collections import deque
+
+    n = len(frame)
+    users = frame["user_id"].to_numpy(dtype=np.int64)
+    ts = frame["event_timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    labels = frame["label"].to_numpy()
+    videos = frame["video_id"].to_numpy(dtype=np.int64)
+    topics = frame["topic_ids"].tolist() if "topic_ids" in frame.columns else [()] * n
+    order = np.lexsort((ts, users))  # by user, then time
+    out_videos: list[list[int]] = [[] for _ in range(n)]
+    out_topics: list[list[int]] = [[] for _ in range(n)]
+    out_weights: list[list[float]] = [[] for _ in range(n)]
+    start = 0
+    while start < n:
+        user = users[order[start]]
+        window: deque[tuple[int, tuple[int, ...]]] = deque()  # the last N1 clicks, oldest left
+        votes: dict[int, int] = {}
+        newest: dict[int, int] = {}  # topic -> clock of the newest click voting for it
+        clock = 0
+        while start < n and users[order[start]] == user:
+            end = start
+            while end < n and users[order[end]] == user and ts[order[end]] == ts[order[start]]:
+                end += 1
+            if window:
+                recent = [video for video, _ in reversed(window)][:history_videos]
+                top = sorted(votes, key=lambda t: (-votes[t], -newest[t], t))[:history_topics]
+                shares = [votes[t] / len(window) for t in top]
+                for row in order[start:end]:
+                    out_videos[row], out_topics[row], out_weights[row] = recent, top, shares
+            for row in order[start:end]:
+                if labels[row] != 1:
+                    continue
+                clicked_topics = tuple(dict.fromkeys(int(t) for t in (topics[row] if topics[row] is not None else ())))
+                window.append((int(videos[row]), clicked_topics))
+                clock += 1
+                for t in clicked_topics:
+                    votes[t] = votes.get(t, 0) + 1
+                    newest[t] = clock
+                if len(window) > recent_clicks:
+                    for t in window.popleft()[1]:
+                        votes[t] -= 1
+                        if votes[t] == 0:
+                            del votes[t], newest[t]
+            start = end
+    return out_videos, out_topics, out_weights
+
+
 def build_training_frame(
-    entity_df: pd.DataFrame, fetch_features: HistoricalFetcher | None, topic_feature_dim: int = 8
+    entity_df: pd.DataFrame,
+    fetch_features: HistoricalFetcher | None,
+    topic_feature_dim: int = 8,
+    recent_clicks: int = 128,
+    history_videos: int = 20,
+    history_topics: int = 8,
 ) -> pd.DataFrame:
-    """Training rows: the entity frame (user_id, video_id, event_timestamp, label) with topic features as of each row's time.
+    """Training rows: the entity frame (user_id, video_id, event_timestamp, label) with topic features as of
+    each row's time and the user's history before it (:func:`user_history`).
 
     ``fetch_features`` is None for a ranker without topic features. Rows come back sorted by time.
     """
@@ -88,8 +161,10 @@ def build_training_frame(
         fetched = fetch_features(frame)
         if len(fetched) != len(frame):
             raise ValueError(f"feature fetcher returned {len(fetched)} rows for {len(frame)} entity rows")
-        frame = fetched
-    frame = fill_missing_features(frame, topic_feature_dim)
+        frame = fill_missing_features(fetched, topic_feature_dim)
+    frame["history_video_ids"], frame["history_topic_ids"], frame["history_topic_weights"] = user_history(
+        frame, recent_clicks, history_videos, history_topics
+    )
     return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
@@ -120,53 +195,101 @@ class FeastHistoricalFetcher:
         return joined.drop(columns="_entity_row")
 
 
+@dataclass
+class VideoTopicFeatures:
+    """Online topic features of N candidate videos, in request order, as the ranker's arrays."""
+
+    topic_ids: np.ndarray  # (N, T) int64, PADDING past a video's topics
+    topic_weights: np.ndarray  # (N, T) float32, 0 past a video's topics
+    topic_feature: np.ndarray  # (N, D) float32, zeros for a video without features online
+
+
 class FeastOnlineFetcher:
-    """Latest video features from Feast's online store, one row per requested id, in request order."""
+    """Latest video topic features through ``FeatureStore.get_online_features`` (any online store)."""
 
-    def __init__(self, repo_path: str | Path, features: str | list[str] = DEFAULT_FEATURES) -> None:
-        from feast import FeatureStore
+    def __init__(self, store, features: str | list[str] = DEFAULT_FEATURES, max_topics: int = 8, topic_feature_dim: int = 8) -> None:
+        self.store = store
+        self.features = store.get_feature_service(features) if isinstance(features, str) else features
+        self.max_topics = max_topics
+        self.topic_feature_dim = topic_feature_dim
 
-        self.store = FeatureStore(repo_path=str(repo_path))
-        self.features = self.store.get_feature_service(features) if isinstance(features, str) else features
+    def __call__(self, video_ids: Sequence[int]) -> VideoTopicFeatures:
+        values = self.store.get_online_features(features=self.features, entity_rows=[{"video_id": int(v)} for v in video_ids]).to_dict()
+        frame = fill_missing_features(pd.DataFrame({name: values[name] for name in TOPIC_FEATURE_COLUMNS}), self.topic_feature_dim)
+        return VideoTopicFeatures(
+            pad_lists(frame["topic_ids"].tolist(), self.max_topics, np.int64, PADDING),
+            pad_lists(frame["topic_weights"].tolist(), self.max_topics, np.float32, 0.0),
+            np.asarray(frame["topic_feature"].tolist(), dtype=np.float32).reshape(len(frame), self.topic_feature_dim),
+        )
 
-    def __call__(self, video_ids: Sequence[int]) -> pd.DataFrame:
-        rows = [{"video_id": int(v)} for v in video_ids]
-        values = self.store.get_online_features(features=self.features, entity_rows=rows).to_dict()
-        return pd.DataFrame(values)
+
+class PackedOnlineFetcher:
+    """The same features from the online-store plugin's packed records: one Redis ``MGET`` for all candidates
+    (:class:`topicfs.feature_client.PackedFeatureClient`); needs a service tagged ``topicfs.packed``."""
+
+    def __init__(self, store, service: str, max_topics: int = 8) -> None:
+        from topicfs.feature_client import PackedFeatureClient
+
+        self.client = PackedFeatureClient(store, service)
+        self.max_topics = max_topics
+
+    def __call__(self, video_ids: Sequence[int]) -> VideoTopicFeatures:
+        batch = self.client.read(np.asarray(video_ids, dtype=np.int64))
+        ids = batch.values["topic_ids"][:, : self.max_topics].astype(np.int64)  # (N, T) padded with 0
+        slot = np.arange(ids.shape[1])[None, :]
+        valid = (slot < batch.lengths["topic_ids"][:, None]) & ~batch.null["topic_ids"][:, None]
+        weights = np.where(valid, batch.values["topic_weights"][:, : self.max_topics], 0.0).astype(np.float32)
+        feature = np.where(batch.null["topic_feature"][:, None], 0.0, batch.values["topic_feature"]).astype(np.float32)
+        return VideoTopicFeatures(np.where(valid, ids, PADDING), weights, feature)
+
+
+def online_fetcher(repo_path: str | Path, service: str | None = None, max_topics: int = 8, topic_feature_dim: int = 8) -> OnlineFetcher:
+    """The fastest online read the repo allows: packed records when its online store is the project's plugin
+    and ``service`` is packed, else Feast's ``get_online_features`` (of ``service``, or the three topic features)."""
+    from feast import FeatureStore
+
+    from topicfs.online_store import TopicRedisOnlineStore, is_packed
+
+    store = FeatureStore(repo_path=str(repo_path))
+    if service is not None:
+        packed = isinstance(store._get_provider().online_store, TopicRedisOnlineStore) and is_packed(store.get_feature_service(service))
+        if packed:
+            return PackedOnlineFetcher(store, service, max_topics)
+        return FeastOnlineFetcher(store, service, max_topics, topic_feature_dim)
+    return FeastOnlineFetcher(store, DEFAULT_FEATURES, max_topics, topic_feature_dim)
 
 
 def make_video_topics_repo(
     repo_dir: str | Path,
     video_topics_path: str | Path,
     redis_url: str | None = None,
+    max_topics: int = 8,
     topic_feature_dim: int = 8,
     project: str = "topicfs_rankers",
 ) -> Path:
-    """Write and apply a minimal Feast repo serving ``VIDEO_TOPICS`` (file offline store; Redis or SQLite online store).
+    """Write and apply a minimal Feast repo serving ``VIDEO_TOPICS`` (file offline store).
 
-    The view has no TTL: a video's topics stay valid until the offline jobs write new ones.
+    Online store: with ``redis_url``, the project's Redis plugin (:mod:`topicfs.online_store`) and a packed
+    service, so :func:`online_fetcher` reads with one ``MGET``; without, SQLite (offline use only). The view has
+    no TTL: a video's topics stay valid until the offline jobs write new ones.
     """
-    from urllib.parse import urlparse
-
     repo_dir = Path(repo_dir)
     repo_dir.mkdir(parents=True, exist_ok=True)
     if redis_url:
-        parsed = urlparse(redis_url)
-        connection = f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"
-        if parsed.password:
-            connection += f",password={parsed.password}"
-        online = f"online_store:\n    type: redis\n    connection_string: \"{connection}\"\n"
+        online = f"online_store:\n    type: topicfs.online_store.TopicRedisOnlineStore\n    url: \"{redis_url}\"\n"
     else:
         online = f"online_store:\n    type: sqlite\n    path: {repo_dir / 'online.db'}\n"
     (repo_dir / "feature_store.yaml").write_text(
         f"project: {project}\nregistry: {repo_dir / 'registry.db'}\nprovider: local\n{online}"
         "offline_store:\n    type: file\nentity_key_serialization_version: 3\n"
     )
-    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Array, Float32, Int64
 
+    from topicfs.feast_names import MAX_LENGTH_TAG, PACKED_TAG
+
     # a video of the catalogue
-    video = Entity(name="video", join_keys=["video_id"])
+    video = Entity(name="video", join_keys=["video_id"], value_type=ValueType.INT64)
     # VIDEO_TOPICS as the offline jobs wrote it
     source = FileSource(
         name="video_topics_source",
@@ -179,14 +302,14 @@ def make_video_topics_repo(
         name=VIDEO_TOPICS_VIEW,
         entities=[video],
         schema=[
-            Field(name="topic_ids", dtype=Array(Int64)),
-            Field(name="topic_weights", dtype=Array(Float32)),
-            Field(name="topic_feature", dtype=Array(Float32)),
+            Field(name="topic_ids", dtype=Array(Int64), tags={MAX_LENGTH_TAG: str(max_topics)}),
+            Field(name="topic_weights", dtype=Array(Float32), tags={MAX_LENGTH_TAG: str(max_topics)}),
+            Field(name="topic_feature", dtype=Array(Float32), tags={MAX_LENGTH_TAG: str(topic_feature_dim)}),
         ],
         source=source,
         online=True,
     )
     # what the rankers read
-    service = FeatureService(name="ranker_topics", features=[view])
+    service = FeatureService(name=VIDEO_TOPICS_SERVICE, features=[view], tags={PACKED_TAG: "true"})
     FeatureStore(repo_path=str(repo_dir)).apply([video, view, service])
     return repo_dir

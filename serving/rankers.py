@@ -1,21 +1,27 @@
 """Click-through rankers in torch: LR, Embedding&MLP (EMLP) and DCN, with or without topic features (MTL III-B, Table II).
 
-Features of one (user, video) example:
+Features of one (user, video) example, as in the paper's Wide&Deep ranker ("the embedding from a video and
+the mean embedding from the historical click videos of a user are combined"):
 
-* ``user_id``, ``video_id``: ID features, embedded (``id_embedding_dim``; one weight each for LR);
-* with ``features="topic"`` (the paper's Baseline+Topic): the video's topic ids as ID features embedded in
-  8 dims (``topic_embedding_dim``), pooled by the topic similarities ``topic_weights``, plus the 8-dim
-  ``topic_feature`` vector (DESIGN.md: the similarity-weighted mean of the video's topics' embeddings);
-* with ``features="content"`` (the paper's Baseline+CNN, for the Fig. 6 cost comparison): a 128-dim
-  content embedding vector of the video instead of the topic features.
+* every feature set (``"base"``): ``user_id`` and ``video_id`` ID features (embedded in ``id_embedding_dim``;
+  one weight each for LR) and the user's history, ``history_video_ids`` (their latest clicked videos before
+  the example, newest first), pooled as the mean of those videos' ID embeddings;
+* ``features="topic"`` (the paper's Baseline+Topic) adds the topics as ID features embedded in 8 dims
+  (``topic_embedding_dim``): the video's ``topic_ids`` pooled by their similarities ``topic_weights``, and the
+  user's topics ``history_topic_ids`` (the topics voted by their last N1 clicks, as candidate generation
+  counts them) pooled by their vote shares ``history_topic_weights``; plus the video's 8-dim ``topic_feature``
+  vector (DESIGN.md: the similarity-weighted mean of its topics' embeddings);
+* ``features="content"`` (the paper's Baseline+CNN, for the Fig. 6 cost comparison) adds a 128-dim
+  ``content_embedding`` vector of the video instead of the topic features.
 
-LR is linear in its inputs, so it cannot combine the user and topic columns by itself; as in the wide part
-of Wide&Deep, LR with topics also gets the hashed user x topic cross feature (``cross_buckets`` weights).
-EMLP and DCN learn such interactions themselves and get no cross feature.
+LR is linear in its inputs, so it cannot combine user and video columns by itself; as in the wide part of
+Wide&Deep it gets hashed cross features (``cross_buckets`` weights): history video x video in every feature
+set, history topic x video topic with topics. EMLP and DCN learn such interactions themselves.
 
 :class:`Ranker` is a scikit-learn style estimator over DataFrames holding those columns (:func:`
 serving.features.build_training_frame` makes them): ``fit`` returns ``self``, the learned state ends in
-``_``, ``random_state`` fixes the result, ``save``/``load`` keep the config beside the weights.
+``_``, ``random_state`` fixes the result, ``save``/``load`` keep the config beside the weights. Serving
+passes arrays straight in (:class:`RankerInputs`), skipping the DataFrame.
 """
 
 from __future__ import annotations
@@ -37,52 +43,128 @@ logger = logging.getLogger(__name__)
 ModelName = Literal["lr", "emlp", "dcn"]
 FeatureSet = Literal["base", "topic", "content"]
 MODELS: tuple[str, ...] = ("lr", "emlp", "dcn")
-CROSS_HASH_MULTIPLIER = 1_000_003  # user x topic -> bucket: (user * M + topic) mod buckets
+FEATURE_SETS: tuple[str, ...] = ("base", "topic", "content")
+PADDING = -1  # raw id of an empty list slot in RankerInputs
+# cross feature (a, b) -> bucket (a * M + b + salt) mod buckets; the salt keeps the two cross kinds apart
+CROSS_HASH_MULTIPLIER = 1_000_003
+VIDEO_CROSS_SALT, TOPIC_CROSS_SALT = 0, 500_009
+
+
+def pad_lists(values, width: int, dtype, fill) -> np.ndarray:
+    """A column of lists -> (N, width) array, cut at ``width``, padded with ``fill``."""
+    out = np.full((len(values), width), fill, dtype=dtype)
+    for row, value in enumerate(values):
+        if value is not None and len(value):
+            k = min(len(value), width)
+            out[row, :k] = np.asarray(value[:k], dtype=dtype)
+    return out
+
+
+@dataclass
+class RankerInputs:
+    """Raw inputs for N examples as arrays; list features padded with :data:`PADDING` (ids) and 0 (weights)."""
+
+    user_id: np.ndarray  # (N,) int64
+    video_id: np.ndarray  # (N,) int64
+    history_video_ids: np.ndarray  # (N, H) int64, newest first
+    topic_ids: np.ndarray | None = None  # (N, T) int64
+    topic_weights: np.ndarray | None = None  # (N, T) float32
+    topic_feature: np.ndarray | None = None  # (N, 8) float32
+    history_topic_ids: np.ndarray | None = None  # (N, M) int64, most votes first
+    history_topic_weights: np.ndarray | None = None  # (N, M) float32 share of the user's recent clicks
+    content_embedding: np.ndarray | None = None  # (N, 128) float32
+
+    def __len__(self) -> int:
+        return int(self.user_id.shape[0])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, features: FeatureSet, history_videos: int, topics_per_video: int, history_topics: int) -> "RankerInputs":
+        inputs = cls(
+            user_id=frame["user_id"].to_numpy(dtype=np.int64),
+            video_id=frame["video_id"].to_numpy(dtype=np.int64),
+            history_video_ids=pad_lists(frame["history_video_ids"].tolist(), history_videos, np.int64, PADDING),
+        )
+        if features == "topic":
+            inputs.topic_ids = pad_lists(frame["topic_ids"].tolist(), topics_per_video, np.int64, PADDING)
+            inputs.topic_weights = pad_lists(frame["topic_weights"].tolist(), topics_per_video, np.float32, 0.0)
+            inputs.topic_feature = _stack(frame["topic_feature"], "topic_feature")
+            inputs.history_topic_ids = pad_lists(frame["history_topic_ids"].tolist(), history_topics, np.int64, PADDING)
+            inputs.history_topic_weights = pad_lists(frame["history_topic_weights"].tolist(), history_topics, np.float32, 0.0)
+        elif features == "content":
+            inputs.content_embedding = _stack(frame["content_embedding"], "content_embedding")
+        return inputs
+
+
+def _stack(column: pd.Series, name: str) -> np.ndarray:
+    try:
+        return np.stack([np.asarray(v, dtype=np.float32) for v in column]) if len(column) else np.zeros((0, 0), np.float32)
+    except ValueError as error:
+        raise ValueError(f"column '{name}' must hold vectors of one length ({error})") from error
+
+
+def topic_affinity(inputs: RankerInputs) -> np.ndarray:
+    """How much of the user's recent clicking went to the video's topics, (N,) in [0, 1]:
+    sum over the video's topics of similarity x the topic's vote share, over the sum of similarities.
+
+    The one number a linear model needs to match a user's topics with a video's (EMLP and DCN get it too,
+    so every model sees the same features).
+    """
+    same = (inputs.topic_ids[:, :, None] == inputs.history_topic_ids[:, None, :]) & (inputs.topic_ids[:, :, None] != PADDING)  # (N, T, M)
+    share = (same * inputs.history_topic_weights[:, None, :]).sum(axis=2)  # (N, T)
+    weights = np.where(inputs.topic_ids != PADDING, inputs.topic_weights, 0.0)  # (N, T)
+    return ((weights * share).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-6)).astype(np.float32)
 
 
 @dataclass
 class Batch:
-    """Model inputs for B examples, T topic slots per video."""
+    """Model inputs for B examples as vocabulary indexes (0 = padding or unseen in training)."""
 
-    user: torch.Tensor  # (B,) int64 user index, 0 = unseen in training
-    video: torch.Tensor  # (B,) int64 video index, 0 = unseen
-    topic: torch.Tensor  # (B, T) int64 topic index, 0 = padding or unseen
-    topic_weight: torch.Tensor  # (B, T) float32 similarity of each topic, 0 on padding
-    cross: torch.Tensor  # (B, T) int64 hashed user x topic bucket (LR only)
+    user: torch.Tensor  # (B,) int64
+    video: torch.Tensor  # (B,) int64
+    history_video: torch.Tensor  # (B, H) int64
+    topic: torch.Tensor  # (B, T) int64
+    topic_weight: torch.Tensor  # (B, T) float32, 0 on padding
+    history_topic: torch.Tensor  # (B, M) int64
+    history_topic_weight: torch.Tensor  # (B, M) float32, 0 on padding
+    cross: torch.Tensor  # (B, C) int64 hashed cross buckets (LR only; C = 0 otherwise)
+    cross_weight: torch.Tensor  # (B, C) float32
     dense: torch.Tensor  # (B, D) float32: topic_feature (D = 8) or content embedding (D = 128) or empty (D = 0)
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def take(self, index: torch.Tensor) -> "Batch":
-        return Batch(*(t[index] for t in (self.user, self.video, self.topic, self.topic_weight, self.cross, self.dense)))
+        return Batch(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
 
 
-def _pool(embedding: nn.Embedding | nn.EmbeddingBag, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Similarity-weighted mean of the embeddings of a video's topics: (B, T) -> (B, d); zeros when it has none."""
-    vectors = embedding(ids)  # (B, T, d)
+def _pool(embedding: nn.Embedding, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of the embeddings of a list: (B, L) -> (B, d); zeros for an empty list."""
+    vectors = embedding(ids)  # (B, L, d)
     total = weight.sum(dim=1, keepdim=True).clamp_min(1e-6)  # (B, 1)
     return (vectors * weight.unsqueeze(-1)).sum(dim=1) / total
 
 
 class FeatureEmbedding(nn.Module):
-    """Concatenated input x0 of EMLP and DCN: [user (e), video (e), pooled topics (8), dense (D)]."""
+    """Concatenated input x0 of EMLP and DCN: [user (e), video (e), history videos (e), topics (8), user topics (8), dense (D)]."""
 
     def __init__(self, n_users: int, n_videos: int, n_topics: int, features: FeatureSet, id_dim: int, topic_dim: int, dense_dim: int):
         super().__init__()
-        self.features = features
         self.user = nn.Embedding(n_users, id_dim)
-        self.video = nn.Embedding(n_videos, id_dim)
+        self.video = nn.Embedding(n_videos, id_dim, padding_idx=0)
         self.topic = nn.Embedding(n_topics, topic_dim, padding_idx=0) if features == "topic" else None
-        self.output_dim = 2 * id_dim + (topic_dim if self.topic is not None else 0) + dense_dim
+        self.output_dim = 3 * id_dim + (2 * topic_dim if self.topic is not None else 0) + dense_dim
         for table in (self.user, self.video, self.topic):
             if table is not None:
                 nn.init.normal_(table.weight, std=0.05)
+                if table.padding_idx is not None:
+                    nn.init.zeros_(table.weight[table.padding_idx])
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        parts = [self.user(batch.user), self.video(batch.video)]  # (B, e) each
+        history = _pool(self.video, batch.history_video, (batch.history_video > 0).float())  # (B, e)
+        parts = [self.user(batch.user), self.video(batch.video), history]  # (B, e) each
         if self.topic is not None:
             parts.append(_pool(self.topic, batch.topic, batch.topic_weight))  # (B, 8)
+            parts.append(_pool(self.topic, batch.history_topic, batch.history_topic_weight))  # (B, 8)
         if batch.dense.shape[1]:
             parts.append(batch.dense)  # (B, D)
         return torch.cat(parts, dim=1)  # (B, output_dim)
@@ -97,26 +179,28 @@ def _mlp(input_dim: int, hidden: list[int]) -> tuple[nn.Sequential, int]:
 
 
 class LogisticRegression(nn.Module):
-    """logit = b + w_user + w_video [+ pooled w_topic + pooled w_user x topic] + <w, dense>."""
+    """logit = b + w_user + w_video + crosses [+ pooled w_topic + pooled w_user_topic] + <w, dense>."""
 
     def __init__(self, n_users: int, n_videos: int, n_topics: int, features: FeatureSet, cross_buckets: int, dense_dim: int):
         super().__init__()
         self.user = nn.Embedding(n_users, 1)
         self.video = nn.Embedding(n_videos, 1)
+        self.cross = nn.Embedding(cross_buckets, 1)
         with_topics = features == "topic"
         self.topic = nn.Embedding(n_topics, 1, padding_idx=0) if with_topics else None
-        self.cross = nn.Embedding(cross_buckets, 1) if with_topics else None
+        self.history_topic = nn.Embedding(n_topics, 1, padding_idx=0) if with_topics else None
         self.dense = nn.Linear(dense_dim, 1) if dense_dim else None
         self.bias = nn.Parameter(torch.zeros(1))
-        for table in (self.user, self.video, self.topic, self.cross):
+        for table in (self.user, self.video, self.cross, self.topic, self.history_topic):
             if table is not None:
                 nn.init.zeros_(table.weight)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         logit = self.bias + self.user(batch.user)[:, 0] + self.video(batch.video)[:, 0]  # (B,)
+        logit = logit + (self.cross(batch.cross)[..., 0] * batch.cross_weight).sum(dim=1)
         if self.topic is not None:
             logit = logit + _pool(self.topic, batch.topic, batch.topic_weight)[:, 0]
-            logit = logit + _pool(self.cross, batch.cross, batch.topic_weight)[:, 0]
+            logit = logit + _pool(self.history_topic, batch.history_topic, batch.history_topic_weight)[:, 0]
         if self.dense is not None:
             logit = logit + self.dense(batch.dense)[:, 0]
         return logit
@@ -155,9 +239,29 @@ class DeepCrossNetwork(nn.Module):
         return self.head(torch.cat([x, self.deep(x0)], dim=1))[:, 0]  # (B,)
 
 
-def _index(values: np.ndarray) -> dict[int, int]:
-    """Raw id -> 1..V (0 stays for unseen ids and padding)."""
-    return {int(v): i + 1 for i, v in enumerate(np.unique(values))}
+def _lookup(vocabulary: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Raw ids -> 1..V by position in the sorted ``vocabulary``; 0 for ids not in it (unseen, padding)."""
+    if len(vocabulary) == 0:
+        return np.zeros(ids.shape, dtype=np.int64)
+    position = np.searchsorted(vocabulary, ids)
+    clipped = np.minimum(position, len(vocabulary) - 1)
+    return np.where(vocabulary[clipped] == ids, clipped + 1, 0).astype(np.int64)
+
+
+def _normalise(weights: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum 1 (all-zero rows stay zero): (N, L) -> (N, L) float32."""
+    return (weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-6)).astype(np.float32)
+
+
+def _cross(left: np.ndarray, right: np.ndarray, left_weight: np.ndarray, right_weight: np.ndarray, salt: int, buckets: int):
+    """Every (left slot, right slot) pair of each row hashed into ``buckets``; weight = product, 0 where a slot is padding.
+
+    (N, A), (N, B) -> buckets (N, A * B), weights (N, A * B).
+    """
+    bucket = (left[:, :, None] * CROSS_HASH_MULTIPLIER + right[:, None, :] + salt) % buckets  # (N, A, B)
+    weight = left_weight[:, :, None] * right_weight[:, None, :]  # (N, A, B)
+    weight = np.where((left[:, :, None] == PADDING) | (right[:, None, :] == PADDING), 0.0, weight)
+    return bucket.reshape(len(left), -1), weight.reshape(len(left), -1).astype(np.float32)
 
 
 class Ranker:
@@ -166,8 +270,8 @@ class Ranker:
     Parameters
     ----------
     model: "lr", "emlp" or "dcn".
-    features: "base" (user and video IDs), "topic" (+ topic ids and the topic feature vector) or
-        "content" (+ a content embedding vector in column ``content_embedding``, for the Fig. 6 cost comparison).
+    features: "base" (user, video and history IDs), "topic" (+ video and user topic ids and the topic feature
+        vector) or "content" (+ a content embedding vector, for the Fig. 6 cost comparison).
     """
 
     def __init__(
@@ -177,6 +281,8 @@ class Ranker:
         id_embedding_dim: int = 16,
         topic_embedding_dim: int = 8,
         max_topics_per_video: int = 8,
+        history_videos: int = 20,
+        history_topics: int = 8,
         hidden_units: tuple[int, ...] = (64, 32),
         cross_layers: int = 2,
         cross_buckets: int = 200_003,
@@ -185,13 +291,15 @@ class Ranker:
         batch_size: int = 1024,
         epochs: int = 3,
         random_state: int = 31,
-        show_progress: bool = True,
+        show_progress: bool = False,
     ) -> None:
         self.model = model
         self.features = features
         self.id_embedding_dim = id_embedding_dim
         self.topic_embedding_dim = topic_embedding_dim
         self.max_topics_per_video = max_topics_per_video
+        self.history_videos = history_videos
+        self.history_topics = history_topics
         self.hidden_units = hidden_units
         self.cross_layers = cross_layers
         self.cross_buckets = cross_buckets
@@ -209,70 +317,94 @@ class Ranker:
             id_embedding_dim=config.id_embedding_dim,
             topic_embedding_dim=config.topic_embedding_dim,
             max_topics_per_video=config.max_topics_per_video,
+            history_videos=config.history_videos,
+            history_topics=config.history_topics,
             hidden_units=tuple(config.hidden_units),
             cross_layers=config.cross_layers,
             cross_buckets=config.cross_buckets,
-            learning_rate=config.learning_rate,
+            learning_rate=config.logistic_learning_rate if model == "lr" else config.learning_rate,
             weight_decay=config.weight_decay,
             batch_size=config.batch_size,
-            epochs=config.epochs,
+            epochs=config.logistic_epochs if model == "lr" else config.epochs,
             random_state=config.seed,
         )
         params.update(overrides)
         return cls(model=model, features=features, **params)
 
+    _PARAMS = (
+        "model", "features", "id_embedding_dim", "topic_embedding_dim", "max_topics_per_video", "history_videos", "history_topics",
+        "hidden_units", "cross_layers", "cross_buckets", "learning_rate", "weight_decay", "batch_size", "epochs", "random_state",
+    )
+
     def get_params(self) -> dict:
-        return {name: getattr(self, name) for name in (
-            "model", "features", "id_embedding_dim", "topic_embedding_dim", "max_topics_per_video", "hidden_units",
-            "cross_layers", "cross_buckets", "learning_rate", "weight_decay", "batch_size", "epochs", "random_state",
-        )}
+        return {name: getattr(self, name) for name in self._PARAMS}
 
     # -- inputs ----------------------------------------------------------------------------------
+
+    def required_columns(self, with_label: bool) -> list[str]:
+        needed = ["user_id", "video_id", "history_video_ids"] + (["label"] if with_label else [])
+        return needed + {
+            "base": [],
+            "topic": ["topic_ids", "topic_weights", "topic_feature", "history_topic_ids", "history_topic_weights"],
+            "content": ["content_embedding"],
+        }[self.features]
 
     def _check(self, frame: pd.DataFrame, with_label: bool) -> None:
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.features not in ("base", "topic", "content"):
-            raise ValueError(f"features must be 'base', 'topic' or 'content', got {self.features!r}")
-        needed = ["user_id", "video_id"] + (["label"] if with_label else [])
-        needed += {"base": [], "topic": ["topic_ids", "topic_weights", "topic_feature"], "content": ["content_embedding"]}[self.features]
-        missing = [c for c in needed if c not in frame.columns]
+        if self.features not in FEATURE_SETS:
+            raise ValueError(f"features must be one of {FEATURE_SETS}, got {self.features!r}")
+        missing = [c for c in self.required_columns(with_label) if c not in frame.columns]
         if missing:
             raise ValueError(f"ranker ({self.model}, {self.features}): missing column(s) {missing}")
 
-    def _dense(self, frame: pd.DataFrame) -> np.ndarray:
-        column = {"topic": "topic_feature", "content": "content_embedding"}.get(self.features)
-        if column is None:
-            return np.zeros((len(frame), 0), dtype=np.float32)
-        dense = np.asarray([np.asarray(v, dtype=np.float32) for v in frame[column]], dtype=np.float32)  # (B, D)
-        if dense.ndim != 2:
-            raise ValueError(f"column '{column}' must hold vectors of one length")
-        return dense
+    def inputs(self, frame: pd.DataFrame) -> RankerInputs:
+        """The frame's feature columns as :class:`RankerInputs`."""
+        self._check(frame, with_label=False)
+        return RankerInputs.from_frame(frame, self.features, self.history_videos, self.max_topics_per_video, self.history_topics)
 
-    def _batch(self, frame: pd.DataFrame) -> Batch:
-        n, t = len(frame), self.max_topics_per_video
-        users = frame["user_id"].to_numpy(dtype=np.int64)
-        videos = frame["video_id"].to_numpy(dtype=np.int64)
-        user = np.fromiter((self.user_index_.get(int(u), 0) for u in users), dtype=np.int64, count=n)
-        video = np.fromiter((self.video_index_.get(int(v), 0) for v in videos), dtype=np.int64, count=n)
-        topic = np.zeros((n, t), dtype=np.int64)
-        weight = np.zeros((n, t), dtype=np.float32)
-        cross = np.zeros((n, t), dtype=np.int64)
+    def _dense(self, inputs: RankerInputs) -> np.ndarray:
+        """(N, D) dense inputs: the content vector, or the topic vector plus the user-video topic affinity."""
+        dense = {"topic": inputs.topic_feature, "content": inputs.content_embedding}.get(self.features)
+        if dense is None:
+            return np.zeros((len(inputs), 0), dtype=np.float32)
+        if dense.ndim != 2:
+            raise ValueError(f"the {self.features} vector must be (N, D), got shape {dense.shape}")
         if self.features == "topic":
-            for row, (ids, sims) in enumerate(zip(frame["topic_ids"], frame["topic_weights"])):
-                k = min(len(ids), t)
-                for slot in range(k):
-                    topic[row, slot] = self.topic_index_.get(int(ids[slot]), 0)
-                    weight[row, slot] = max(float(sims[slot]), 0.0) if len(sims) > slot else 1.0
-                    cross[row, slot] = (int(users[row]) * CROSS_HASH_MULTIPLIER + int(ids[slot])) % self.cross_buckets
-            weight[topic == 0] = 0.0
-        dense = self._dense(frame)
-        if dense.shape[1] and dense.shape[1] != self.dense_dim_:
+            dense = np.concatenate([dense, topic_affinity(inputs)[:, None]], axis=1)
+        return np.ascontiguousarray(dense, dtype=np.float32)
+
+    def _batch(self, inputs: RankerInputs) -> Batch:
+        n = len(inputs)
+        user = _lookup(self.user_vocabulary_, inputs.user_id)
+        video = _lookup(self.video_vocabulary_, inputs.video_id)
+        history_video = _lookup(self.video_vocabulary_, inputs.history_video_ids)
+        empty_ids, empty_weights = np.zeros((n, 0), np.int64), np.zeros((n, 0), np.float32)
+        topic, topic_weight, history_topic, history_topic_weight = empty_ids, empty_weights, empty_ids, empty_weights
+        if self.features == "topic":
+            topic = _lookup(self.topic_vocabulary_, inputs.topic_ids)
+            topic_weight = np.where(topic > 0, np.maximum(inputs.topic_weights, 0.0), 0.0).astype(np.float32)
+            history_topic = _lookup(self.topic_vocabulary_, inputs.history_topic_ids)
+            history_topic_weight = np.where(history_topic > 0, np.maximum(inputs.history_topic_weights, 0.0), 0.0).astype(np.float32)
+        cross, cross_weight = empty_ids, empty_weights
+        if self.model == "lr":
+            history_weight = _normalise((inputs.history_video_ids != PADDING).astype(np.float32))
+            crosses = [_cross(inputs.history_video_ids, inputs.video_id[:, None], history_weight, np.ones((n, 1), np.float32), VIDEO_CROSS_SALT, self.cross_buckets)]
+            if self.features == "topic":
+                # both sides normalised to sum 1, so the 8 x 8 topic pairs weigh as much together as one ID feature
+                user_share = _normalise(np.where(inputs.history_topic_ids != PADDING, inputs.history_topic_weights, 0.0))
+                video_share = _normalise(np.where(inputs.topic_ids != PADDING, inputs.topic_weights, 0.0))
+                crosses.append(_cross(inputs.history_topic_ids, inputs.topic_ids, user_share, video_share, TOPIC_CROSS_SALT, self.cross_buckets))
+            cross = np.concatenate([c for c, _ in crosses], axis=1)
+            cross_weight = np.concatenate([w for _, w in crosses], axis=1)
+        dense = self._dense(inputs)
+        if dense.shape[1] != self.dense_dim_:
             raise ValueError(f"dense feature has {dense.shape[1]} values, the ranker was trained with {self.dense_dim_}")
-        return Batch(*(torch.from_numpy(a) for a in (user, video, topic, weight, cross, dense)))
+        arrays = (user, video, history_video, topic, topic_weight, history_topic, history_topic_weight, cross, cross_weight, dense)
+        return Batch(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
 
     def _build(self) -> nn.Module:
-        n_users, n_videos, n_topics = len(self.user_index_) + 1, len(self.video_index_) + 1, len(self.topic_index_) + 1
+        n_users, n_videos, n_topics = len(self.user_vocabulary_) + 1, len(self.video_vocabulary_) + 1, len(self.topic_vocabulary_) + 1
         if self.model == "lr":
             return LogisticRegression(n_users, n_videos, n_topics, self.features, self.cross_buckets, self.dense_dim_)
         embedding = FeatureEmbedding(
@@ -293,13 +425,14 @@ class Ranker:
         # Adam's moments of rarely touched embedding rows decay into denormal floats, which are ~100x slower on CPU
         torch.set_flush_denormal(True)
         rng = np.random.default_rng(self.random_state)
-        self.user_index_ = _index(frame["user_id"].to_numpy())
-        self.video_index_ = _index(frame["video_id"].to_numpy())
-        topic_values = [int(t) for ids in frame["topic_ids"] for t in ids] if self.features == "topic" else []
-        self.topic_index_ = _index(np.asarray(topic_values, dtype=np.int64))
-        self.dense_dim_ = self._dense(frame.iloc[:1]).shape[1]
+        inputs = self.inputs(frame)
+        self.user_vocabulary_ = np.unique(inputs.user_id)
+        self.video_vocabulary_ = np.unique(inputs.video_id)
+        topics = np.concatenate([inputs.topic_ids.ravel(), inputs.history_topic_ids.ravel()]) if self.features == "topic" else np.zeros(0, np.int64)
+        self.topic_vocabulary_ = np.unique(topics[topics != PADDING])
+        self.dense_dim_ = self._dense(inputs).shape[1]
         self.model_ = self._build()
-        batch = self._batch(frame)
+        batch = self._batch(inputs)
         labels = torch.from_numpy(frame["label"].to_numpy(dtype=np.float32))  # (N,)
         optimizer = torch.optim.Adam(self.model_.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         loss_fn = nn.BCEWithLogitsLoss()
@@ -323,12 +456,19 @@ class Ranker:
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         """P(click) for every row, shape (N,)."""
-        if not hasattr(self, "model_"):
-            raise RuntimeError("ranker is not fitted: call fit() or Ranker.load() first")
-        self._check(frame, with_label=False)
-        batch = self._batch(frame)
+        self._fitted()
+        return self.predict_inputs(self.inputs(frame))
+
+    def predict_inputs(self, inputs: RankerInputs) -> np.ndarray:
+        """P(click) for :class:`RankerInputs` (the serving path), shape (N,)."""
+        self._fitted()
+        batch = self._batch(inputs)
         with torch.inference_mode():
             return torch.sigmoid(self.model_(batch)).numpy()
+
+    def _fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("ranker is not fitted: call fit() or Ranker.load() first")
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.model_.parameters())
@@ -336,15 +476,15 @@ class Ranker:
     # -- persistence -----------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> Path:
-        """Weights (``ranker.pt``) with the config and id indexes (``ranker.json``) beside them."""
+        """Weights (``ranker.pt``) with the config and id vocabularies (``ranker.json``) beside them."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
             "params": self.get_params(),
             "dense_dim": self.dense_dim_,
-            "user_ids": list(self.user_index_),
-            "video_ids": list(self.video_index_),
-            "topic_ids": list(self.topic_index_),
+            "user_ids": self.user_vocabulary_.tolist(),
+            "video_ids": self.video_vocabulary_.tolist(),
+            "topic_ids": self.topic_vocabulary_.tolist(),
         }
         (directory / "ranker.json").write_text(json.dumps(meta))
         torch.save(self.model_.state_dict(), directory / "ranker.pt")
@@ -357,11 +497,11 @@ class Ranker:
             raise FileNotFoundError(f"{directory}: no ranker.json (not a saved ranker)")
         meta = json.loads((directory / "ranker.json").read_text())
         params = meta["params"] | {"hidden_units": tuple(meta["params"]["hidden_units"])}  # JSON has no tuples
-        ranker = cls(**params, show_progress=False)
+        ranker = cls(**params)
         ranker.dense_dim_ = meta["dense_dim"]
-        ranker.user_index_ = {int(v): i + 1 for i, v in enumerate(meta["user_ids"])}
-        ranker.video_index_ = {int(v): i + 1 for i, v in enumerate(meta["video_ids"])}
-        ranker.topic_index_ = {int(v): i + 1 for i, v in enumerate(meta["topic_ids"])}
+        ranker.user_vocabulary_ = np.asarray(meta["user_ids"], dtype=np.int64)
+        ranker.video_vocabulary_ = np.asarray(meta["video_ids"], dtype=np.int64)
+        ranker.topic_vocabulary_ = np.asarray(meta["topic_ids"], dtype=np.int64)
         ranker.model_ = ranker._build()
         ranker.model_.load_state_dict(torch.load(directory / "ranker.pt", weights_only=True))
         ranker.model_.eval()

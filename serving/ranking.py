@@ -1,17 +1,27 @@
-"""Online ranking: candidates from the topic queues, their features from the online store, scores from a ranker."""
+"""Online ranking: candidates from the topic queues, their features from the online store, scores from a ranker.
+
+One request for user u::
+
+    CandidateGenerator.candidates(u)  ──► N3 candidates + u's last N1 clicks and their topics (already read)
+    fetch_features(candidates)        ──► topic ids, weights, 8-dim topic vector per candidate (Feast online store)
+    user_features(result)             ──► u's history videos and voted topics, as training computed them
+    Ranker.predict_inputs             ──► P(click) per candidate ──► top k
+
+:func:`demo_text` (and :func:`demo`, which prints it) shows a few users' candidates and ranked results.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import redis
 
-from serving.candidates import CandidateGenerator, CandidateResult
-from serving.features import OnlineFetcher, fill_missing_features
-from serving.rankers import Ranker
+from serving.candidates import CandidateGenerator, CandidateResult, vote_topics
+from serving.features import OnlineFetcher, online_fetcher
+from serving.rankers import PADDING, Ranker, RankerInputs, pad_lists
 
 logger = logging.getLogger(__name__)
 
@@ -23,10 +33,23 @@ class Ranked:
     scores: np.ndarray  # (k,) float32 P(click), same order
 
 
+def user_features(result: CandidateResult, history_videos: int, history_topics: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The user's history inputs from the clicks candidate generation read: (H,) video ids, (M,) topic ids, (M,) vote shares.
+
+    Same definition as training (:func:`serving.features.user_history`): the latest clicked videos, and the
+    top topics voted by the last N1 clicks with votes / number of clicks.
+    """
+    videos = pad_lists([result.clicked[:history_videos]], history_videos, np.int64, PADDING)[0]
+    top = vote_topics(result.clicked_topics, history_topics) if result.clicked else []
+    topics = pad_lists([[t for t, _ in top]], history_topics, np.int64, PADDING)[0]
+    shares = pad_lists([[votes / len(result.clicked) for _, votes in top]], history_topics, np.float32, 0.0)[0]
+    return videos, topics, shares
+
+
 class RankingService:
     """retrieve N3 candidates -> fetch their features (online store) -> score with the ranker -> top k."""
 
-    def __init__(self, generator: CandidateGenerator, fetch_features: OnlineFetcher | None, ranker: Ranker, topic_feature_dim: int = 8):
+    def __init__(self, generator: CandidateGenerator, fetch_features: OnlineFetcher | None, ranker: Ranker):
         if ranker.features == "topic" and fetch_features is None:
             raise ValueError("a ranker with topic features needs an online feature fetcher")
         if ranker.features == "content":
@@ -34,40 +57,66 @@ class RankingService:
         self.generator = generator
         self.fetch_features = fetch_features
         self.ranker = ranker
-        self.topic_feature_dim = topic_feature_dim
 
     def rank(self, user_id: int, k: int = 10, n_candidates: int | None = None) -> Ranked:
         result = self.generator.candidates(user_id, n_candidates)
         video_ids = np.fromiter((c.video_id for c in result.candidates), dtype=np.int64, count=len(result.candidates))
-        if len(video_ids) == 0:
+        n = len(video_ids)
+        if n == 0:
             return Ranked(result, video_ids, np.zeros(0, dtype=np.float32))
-        frame = pd.DataFrame({"user_id": np.full(len(video_ids), user_id, dtype=np.int64), "video_id": video_ids})
-        if self.ranker.features == "topic":
-            features = self.fetch_features(video_ids.tolist())
-            frame = fill_missing_features(
-                frame.assign(**{c: features[c].to_numpy() for c in ("topic_ids", "topic_weights", "topic_feature")}), self.topic_feature_dim
-            )
-        scores = self.ranker.predict_proba(frame)  # (n,)
+        ranker = self.ranker
+        history, user_topics, user_shares = user_features(result, ranker.history_videos, ranker.history_topics)
+        inputs = RankerInputs(np.full(n, user_id, dtype=np.int64), video_ids, np.broadcast_to(history, (n, len(history))))
+        if ranker.features == "topic":
+            features = self.fetch_features(video_ids)
+            inputs.topic_ids = features.topic_ids[:, : ranker.max_topics_per_video]
+            inputs.topic_weights = features.topic_weights[:, : ranker.max_topics_per_video]
+            inputs.topic_feature = features.topic_feature
+            inputs.history_topic_ids = np.broadcast_to(user_topics, (n, len(user_topics)))
+            inputs.history_topic_weights = np.broadcast_to(user_shares, (n, len(user_shares)))
+        scores = ranker.predict_inputs(inputs)  # (n,)
         order = np.argsort(-scores, kind="stable")[:k]
         return Ranked(result, video_ids[order], scores[order].astype(np.float32))
 
 
-def demo(redis_url: str, ranker_dir: str, feature_repo: str | None, user_ids: list[int], settings, k: int = 5) -> None:
-    """Print the candidates and the ranked results for a few users (queues filled by the stream, a trained ranker)."""
-    from serving.features import FeastOnlineFetcher
+def ranking_service(settings, ranker_dir: str | Path, feature_repo: str | Path | None, feature_service: str | None = None) -> RankingService:
+    """A :class:`RankingService` over the Redis in ``settings``, a saved ranker and a Feast repo's online store.
 
-    serving_config = settings.serving
-    client = redis.Redis.from_url(redis_url, socket_timeout=serving_config.redis_timeout_s, socket_connect_timeout=serving_config.redis_timeout_s)
-    generator = CandidateGenerator(
-        client, settings.redis.key_prefix, serving_config.recent_clicks, serving_config.topics_per_user, serving_config.n_candidates
-    )
+    ``feature_service`` names a service of the repo holding the video_topics features (packed ones are read
+    with one ``MGET``); None reads the three video_topics features through Feast's SDK.
+    """
     ranker = Ranker.load(ranker_dir)
-    fetcher = FeastOnlineFetcher(feature_repo) if ranker.features == "topic" else None
-    service = RankingService(generator, fetcher, ranker, settings.topics.topic_feature_dim)
-    for user_id in user_ids:
-        ranked = service.rank(user_id, k=k)
-        result = ranked.candidates
-        topics = ", ".join(f"{t.topic_id} ({t.votes:g} votes, {t.n_candidates} drawn)" for t in result.topics) or "none"
-        print(f"user {user_id}: {len(result.candidates)} candidates from {result.source} topics {topics}")
-        print("  first candidates: " + " ".join(str(c.video_id) for c in result.candidates[:10]))
-        print(f"  ranked by {ranker.model}/{ranker.features}: " + ", ".join(f"{v} ({s:.3f})" for v, s in zip(ranked.video_ids, ranked.scores)))
+    fetcher = None
+    if ranker.features == "topic":
+        if feature_repo is None:
+            raise ValueError(f"the ranker in {ranker_dir} uses topic features: give the Feast repo that serves them")
+        fetcher = online_fetcher(feature_repo, feature_service, ranker.max_topics_per_video, settings.topics.topic_feature_dim)
+    return RankingService(CandidateGenerator.from_settings(settings), fetcher, ranker)
+
+
+def format_ranked(ranked: Ranked, ranker: Ranker, shown_candidates: int = 10) -> str:
+    """Printable lines for one user's candidates and ranked results."""
+    result = ranked.candidates
+    topics = ", ".join(f"{t.topic_id} ({t.votes:g} votes, {t.n_candidates} drawn)" for t in result.topics) or "none"
+    return "\n".join(
+        [
+            f"user {result.user_id}: {len(result.candidates)} candidates from {result.source} topics {topics}",
+            "  first candidates: " + (" ".join(str(c.video_id) for c in result.candidates[:shown_candidates]) or "-"),
+            f"  ranked by {ranker.model}/{ranker.features}: "
+            + (", ".join(f"{v} ({s:.3f})" for v, s in zip(ranked.video_ids, ranked.scores)) or "-"),
+        ]
+    )
+
+
+def demo_text(
+    settings, feature_repo: str | Path | None, ranker_dir: str | Path, user_ids: list[int], k: int = 5, feature_service: str | None = None
+) -> str:
+    """Candidates and ranked results for ``user_ids`` as text: queues in the Redis of ``settings`` (filled by the
+    stream), topic features from ``feature_repo``'s online store, the ranker saved in ``ranker_dir``."""
+    service = ranking_service(settings, ranker_dir, feature_repo, feature_service)
+    return "\n".join(format_ranked(service.rank(user_id, k=k), service.ranker) for user_id in user_ids)
+
+
+def demo(settings, feature_repo: str | Path | None, ranker_dir: str | Path, user_ids: list[int], k: int = 5, feature_service: str | None = None) -> None:
+    """Print :func:`demo_text`."""
+    print(demo_text(settings, feature_repo, ranker_dir, user_ids, k, feature_service))

@@ -28,8 +28,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from serving.features import FeastHistoricalFetcher, build_training_frame, make_video_topics_repo
+from serving.features import FeastHistoricalFetcher, make_video_topics_repo
 from serving.rankers import MODELS, Ranker
+from serving.training import training_frame
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -125,12 +126,17 @@ def prepare_video_topics(video_topics: pd.DataFrame, videos: pd.DataFrame) -> pd
     return table
 
 
-def learn_video_topics(videos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
-    """Topics learned from the videos' content by the offline jobs."""
+def learn_video_topics(videos: pd.DataFrame, settings: Settings, work_dir: Path) -> pd.DataFrame:
+    """Topics learned from the videos' content by the offline jobs.
+
+    The job writes its tables and models under ``work_dir``, not the project's ``paths.artifacts_dir``:
+    Table II's topics must not replace the catalogue's topics that the feature repo serves.
+    """
     from offline_jobs.pipeline import learn_topics
 
-    logger.info("learning topics for %d videos with the offline jobs", len(videos))
-    return learn_topics(videos, settings)
+    logger.info("learning topics for %d videos with the offline jobs (artefacts in %s)", len(videos), work_dir)
+    private = settings.model_copy(update={"paths": settings.paths.model_copy(update={"artifacts_dir": Path(work_dir) / "topic_job"})})
+    return learn_topics(videos, private)
 
 
 def evaluate(
@@ -177,20 +183,20 @@ def run_table2(
         raise ValueError(f"dataset must be one of {sorted(loaders)}, got {dataset!r}")
     videos, entity = loaders[dataset](settings, **dataset_options)
     if feature_repo is None:
+        work = Path(work_dir or tempfile.mkdtemp(prefix=f"table2-{dataset}-"))
+        work.mkdir(parents=True, exist_ok=True)
         if video_topics is None:
-            video_topics = learn_video_topics(videos, settings)
+            video_topics = learn_video_topics(videos, settings, work)
         elif not isinstance(video_topics, pd.DataFrame):
             video_topics = pd.read_parquet(video_topics)
         table = prepare_video_topics(video_topics, videos)
-        work = Path(work_dir or tempfile.mkdtemp(prefix=f"table2-{dataset}-"))
-        work.mkdir(parents=True, exist_ok=True)
         table.to_parquet(work / "video_topics.parquet", index=False)
         feature_repo = make_video_topics_repo(work / "feature_repo", work / "video_topics.parquet")
         fetcher = FeastHistoricalFetcher(feature_repo)
     else:
         fetcher = FeastHistoricalFetcher(feature_repo, feature_service) if feature_service else FeastHistoricalFetcher(feature_repo)
     logger.info("%s: %d interactions, fetching point-in-time topic features from Feast", dataset, len(entity))
-    frame = build_training_frame(entity, fetcher, settings.topics.topic_feature_dim)
+    frame = training_frame(entity, fetcher, settings)
     covered = float(np.mean([len(v) > 0 for v in frame["topic_ids"]]))
     logger.info("%s: %.1f%% of interactions have topic features", dataset, 100 * covered)
     train, test = time_split(frame, settings.rankers.test_days, settings.rankers.min_test_fraction)

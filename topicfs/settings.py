@@ -220,6 +220,10 @@ class RankerConfig(BaseModel):
     weight_decay: float = Field(1e-6, ge=0, description="Adam L2 penalty, keeps rare IDs' embeddings small")
     batch_size: int = Field(1024, ge=1, description="training examples per step")
     epochs: int = Field(3, ge=1, description="passes over the training days")
+    logistic_learning_rate: float = Field(
+        1e-2, gt=0, description="Adam learning rate of LR, whose zero-initialised sparse weights need larger steps (chosen on a validation split of the training days)"
+    )
+    logistic_epochs: int = Field(5, ge=1, description="passes over the training days for LR (chosen with logistic_learning_rate)")
     test_days: int = Field(1, ge=1, description="Table II time split: the last this many days are the test set")
     min_test_fraction: float = Field(0.1, gt=0, lt=1, description="Table II split: move the cut earlier by whole days until at least this share of rows is test")
     rating_threshold: float = Field(4.0, description="MovieLens ratings >= this are clicks")

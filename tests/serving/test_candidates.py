@@ -201,3 +201,23 @@ def test_generator_raises_unavailable_when_redis_is_down():
     client = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5)
     with pytest.raises(CandidateStoreUnavailable, match="Redis"):
         CandidateGenerator(client, PREFIX).candidates(1)
+
+
+@pytest.mark.integration
+def test_fresh_videos_the_stream_places_in_a_queue_are_candidates(redis_url):
+    """A queue built by the stream's own logic (established by CTR, 10% fresh spread among them) is served as is."""
+    import random
+
+    from stream.logic import build_queue, queue_scores
+
+    client = redis.Redis.from_url(redis_url)
+    established = [(v, 0.5 - v / 1000) for v in range(100, 118)]  # (video, CTR), all above τ2
+    fresh = [900, 901, 902, 903, 904]
+    queue = build_queue(established, fresh, len(fresh), fresh_share=0.1, cold_start_fresh=0, max_queue_length=1000, rng=random.Random(1))
+    served_fresh = [v for v in queue if v in fresh]
+    assert served_fresh and len(served_fresh) == 2  # 10% of 20 videos
+    client.zadd(keys.queue_key(PREFIX, 1), queue_scores(queue))
+    client.zadd(keys.popular_topics_key(PREFIX), {"1": 5.0})
+    result = CandidateGenerator(client, PREFIX, 128, 4, 600).candidates(42)  # no history: the popular topic
+    assert [c.video_id for c in result.candidates] == queue
+    assert set(served_fresh) <= {c.video_id for c in result.candidates}

@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from serving.rankers import MODELS, Ranker
+from serving.candidates import vote_topics
+from serving.features import user_history
+from serving.rankers import MODELS, Ranker, RankerInputs, topic_affinity
 from serving.table2 import Table2Row, time_split, to_markdown
 
 
@@ -20,10 +22,11 @@ def _frame(n_rows: int, n_users: int, video_ids: np.ndarray, seed: int, with_con
     video_topic = videos % 4
     liked = users % 4
     p = np.where(video_topic == liked, 0.6, 0.1)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "user_id": users,
             "video_id": videos,
+            "event_timestamp": pd.Timestamp("2026-11-01", tz="UTC") + pd.to_timedelta(np.arange(n_rows), unit="s"),
             "label": (rng.random(n_rows) < p).astype(np.int8),
             "topic_ids": [[int(t)] for t in video_topic],
             "topic_weights": [[0.9]] * n_rows,
@@ -31,6 +34,8 @@ def _frame(n_rows: int, n_users: int, video_ids: np.ndarray, seed: int, with_con
             **({"content_embedding": [rng.normal(size=128).astype(np.float32) for _ in range(n_rows)]} if with_content else {}),
         }
     )
+    frame["history_video_ids"], frame["history_topic_ids"], frame["history_topic_weights"] = user_history(frame, 128, 20, 8)
+    return frame
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,12 @@ def test_input_errors_name_the_problem(data, tmp_path):
 def test_unseen_ids_and_videos_without_topics_are_scored():
     train = _frame(500, 10, np.arange(20), seed=5)
     ranker = Ranker("dcn", "topic", epochs=1, show_progress=False).fit(train)
-    cold = pd.DataFrame({"user_id": [999], "video_id": [12345], "topic_ids": [[]], "topic_weights": [[]], "topic_feature": [[0.0] * 8]})
+    cold = pd.DataFrame(
+        {
+            "user_id": [999], "video_id": [12345], "history_video_ids": [[]], "topic_ids": [[]], "topic_weights": [[]],
+            "topic_feature": [[0.0] * 8], "history_topic_ids": [[]], "history_topic_weights": [[]],
+        }
+    )
     assert np.isfinite(ranker.predict_proba(cold)).all()
 
 
@@ -106,3 +116,33 @@ def test_time_split_moves_the_cut_by_whole_days():
 def test_markdown_table():
     text = to_markdown([Table2Row("synthetic", "dcn", 0.8, 0.8123, 10, 5, 1)])
     assert "| synthetic | DCN | 80.00 | 81.23 | +1.23 | 10 | 5 | 1 |" in text
+
+
+def test_user_history_sees_only_earlier_clicks_and_votes_like_candidate_generation():
+    ts = pd.to_datetime(["2026-01-01 00:00", "2026-01-01 00:01", "2026-01-01 00:01", "2026-01-01 00:02", "2026-01-01 00:03"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 1],
+            "video_id": [10, 11, 12, 13, 14],
+            "event_timestamp": ts,
+            "label": [1, 1, 1, 0, 1],
+            "topic_ids": [[5, 6], [6], [7, 7], [5], [8]],
+        }
+    )
+    videos, topics, shares = user_history(frame, recent_clicks=2, history_videos=5, history_topics=3)
+    assert videos[0] == [] and topics[0] == []  # nothing before the first row
+    assert videos[1] == videos[2] == [10]  # rows of one refresh do not see each other's clicks
+    # at 00:02 the last N1 = 2 clicks are 11 and 12 (10 fell out of the window): one vote each for 6 and 7
+    assert videos[3] == [12, 11]
+    clicked_topics = [[7, 7], [6]]  # newest first, as the Redis click list holds them
+    assert list(zip(topics[3], shares[3])) == [(t, v / 2) for t, v in vote_topics(clicked_topics, 3)]
+    assert topics[4] == topics[3]  # the non-click at 00:02 changes nothing
+
+
+def test_topic_affinity_is_the_vote_share_of_the_video_topics():
+    inputs = RankerInputs(
+        user_id=np.zeros(2, np.int64), video_id=np.zeros(2, np.int64), history_video_ids=np.full((2, 1), -1),
+        topic_ids=np.array([[3, 4], [9, -1]]), topic_weights=np.array([[0.5, 0.5], [1.0, 0.0]], np.float32),
+        history_topic_ids=np.array([[3, 7], [3, 7]]), history_topic_weights=np.array([[0.6, 0.4], [0.6, 0.4]], np.float32),
+    )
+    np.testing.assert_allclose(topic_affinity(inputs), [0.3, 0.0], rtol=1e-6)
