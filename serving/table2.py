@@ -2,15 +2,17 @@
 
 Run::
 
-    topicfs rankers table2 --dataset synthetic            # topics learned by the offline jobs
-    topicfs rankers table2 --dataset movielens --video-topics artifacts/tables/ml100k_video_topics.parquet
+    topicfs serve table2 --dataset synthetic --dataset movielens    # topics learned by the offline jobs
+    topicfs serve table2 --dataset movielens --video-topics <reports_dir>/table2_movielens/video_topics.parquet
 
 Each dataset gives a videos table and a click log. Topic features come from a ``VIDEO_TOPICS`` table: the
 one given, or one learned on the spot by ``offline_jobs.pipeline.learn_topics`` from the videos (titles,
 tags and classes; never from the clicks). Training rows get their features through Feast's
 ``get_historical_features`` (point-in-time), from the project's feature repo when given, else from a
-private repo over the table. Train on every day but the last ``test_days`` (moved earlier by whole days
-until the test set holds ``min_test_fraction`` of the rows), test on the rest.
+private repo over the table; every row also gets the user's history before it
+(:func:`serving.features.user_history`). Train on every day but the last ``test_days`` (moved earlier by
+whole days until the test set holds ``min_test_fraction`` of the rows), test on the rest. Results and how the
+settings were chosen: docs/TABLE2.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,259 @@
+"""Serving latency (issue 5): candidate generation as a library call and over HTTP, and retrieve + features + DCN.
+
+Builds, in a private redis-server (never the shared 6379), the state the stream keeps: ``--topics`` topic
+queues of up to 1000 videos, every video's topic ids, ``--users`` users with N1 = 128 recent clicks each.
+Then, with N1 = 128, N2 = 4, N3 = 600 (paper values):
+
+1. library call ``CandidateGenerator.candidates`` vs a naive reader of the same layout (one command per key,
+   whole queues), same users;
+2. HTTP ``GET /users/{id}/candidates`` through ``topicfs serve api`` (uvicorn in a subprocess on 127.0.0.1),
+   open loop at ``--rate`` requests/s for ``--seconds`` s; latency counted from each request's scheduled time;
+3. retrieve 600 + fetch topic features (Feast online store in the same Redis: packed one-MGET read vs Feast's
+   ``get_online_features``) + score with a DCN with topic features trained by ``serving.training.train_ranker``.
+
+Run: ``python -m benchmarks.bench_serving`` (about 3 minutes); figures go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import redis
+
+from serving.candidates import CandidateGenerator, draw_candidates, vote_topics
+from topicfs import keys
+from topicfs.services import LocalRedis, free_port, wait_listening
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFIX = "bench"
+N1, N2, N3 = 128, 4, 600
+
+
+def build_state(client: redis.Redis, n_videos: int, n_topics: int, n_users: int, rng: np.random.Generator) -> dict[int, list[int]]:
+    """Queues, video topics and click lists shaped like the stream's; returns the topics of every video."""
+    video_topics = {v: sorted(set(rng.integers(0, n_topics, rng.integers(1, 5)).tolist())) for v in range(1, n_videos + 1)}
+    members: dict[int, list[int]] = {t: [] for t in range(n_topics)}
+    for v, topics in video_topics.items():
+        for t in topics:
+            members[t].append(v)
+    pipe = client.pipeline(transaction=False)
+    for t, videos in members.items():
+        queue = rng.permutation(videos)[:1000]  # the stream keeps at most max_queue_length = 1000
+        pipe.zadd(keys.queue_key(PREFIX, t), {str(v): float(len(queue) - i) for i, v in enumerate(queue)})
+    for v, topics in video_topics.items():
+        pipe.set(keys.video_topics_key(PREFIX, v), keys.encode_ids(topics))
+    for u in range(n_users):
+        interests = rng.choice(n_topics, 5, replace=False)
+        clicked = [int(rng.choice(members[int(rng.choice(interests))])) for _ in range(N1)]
+        pipe.rpush(keys.user_clicks_key(PREFIX, u), *clicked)
+    pipe.zadd(keys.popular_topics_key(PREFIX), {str(t): float(len(members[t])) for t in range(n_topics)})
+    pipe.execute()
+    return video_topics
+
+
+def naive_candidates(client: redis.Redis, user_id: int) -> list[int]:
+    """The baseline: the same logic, one Redis command per key and whole queues."""
+    clicked = [int(v) for v in client.lrange(keys.user_clicks_key(PREFIX, user_id), 0, N1 - 1)]
+    topics = [keys.decode_ids(client.get(keys.video_topics_key(PREFIX, v))) for v in clicked]
+    votes = [(t, float(c)) for t, c in vote_topics(topics, N2)]
+    queues = {t: [int(m) for m in client.zrevrange(keys.queue_key(PREFIX, t), 0, -1)] for t, _ in votes}
+    return [c.video_id for c in draw_candidates(votes, queues, N3, set(clicked)).candidates]
+
+
+def timed(fn, calls) -> np.ndarray:
+    out = []
+    for args in calls:
+        began = time.perf_counter()
+        fn(*args)
+        out.append(time.perf_counter() - began)
+    return np.asarray(out) * 1000.0
+
+
+def summary(ms: np.ndarray) -> str:
+    return f"p50 {np.percentile(ms, 50):6.2f} ms  p99 {np.percentile(ms, 99):6.2f} ms  max {ms.max():6.2f} ms  (n={len(ms)})"
+
+
+def http_load(url: str, users: np.ndarray, rate: float, seconds: float, threads: int = 8) -> tuple[np.ndarray, int]:
+    """Open-loop load: request i is due at t0 + i / rate; latency = response time - due time (no coordinated omission)."""
+    import httpx
+
+    n = int(rate * seconds)
+    latencies = np.zeros(n)
+    errors = [0]
+    next_index = [0]
+    lock = threading.Lock()
+    t0 = time.perf_counter() + 0.2
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=5.0) as client:
+            while True:
+                with lock:
+                    i = next_index[0]
+                    next_index[0] += 1
+                if i >= n:
+                    return
+                due = t0 + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                response = client.get(f"/users/{int(users[i % len(users)])}/candidates")
+                latencies[i] = (time.perf_counter() - due) * 1000.0
+                if response.status_code != 200 or len(response.json()["candidates"]) != N3:
+                    errors[0] += 1
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return latencies, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=50_000)
+    parser.add_argument("--topics", type=int, default=300)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(args.seed)
+    server = LocalRedis.start()
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    api = None
+    try:
+        client = redis.Redis.from_url(server.url)
+        started = time.perf_counter()
+        video_topics = build_state(client, args.videos, args.topics, args.users, rng)
+        print(f"# Serving benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
+        print(f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}; private redis-server on loopback")
+        print(f"state: {args.videos:,} videos, {args.topics} topic queues (<= 1000 videos), {args.users} users x {N1} clicks; built in {time.perf_counter() - started:.1f} s")
+        print(f"N1={N1} N2={N2} N3={N3}\n")
+
+        generator = CandidateGenerator(client, PREFIX, N1, N2, N3)
+        users = rng.integers(0, args.users, args.requests)
+        for u in users[:50]:  # warm-up, and the two readers must agree
+            assert [c.video_id for c in generator.candidates(int(u)).candidates] == naive_candidates(client, int(u))
+        library = timed(generator.candidates, [(int(u),) for u in users])
+        naive = timed(naive_candidates, [(client, int(u)) for u in users])
+        print("## 1. candidate generation, library call (target p99 <= 5 ms)")
+        print(f"CandidateGenerator.candidates   {summary(library)}")
+        print(f"baseline: one command per key   {summary(naive)}\n")
+
+        port = free_port()
+        env = os.environ | {
+            "TOPICFS_REDIS__URL": server.url,
+            "TOPICFS_REDIS__KEY_PREFIX": PREFIX,
+            "TOPICFS_SERVING__RECENT_CLICKS": str(N1),
+            "TOPICFS_SERVING__TOPICS_PER_USER": str(N2),
+            "TOPICFS_SERVING__N_CANDIDATES": str(N3),
+        }
+        api = subprocess.Popen(
+            [sys.executable, "-m", "topicfs.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        wait_listening("127.0.0.1", port, 60, "candidate API")
+        url = f"http://127.0.0.1:{port}"
+        http_load(url, users, args.rate, 1.0)  # warm-up second
+        latencies, errors = http_load(url, users, args.rate, args.seconds)
+        print(f"## 2. candidate generation over HTTP at {args.rate:.0f} requests/s (target p99 <= 20 ms)")
+        print(f"GET /users/{{id}}/candidates      {summary(latencies)}  errors {errors}")
+        print(f"baseline: the library call above  p99 {np.percentile(library, 99):.2f} ms\n")
+        api.terminate()
+        api.wait(timeout=10)
+        api = None
+
+        ranking_benchmark(server.url, client, video_topics, users, work, rng)
+    finally:
+        if api is not None:
+            api.kill()
+        server.stop()
+
+
+def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[int, list[int]], users: np.ndarray, work: Path, rng) -> None:
+    """Retrieve 600 + fetch features + DCN score, packed reads vs Feast's SDK."""
+    from feast import FeatureStore
+
+    from serving.features import VIDEO_TOPICS_SERVICE, FeastOnlineFetcher, PackedOnlineFetcher, make_video_topics_repo
+    from serving.ranking import RankingService
+    from serving.rankers import Ranker
+    from serving.training import train_ranker
+    from topicfs.settings import Settings
+
+    ids = np.fromiter(video_topics, dtype=np.int64)
+    at = pd.Timestamp("2026-11-01", tz="UTC")
+    feature = rng.standard_normal((len(ids), 8)).astype(np.float32)
+    pd.DataFrame(
+        {
+            "video_id": ids,
+            "topic_ids": [np.asarray(video_topics[int(v)], dtype=np.int64) for v in ids],
+            "topic_weights": [rng.uniform(0.6, 1.0, len(video_topics[int(v)])).astype(np.float32) for v in ids],
+            "topic_feature": list(feature),
+            "event_timestamp": at,
+            "created": at,
+        }
+    ).to_parquet(work / "video_topics.parquet", index=False)
+    repo = make_video_topics_repo(work / "repo", work / "video_topics.parquet", redis_url=redis_url)
+    store = FeatureStore(repo_path=str(repo))
+    started = time.perf_counter()
+    store.materialize(datetime(2026, 10, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
+    materialize_s = time.perf_counter() - started
+
+    n_rows = 50_000
+    clicks = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 1000, n_rows),
+            "video_id": rng.choice(ids, n_rows),
+            "clicked": (rng.random(n_rows) < 0.1).astype(np.int8),
+            "ts": at + pd.to_timedelta(np.sort(rng.integers(3600, 86400 * 7, n_rows)), unit="s"),
+        }
+    )
+    settings = Settings(redis={"url": redis_url, "key_prefix": PREFIX}, rankers={"epochs": 1}, paths={"artifacts_dir": work / "artifacts"})
+    started = time.perf_counter()
+    ranker = Ranker.load(train_ranker(clicks, settings, repo, out_dir=work / "dcn"))
+    train_s = time.perf_counter() - started
+
+    generator = CandidateGenerator(client, PREFIX, N1, N2, N3)
+    packed = RankingService(generator, PackedOnlineFetcher(store, VIDEO_TOPICS_SERVICE), ranker)
+    sdk = RankingService(generator, FeastOnlineFetcher(store), ranker)
+    for u in users[:20]:
+        np.testing.assert_allclose(packed.rank(int(u), k=N3).scores, sdk.rank(int(u), k=N3).scores, rtol=1e-5)
+    fast = timed(lambda u: packed.rank(u, k=10), [(int(u),) for u in users[:500]])
+    slow = timed(lambda u: sdk.rank(u, k=10), [(int(u),) for u in users[:200]])
+    stages = []
+    for u in users[:300]:
+        t0 = time.perf_counter()
+        result = generator.candidates(int(u))
+        t1 = time.perf_counter()
+        packed.fetch_features([c.video_id for c in result.candidates])
+        t2 = time.perf_counter()
+        stages.append((t1 - t0, t2 - t1))
+    stage_ms = np.asarray(stages) * 1000.0
+    print("## 3. retrieve 600 + fetch features + score with DCN (target p99 <= 50 ms)")
+    print(f"setup: {len(ids):,} videos materialised into the Feast online store in {materialize_s:.0f} s; DCN/topic trained on {n_rows:,} rows "
+          f"through train_ranker in {train_s:.0f} s ({ranker.n_parameters():,} parameters)")
+    print(f"RankingService.rank, packed read  {summary(fast)}")
+    print(f"  of which retrieve p99 {np.percentile(stage_ms[:, 0], 99):.2f} ms, packed feature read p99 {np.percentile(stage_ms[:, 1], 99):.2f} ms")
+    print(f"baseline: Feast get_online_features  {summary(slow)}")
+
+
+if __name__ == "__main__":
+    main()
