@@ -172,12 +172,17 @@ class _Ops:
             pipe.eval(_APPLY_OPS, 0, json.dumps(self.ops[start : start + 2000], separators=(",", ":")))
 
 # KEYS[1] = established, KEYS[2] = fresh; ARGV[1] = established kept, ARGV[2] = fresh sample size.
-_READ_QUEUE = """
-local established = redis.call('ZREVRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-local n_fresh = redis.call('ZCARD', KEYS[2])
-local sample = {}
-if tonumber(ARGV[2]) > 0 and n_fresh > 0 then sample = redis.call('ZRANDMEMBER', KEYS[2], ARGV[2]) end
-return {established, n_fresh, sample}
+# KEYS: established_1, fresh_1, established_2, fresh_2, ... of a group of topics; ARGV: keep, sample size.
+_READ_QUEUES = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local established = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  local n_fresh = redis.call('ZCARD', KEYS[i + 1])
+  local sample = {}
+  if tonumber(ARGV[2]) > 0 and n_fresh > 0 then sample = redis.call('ZRANDMEMBER', KEYS[i + 1], ARGV[2]) end
+  out[#out + 1] = {established, n_fresh, sample}
+end
+return out
 """
 
 
@@ -451,46 +456,54 @@ class StreamStore:
         """Ask for every queue to be rebuilt (the fresh-video rotation)."""
         await self.client.sunionstore(dirty_topics_key(self.prefix), [dirty_topics_key(self.prefix), all_topics_key(self.prefix)])
 
-    async def rebuild_dirty_queues(self) -> int:
-        """Rebuild the served queue of every dirty topic; returns how many were rebuilt."""
+    async def rebuild_dirty_queues(self, topics_per_transaction: int = 64) -> int:
+        """Rebuild the served queue of every dirty topic, a group of topics per transaction; returns how many."""
         topic_ids = sorted(int(t) for t in await self.client.smembers(dirty_topics_key(self.prefix)))
-        for topic_id in topic_ids:
-            await self.rebuild_queue(topic_id)
+        for start in range(0, len(topic_ids), topics_per_transaction):
+            await self.rebuild_queues(topic_ids[start : start + topics_per_transaction])
         return len(topic_ids)
 
     async def rebuild_queue(self, topic_id: int) -> list[int]:
-        """Write ``{prefix}:queue:{topic_id}``: established videos by CTR with a fresh ``fresh_share`` spread among them.
+        """Rebuild one topic's served queue (see :meth:`rebuild_queues`)."""
+        return (await self.rebuild_queues([topic_id]))[topic_id]
 
-        The fresh videos are a new random draw each time (so they rotate). WATCH on the topic's indexes makes a rebuild
-        that raced with a batch start over, so the last queue written always reflects the last counts.
+    async def rebuild_queues(self, topic_ids: Sequence[int]) -> dict[int, list[int]]:
+        """Write ``{prefix}:queue:{topic_id}`` of each topic: established videos by CTR with a fresh ``fresh_share`` spread among them.
+
+        The fresh videos are a new random draw each time (so they rotate). One WATCH, one read script and one
+        MULTI/EXEC serve the whole group (a round trip per topic made the rebuild timer crowd out the events agent);
+        the WATCH on the topics' indexes makes a rebuild that raced with a batch start over, so the last queue
+        written always reflects the last counts.
         """
         config, prefix = self.config, self.prefix
         keep = config.max_queue_length - math.ceil(config.fresh_share * config.max_queue_length - 1e-9)
         sample_size = max(math.ceil(config.fresh_share * config.max_queue_length), config.cold_start_fresh)
+        index_keys = [key for topic_id in topic_ids for key in (established_key(prefix, topic_id), fresh_key(prefix, topic_id))]
         while True:
             async with self.client.pipeline(transaction=True) as pipe:
                 try:
-                    await pipe.watch(established_key(prefix, topic_id), fresh_key(prefix, topic_id))
-                    flat, n_fresh, sample = await pipe.eval(
-                        _READ_QUEUE, 2, established_key(prefix, topic_id), fresh_key(prefix, topic_id), keep, sample_size
-                    )
-                    established = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
-                    queue = build_queue(
-                        established,
-                        [int(v) for v in sample],
-                        int(n_fresh),
-                        config.fresh_share,
-                        config.cold_start_fresh,
-                        config.max_queue_length,
-                        self._rng,
-                    )
+                    await pipe.watch(*index_keys)
+                    read = await pipe.eval(_READ_QUEUES, len(index_keys), *index_keys, keep, sample_size)
+                    queues: dict[int, list[int]] = {}
                     pipe.multi()
-                    pipe.delete(queue_key(prefix, topic_id))
-                    if queue:
-                        pipe.zadd(queue_key(prefix, topic_id), queue_scores(queue))
-                    pipe.srem(dirty_topics_key(prefix), topic_id)
+                    for topic_id, (flat, n_fresh, sample) in zip(topic_ids, read):
+                        established = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
+                        queue = build_queue(
+                            established,
+                            [int(v) for v in sample],
+                            int(n_fresh),
+                            config.fresh_share,
+                            config.cold_start_fresh,
+                            config.max_queue_length,
+                            self._rng,
+                        )
+                        pipe.delete(queue_key(prefix, topic_id))
+                        if queue:
+                            pipe.zadd(queue_key(prefix, topic_id), queue_scores(queue))
+                        queues[topic_id] = queue
+                    pipe.srem(dirty_topics_key(prefix), *topic_ids)
                     await pipe.execute()
-                    return queue
+                    return queues
                 except WatchError:
                     continue
 

@@ -4,11 +4,12 @@
    topic interests (``settings.synthetic``), both made on the spot;
 2. offline topic learning (tag graph → DeepWalk → skip-gram, MiniLM + cover CNN fine-tuned by MMoE,
    k-means topics with the τ3 assignment, the 8-dim topic feature), scored against the true topics;
-3. Feast: ``feast apply`` + materialize of ``feature_repo/`` into Redis, then one packed ranker read;
-4. the stream: the embedded Kafka broker and a Faust worker consume the same users' feed refreshes and
+3. MRLM user and item vectors trained on the same click log;
+4. Feast: ``feast apply`` + materialize of ``feature_repo/`` into Redis, then one packed ranker read;
+5. the stream: the embedded Kafka broker and a Faust worker consume the same users' feed refreshes and
    clicks, keep exposure/click/CTR counts and the τ1/τ2-pruned topic queues live in Redis, and push the
    fresh statistics into Feast's online store;
-5. a few users' candidates from their top topics' queues.
+6. a few users' candidates from their top topics' queues, and their top videos by MRLM cosine read from Feast.
 
 Everything it starts (Redis when none answers at ``redis.url``, the broker, the worker) it stops.
 """
@@ -42,10 +43,11 @@ def write_click_log(interactions: pd.DataFrame, settings: Settings) -> str:
 
 
 def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_shown: int = 3, stream_messages: int = 20000) -> None:
-    """Run the five stages in order, printing what each produced."""
+    """Run the six stages in order, printing what each produced."""
     from feast import FeatureStore
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+    from offline_jobs.mrlm_job import run_mrlm_demo, top_videos_from_feast
     from offline_jobs.pipeline import load_dataset, run_topic_job
     from offline_jobs.topics import format_topics_per_video_report
     from serving.candidates import CandidateGenerator
@@ -62,7 +64,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
             stack.callback(local_redis.stop)
             echo(f"[redis] started a memory-only redis-server at {settings.redis.url}")
 
-        echo("[1/5] synthetic catalogue and click log")
+        echo("[1/6] synthetic catalogue and click log")
         loaded = load_dataset("synthetic", None, settings)
         catalogue_videos = loaded.videos
         syn = settings.synthetic
@@ -73,7 +75,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         echo(f"      {len(catalogue_videos)} videos ({syn.n_true_topics} true topics), {len(log.interactions)} exposures, "
              f"{int(log.interactions['clicked'].sum())} clicks -> {clicks_path}")
 
-        echo("[2/5] offline topic learning (tag graph + MMoE + k-means)")
+        echo("[2/6] offline topic learning (tag graph + MMoE + k-means)")
         result = run_topic_job(catalogue_videos, settings)
         echo("      seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
         echo("      " + format_topics_per_video_report(result.report).replace("\n", "\n      "))
@@ -82,26 +84,31 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
              f"ARI {adjusted_rand_score(loaded.true_topic, nearest):.3f}, NMI {normalized_mutual_info_score(loaded.true_topic, nearest):.3f} "
              f"({settings.topics.n_topics} learned topics may split a true one: NMI tolerates that, ARI less)")
 
-        echo("[3/5] Feast: apply feature_repo/ and materialize into Redis")
+        echo("[3/6] MRLM user and item vectors on the same click log (GFRL triplets + MFRL siamese)")
+        echo("      " + run_mrlm_demo(settings, catalogue_videos, log.interactions, list(range(n_users_shown))).replace("\n", "\n      "))
+
+        echo("[4/6] Feast: apply feature_repo/ and materialize into Redis")
         report = register_and_materialize(settings)
         echo("      " + report.summary().replace("\n", "\n      "))
         store = FeatureStore(repo_path=str(settings.feast.repo_path))
         ranker_client = PackedFeatureClient(store, settings.feast.ranker_service)
         echo("      " + format_ranker_read(ranker_client.read(sample_video_ids(settings, store, 1))).replace("\n", "\n      "))
 
-        echo("[4/5] stream: embedded Kafka + Faust worker over the users' refreshes and clicks")
+        echo("[5/6] stream: embedded Kafka + Faust worker over the users' refreshes and clicks")
         stream_settings = settings.model_copy(deep=True)
         stream_settings.stream.feast_repo_path = settings.feast.repo_path
         summary = run_demo_stream(stream_settings, settings.paths.tables_dir, stream_messages)
         echo("      " + summary["text"].replace("\n", "\n      "))
 
-        echo("[5/5] candidates from the users' top topics")
+        echo("[6/6] downstream: candidates from the users' top topics, MRLM preferences read from Feast")
         generator = CandidateGenerator.from_settings(settings)
         for user_id in range(n_users_shown):
             candidates = generator.candidates(user_id)
             topics = ", ".join(f"{t.topic_id} ({t.votes:g} votes)" for t in candidates.topics) or "none"
             echo(f"      user {user_id}: {len(candidates.candidates)} candidates from {candidates.source} topics {topics}; "
                  f"first: {' '.join(str(c.video_id) for c in candidates.candidates[:8])}")
+        for user_id, best in top_videos_from_feast(settings, list(range(n_users_shown)), k=5, store=store).items():
+            echo(f"      user {user_id}: top videos by MRLM cosine (vectors from Feast): " + ", ".join(f"{v} ({c:.3f})" for v, c in best))
         stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in candidates.candidates[:2]])
         echo("      live statistics pushed by the stream, read through Feast:")
         echo("      " + format_ranker_read(stats).replace("\n", "\n      "))

@@ -83,11 +83,17 @@ def test_a_replay_gives_exact_counts_and_queues(stream_settings):
         worker.stop()
 
 
-def replay_in_background(settings, messages, rate):
+def replay_in_background(settings, client, messages, rate, workers, warm_up=100):
+    """Replay the first ``warm_up`` messages and wait until they are applied (the group has joined, however slow
+    the machine), then the rest at ``rate`` in a thread, so a stop or kill really lands in the middle of the stream.
+    Returns (thread, messages sent per partition in the whole replay, filled when the thread ends)."""
     import threading
+    from collections import Counter
 
+    first = replay(settings, messages[:warm_up])
+    wait_applied_at_least(client, settings, warm_up, workers[0], timeout_s=90.0)
     sent: dict[int, int] = {}
-    thread = threading.Thread(target=lambda: sent.update(replay(settings, messages, rate)), daemon=True)
+    thread = threading.Thread(target=lambda: sent.update(Counter(first) + Counter(replay(settings, messages[warm_up:], rate))), daemon=True)
     thread.start()
     return thread, sent
 
@@ -104,7 +110,7 @@ def test_b_kill_9_mid_replay_then_restart_is_exact(stream_settings):
     client = redis.Redis.from_url(stream_settings.redis.url)
     worker = WorkerProcess.start(stream_settings)
     try:
-        thread, sent = replay_in_background(stream_settings, events, rate=800)
+        thread, sent = replay_in_background(stream_settings, client, events, rate=400, workers=[worker])
         wait_applied_at_least(client, stream_settings, len(events) // 4, worker)
         worker.kill()
         at_kill = applied(client, stream_settings)
@@ -122,7 +128,7 @@ def test_c_two_workers_one_stopped_mid_stream_is_exact(stream_settings):
     client = redis.Redis.from_url(stream_settings.redis.url)
     workers = [WorkerProcess.start(stream_settings), WorkerProcess.start(stream_settings)]
     try:
-        thread, sent = replay_in_background(stream_settings, events, rate=800)
+        thread, sent = replay_in_background(stream_settings, client, events, rate=400, workers=workers)
         wait_applied_at_least(client, stream_settings, len(events) // 3, workers[0])
         workers[0].stop()
         at_stop = applied(client, stream_settings)
