@@ -17,6 +17,10 @@ primary (PC) or secondary (SC) classes among them, and the clusters scored with 
 Fig. 3's figure is the ratio of the mean distance between class centres to the mean distance of a
 video to its class centre (primary classes), per representation. The command prints a Markdown table
 and writes it with a PNG bar plot and a JSON of the figures under ``paths.reports_dir``.
+
+It also reports how many topics videos get (the paper: about 4): topics are fitted (K = ``n_topics``,
+τ3 = ``assign_threshold``) on a of the training videos, as ``topicfs topics learn`` does, and assigned
+to the training videos and to the held-out ones (as the stream assigns videos published later).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import pandas as pd
 from offline_jobs.encoders import pretrained_cover_embeddings, pretrained_title_embeddings
 from offline_jobs.pipeline import fit_mmoe, fit_tag_graph
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
-from offline_jobs.topics import topic_representation
+from offline_jobs.topics import TopicModel, topic_representation, topics_per_video_report
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int) -> R
 def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[list[Row], dict]:
     """Fit on 90%, score the five representations of the held-out 10%. Returns rows and run facts."""
     cfg = settings.evaluation
+    job_start = time.perf_counter()
     train_idx, held_idx = holdout_split(len(videos), cfg.holdout_fraction, cfg.seed)
     train, held = videos.iloc[train_idx].reset_index(drop=True), videos.iloc[held_idx].reset_index(drop=True)
     if held["primary_class"].notna().sum() < 3:
@@ -88,10 +93,21 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
         rows.append(_scores("cover only (pretrained f_C)", pretrained_cover_embeddings(held["cover_image"].tolist(), settings.mmoe), held, cfg.seed))
     elif covers.any():
         logger.warning("cover-only column skipped: it needs a pretrained f_C (mmoe.image_encoder) and covers on every held-out video")
-    if mmoe is not None:
-        z = mmoe.transform(held)
+    z = mmoe.transform(held) if mmoe is not None else None
+    if z is not None:
         rows.append(_scores("MMoE (z)", z, held, cfg.seed))
         rows.append(_scores("MMoE+Tag (a)", topic_representation(e_bar, z), held, cfg.seed))
+    start = time.perf_counter()
+    e_bar_train, _ = tag_graph.transform(train["tags"].tolist())
+    a_train = topic_representation(e_bar_train, mmoe.transform(train) if mmoe is not None else None)
+    topics = TopicModel.from_config(settings.topics, show_progress=False).fit(a_train)
+    threshold = settings.topics.assign_threshold
+    facts["topics_per_video"] = {
+        "train": topics_per_video_report(topics.assign(a_train), threshold),
+        "held_out": topics_per_video_report(topics.assign(topic_representation(e_bar, z)), threshold),
+    }
+    facts["seconds"]["topics"] = time.perf_counter() - start
+    facts["seconds"]["total"] = time.perf_counter() - job_start
     return rows, facts
 
 
@@ -114,7 +130,12 @@ def write_report(rows: list[Row], facts: dict, out_dir: Path, title: str) -> dic
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "table1.md", "json": out_dir / "table1.json", "plot": out_dir / "table1.png"}
-    paths["markdown"].write_text(f"# {title}\n\n{markdown_table(rows)}\n", encoding="utf-8")
+    lines = [f"# {title}", "", markdown_table(rows), ""]
+    for part, report in facts.get("topics_per_video", {}).items():
+        histogram = ", ".join(f"{k}: {v}" for k, v in report["histogram"].items())
+        lines.append(f"- topics per video, {part} videos: mean {report['mean_topics_per_video']:.2f}, "
+                     f"median {report['median_topics_per_video']:.1f} (histogram topics: videos — {histogram})")
+    paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     paths["json"].write_text(json.dumps({"rows": [r.__dict__ for r in rows], "facts": facts}, indent=2, default=float), encoding="utf-8")
     metrics = ["ari_pc", "nmi_pc", "ari_sc", "nmi_sc", "inter_intra"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 4))

@@ -13,7 +13,13 @@ Steps, each one line of :meth:`TagGraphEmbedder.fit`:
    shuffled per pass, as DeepWalk does). All walkers step at once: a global cumulative sum over the CSR
    edge values plus one ``np.searchsorted`` per step picks every walker's next node.
 3. Skip-gram (gensim ``Word2Vec``, ``sg=1``) on the walks gives e_j for every tag t_j.
-4. Eq. 4: a video's tag representation ē is the mean of its (known) tags' embeddings.
+4. Eq. 4: a video's tag representation ē is the mean of its (known) tags' embeddings
+   (``weighting="mean"``), or with ``weighting="idf"`` their mean weighted by each tag's smoothed inverse
+   document frequency, log((1 + N) / (1 + n_j)) + 1 over the N videos ``fit`` saw, n_j of them holding
+   tag j (scikit-learn's smooth idf, always > 0). Why a weighted mean: many tags of real catalogues say
+   nothing about the content (KuaiRec's most frequent tags are "感谢快手我要上热门", "thanks for making me
+   trend", and "作品推广", "promotion", each on ~8% of the videos) and the plain mean lets them pull ē of
+   unrelated videos together; on KuaiRec idf raises the Table I scores of ē and of a (docs/TABLE1.md).
 
 Choices the paper leaves open:
 
@@ -198,6 +204,7 @@ class TagGraphEmbedder(BaseEstimator):
         min_tag_count: int = 1,
         seed: int = 13,
         workers: int = 1,
+        weighting: str = "mean",
         show_progress: bool = True,
     ):
         self.walk_length = walk_length
@@ -208,6 +215,7 @@ class TagGraphEmbedder(BaseEstimator):
         self.min_tag_count = min_tag_count
         self.seed = seed
         self.workers = workers
+        self.weighting = weighting
         self.show_progress = show_progress
 
     @classmethod
@@ -223,6 +231,8 @@ class TagGraphEmbedder(BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"TagGraphEmbedder: {name} must be an integer >= {minimum}, got {value!r}")
+        if self.weighting not in ("mean", "idf"):
+            raise ValueError(f"TagGraphEmbedder: weighting must be 'mean' or 'idf', got {self.weighting!r}")
 
     def fit(self, tags_per_video: Iterable[Any]) -> TagGraphEmbedder:
         """Build the graph over the videos' tags, walk it and train skip-gram. Returns self."""
@@ -288,7 +298,7 @@ class TagGraphEmbedder(BaseEstimator):
         return self._tag_index
 
     def transform(self, tags_per_video: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """ē for every video (Eq. 4) and whether it had any known tag.
+        """ē for every video (Eq. 4, weighted by ``weighting``) and whether it had any known tag.
 
         Returns ``e_bar`` (n, embedding_dim) float32 and ``has_tags`` (n,) bool. A video with no known
         tag gets a zero row and ``has_tags = False``; unknown tags are skipped (counted in the log).
@@ -301,7 +311,15 @@ class TagGraphEmbedder(BaseEstimator):
         n_unknown = sum(len(tags) for tags in tag_lists) - int(known.sum())
         indptr = np.concatenate([[0], np.cumsum(known)])
         columns = np.fromiter((i for indices in index_lists for i in indices), dtype=np.int64, count=int(indptr[-1]))
-        weights = np.repeat(1.0 / np.maximum(known, 1), known)  # 1/v for each of a video's v known tags
+        if self.weighting == "idf":
+            idf = np.log((1.0 + self.n_videos_fit_) / (1.0 + self.tag_counts_)) + 1.0  # (T,)
+            tag_weights = idf[columns]  # (nnz,)
+        else:
+            tag_weights = np.ones(len(columns))
+        totals = np.add.reduceat(tag_weights, indptr[:-1][known > 0]) if len(columns) else np.zeros(0)  # per video with tags
+        video_totals = np.ones(len(index_lists))
+        video_totals[known > 0] = totals
+        weights = tag_weights / np.repeat(video_totals, known)  # w_j / sum of the video's w; 1/v for the mean
         averaging = sp.csr_matrix((weights, columns, indptr), shape=(len(index_lists), len(self.tags_)))  # (n, T)
         e_bar = np.asarray(averaging @ self.embeddings_.astype(np.float64), dtype=np.float32)  # (n, d)
         has_tags = known > 0

@@ -62,6 +62,7 @@ def evaluate(
     """Table I and Fig. 3 on a held-out 10%: ARI/NMI of k-means (K = #classes) per representation; Markdown + PNG."""
     from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, write_report
     from offline_jobs.pipeline import load_dataset
+    from offline_jobs.topics import format_topics_per_video_report
 
     settings = get_settings()
     loaded = load_dataset(dataset, data, settings)  # type: ignore[arg-type]
@@ -70,5 +71,8 @@ def evaluate(
     paths = write_report(rows, facts, out or settings.paths.reports_dir / loaded.name, title)
     typer.echo(title)
     typer.echo(markdown_table(rows))
+    for part, report in facts["topics_per_video"].items():
+        typer.echo(f"topics per video ({part} videos, K={settings.topics.n_topics}, τ3={settings.topics.assign_threshold}):")
+        typer.echo(format_topics_per_video_report(report))
     typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in facts["seconds"].items()))
     typer.echo(f"wrote {paths['markdown']}, {paths['plot']}")

@@ -68,6 +68,11 @@ class TagGraphConfig(BaseModel):
     workers: int = Field(
         1, ge=1, description="gensim skip-gram threads: 1 gives bit-identical embeddings for the same seed, 2 is faster but not reproducible"
     )
+    weighting: str = Field(
+        "idf",
+        pattern="^(mean|idf)$",
+        description="Eq. 4: ē = plain mean of the video's tag embeddings (paper) or their idf-weighted mean (default: generic tags weigh less)",
+    )
 
 
 class MMoEConfig(BaseModel):
@@ -88,6 +93,11 @@ class MMoEConfig(BaseModel):
         True, description="add the corpus's characters that f_T's vocabulary lacks as new tokens, learned while fine-tuning"
     )
     new_token_min_count: int = Field(1, ge=1, description="a missing character must occur this often in training titles to become a token")
+    new_token_init: str = Field(
+        "mean",
+        pattern="^(mean|skipgram)$",
+        description="start of the added characters' embeddings: 'mean' = mean pretrained row + noise; 'skipgram' = character skip-gram over the training titles, scaled to the pretrained rows",
+    )
     max_title_tokens: int = Field(32, ge=4, description="x_W: titles are truncated to this many tokens (KuaiRec median: 27)")
     title_trainable_layers: int | None = Field(
         2, ge=0, description="f_T: top transformer layers fine-tuned (None: all, embeddings included); fewer is faster on CPU"
@@ -102,7 +112,7 @@ class MMoEConfig(BaseModel):
     batch_size: int = Field(64, ge=1, description="videos per step (paper: 300, smaller here for 2 CPU cores)")
     epochs: int = Field(3, ge=1, description="passes over the training videos")
     representation: str = Field(
-        "encoder",
+        "experts",
         pattern="^(encoder|experts)$",
         description="exported z: 'encoder' = [f_C(x_I), f_T(x_W)] after fine-tuning (paper); 'experts' = gate-weighted expert mixtures of all tasks",
     )

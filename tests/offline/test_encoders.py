@@ -118,6 +118,34 @@ def test_new_token_rows_are_seeded_and_learnable(tiny_title_model):
     assert first.new_token_embeddings.weight.grad.abs().sum() > 0
 
 
+def test_skipgram_init_places_cooccurring_characters_close(tiny_title_model):
+    """Characters that share titles start closer than characters that never meet, on the pretrained scale."""
+    rng = np.random.default_rng(0)
+    # two groups of characters that never share a title (enough of them that skip-gram's downsampling of
+    # very frequent tokens leaves pairs to learn from)
+    food, games = "饭菜汤面粥饺包肉鱼虾蛋糕甜辣酸咸", "游戏王者段位赛队员打输赢局枪战关卡"
+    titles = ["".join(rng.choice(list(group), size=8)) for group in (food, games) for _ in range(400)]
+    first, second = TitleEncoder(tiny_title_model, 32), TitleEncoder(tiny_title_model, 32)
+    first.extend_vocabulary(titles, seed=4, init="skipgram")
+    second.extend_vocabulary(titles, seed=4, init="skipgram")
+    assert torch.equal(first.new_token_embeddings.weight, second.new_token_embeddings.weight)
+    rows = first.new_token_embeddings.weight.detach()
+    index = {ch: ids[0] - first.base_vocab_size for ch in food + games for ids in [first.tokenize([ch])[0][1:-1]] if ids[0] >= first.base_vocab_size}
+    centred = torch.nn.functional.normalize(rows - rows.mean(0), dim=1)
+
+    def mean_cosine(a: str, b: str) -> float:
+        pairs = [(x, y) for x in a for y in b if x != y and x in index and y in index]
+        return float(np.mean([float(centred[index[x]] @ centred[index[y]]) for x, y in pairs]))
+
+    assert mean_cosine(food, food) > mean_cosine(food, games) + 0.2
+    assert mean_cosine(games, games) > mean_cosine(food, games) + 0.2
+    pretrained = first.transformer.get_input_embeddings().weight.detach()
+    torch.testing.assert_close(rows.mean(0), pretrained.mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(rows.std(0), pretrained.std(0), rtol=0.05, atol=1e-4)
+    with pytest.raises(ValueError, match="init must be"):
+        TitleEncoder(tiny_title_model, 32).extend_vocabulary(titles, seed=4, init="random")
+
+
 def test_freeze_lower_layers_keeps_only_top_layers_trainable(tiny_title_model):
     encoder = TitleEncoder(tiny_title_model, 32)
     encoder.freeze_lower_layers(1)

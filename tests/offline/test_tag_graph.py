@@ -111,6 +111,25 @@ def test_video_representation_is_the_mean_of_its_tags_eq4() -> None:
     assert e_bar.dtype == np.float32 and has_tags.tolist() == [True] * 4
 
 
+def test_idf_weighting_is_a_weighted_mean_that_favours_rare_tags() -> None:
+    embedder = small_embedder(weighting="idf").fit(KNOWN_VIDEOS)  # 7 videos; b on 4, a and c on 3, d and e on 1
+    embedder.embeddings_ = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 5.0], [0.5, 0.5]], dtype=np.float32)
+    e_bar, has_tags = embedder.transform([["a", "b"], ["d"], ["b", "d"], []])
+    idf = {tag: np.log(8 / (1 + count)) + 1 for tag, count in {"b": 4, "a": 3, "d": 1}.items()}
+    expected = np.array([
+        (idf["a"] * np.array([0.0, 2.0]) + idf["b"] * np.array([1.0, 0.0])) / (idf["a"] + idf["b"]),
+        [-1.0, 5.0],  # one tag: its own embedding, whatever its weight
+        (idf["b"] * np.array([1.0, 0.0]) + idf["d"] * np.array([-1.0, 5.0])) / (idf["b"] + idf["d"]),
+        [0.0, 0.0],
+    ])
+    np.testing.assert_allclose(e_bar, expected, rtol=1e-6)
+    assert has_tags.tolist() == [True, True, True, False]
+    # the rarer tag d pulls harder than under the plain mean of Eq. 4
+    assert e_bar[2, 1] > 2.5
+    with pytest.raises(ValueError, match="weighting must be"):
+        small_embedder(weighting="tfidf").fit(KNOWN_VIDEOS)
+
+
 def test_videos_without_tags_get_zero_and_has_tags_false() -> None:
     embedder = small_embedder().fit(KNOWN_VIDEOS)
     e_bar, has_tags = embedder.transform([[], None, ["a"], ("  ",)])
