@@ -13,7 +13,7 @@ import redis
 from stream.broker import EmbeddedBroker
 from stream.process import WorkerProcess
 from stream.replay import produce
-from stream.state import all_topics_key, dirty_topics_key, offset_key, video_stats_key
+from stream.state import all_topics_key, dirty_topics_key, offset_key, push_pending_key, video_stats_key
 from stream.synthetic_stream import synthetic_stream
 from topicfs.keys import popular_topics_key, queue_key
 from topicfs.services import ensure_redis
@@ -72,6 +72,12 @@ def run_demo_stream(
             time.sleep(0.3)
         else:
             raise TimeoutError(f"the worker applied {done} of {n_messages} messages in {timeout_s:.0f} s")
+        if settings.stream.feast_repo_path is not None:
+            # the last statistics reach Feast with the next push: wait until no changed id is pending or in flight
+            while any(client.scan_iter(match=push_pending_key(prefix, "*"), count=100)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the worker's Feast pushes did not finish in time")
+                time.sleep(0.1)
         topics = [int(t) for t in client.zrevrange(popular_topics_key(prefix), 0, n_topics_shown - 1)]
         queues = {}
         lines = [f"stream: {n_messages} messages replayed and applied in {time.perf_counter() - started:.1f} s; "

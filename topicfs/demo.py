@@ -9,7 +9,9 @@
 5. the stream: the embedded Kafka broker and a Faust worker consume the same users' feed refreshes and
    clicks, keep exposure/click/CTR counts and the τ1/τ2-pruned topic queues live in Redis, and push the
    fresh statistics into Feast's online store;
-6. a few users' candidates from their top topics' queues, and their top videos by MRLM cosine read from Feast.
+6. a DCN ranker with topic features trained on the click log (point-in-time features from Feast), then a
+   few users' candidates from their top topics' queues ranked by it with online features, and their top
+   videos by MRLM cosine read from Feast.
 
 Everything it starts (Redis when none answers at ``redis.url``, the broker, the worker) it stops.
 """
@@ -51,6 +53,8 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
     from offline_jobs.pipeline import load_dataset, run_topic_job
     from offline_jobs.topics import format_topics_per_video_report
     from serving.candidates import CandidateGenerator
+    from serving.ranking import demo_text
+    from serving.training import train_ranker
     from stream.demo import run_demo_stream
     from topicfs.feature_client import PackedFeatureClient
     from topicfs.feature_registry import format_ranker_read, register_and_materialize, sample_video_ids
@@ -100,16 +104,16 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         summary = run_demo_stream(stream_settings, settings.paths.tables_dir, stream_messages)
         echo("      " + summary["text"].replace("\n", "\n      "))
 
-        echo("[6/6] downstream: candidates from the users' top topics, MRLM preferences read from Feast")
-        generator = CandidateGenerator.from_settings(settings)
-        for user_id in range(n_users_shown):
-            candidates = generator.candidates(user_id)
-            topics = ", ".join(f"{t.topic_id} ({t.votes:g} votes)" for t in candidates.topics) or "none"
-            echo(f"      user {user_id}: {len(candidates.candidates)} candidates from {candidates.source} topics {topics}; "
-                 f"first: {' '.join(str(c.video_id) for c in candidates.candidates[:8])}")
-        for user_id, best in top_videos_from_feast(settings, list(range(n_users_shown)), k=5, store=store).items():
+        echo("[6/6] downstream: a DCN ranker with topic features, candidates from the users' top topics, ranked")
+        ranker_dir = train_ranker(log.interactions, settings, settings.feast.repo_path, model="dcn", with_topics=True)
+        echo(f"      trained DCN with topic features (point-in-time from Feast's offline store) -> {ranker_dir}")
+        users = list(range(n_users_shown))
+        ranked = demo_text(settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
+        echo("      " + ranked.replace("\n", "\n      "))
+        for user_id, best in top_videos_from_feast(settings, users, k=5, store=store).items():
             echo(f"      user {user_id}: top videos by MRLM cosine (vectors from Feast): " + ", ".join(f"{v} ({c:.3f})" for v, c in best))
-        stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in candidates.candidates[:2]])
+        generator = CandidateGenerator.from_settings(settings)
+        stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in generator.candidates(users[0]).candidates[:2]])
         echo("      live statistics pushed by the stream, read through Feast:")
         echo("      " + format_ranker_read(stats).replace("\n", "\n      "))
     echo(f"demo finished in {time.perf_counter() - started:.0f} s")
