@@ -133,32 +133,38 @@ return 1
 """
 
 
+# Arguments of one command in _APPLY_OPS at most: Lua's unpack() fails past about 8,000 values, which one SADD of a
+# big batch's changed ids reaches. Even, so HSET/ZADD pairs stay whole; LPUSH in chunks keeps the same final order.
+_MAX_OP_ARGS = 1000
+
+
 class _Ops:
     """Collects Redis writes (same call shapes as a redis-py pipeline) to send as one :data:`_APPLY_OPS` call."""
 
     def __init__(self) -> None:
         self.ops: list[list[str]] = []
 
+    def _add(self, name: str, key: str, args: list[str]) -> None:
+        for start in range(0, len(args), _MAX_OP_ARGS):
+            self.ops.append([name, key, *args[start : start + _MAX_OP_ARGS]])
+
     def set(self, key: str, value) -> None:
         self.ops.append(["SET", key, str(value)])
 
     def hset(self, key: str, mapping: Mapping) -> None:
-        self.ops.append(["HSET", key, *(str(x) for pair in mapping.items() for x in pair)])
+        self._add("HSET", key, [str(x) for pair in mapping.items() for x in pair])
 
     def zadd(self, key: str, mapping: Mapping) -> None:
-        op = ["ZADD", key]
-        for member, score in mapping.items():
-            op += [repr(float(score)), str(member)]
-        self.ops.append(op)
+        self._add("ZADD", key, [x for member, score in mapping.items() for x in (repr(float(score)), str(member))])
 
     def zrem(self, key: str, *members) -> None:
-        self.ops.append(["ZREM", key, *(str(m) for m in members)])
+        self._add("ZREM", key, [str(m) for m in members])
 
     def sadd(self, key: str, *members) -> None:
-        self.ops.append(["SADD", key, *(str(m) for m in members)])
+        self._add("SADD", key, [str(m) for m in members])
 
     def lpush(self, key: str, *values) -> None:
-        self.ops.append(["LPUSH", key, *(str(v) for v in values)])
+        self._add("LPUSH", key, [str(v) for v in values])
 
     def ltrim(self, key: str, start: int, stop: int) -> None:
         self.ops.append(["LTRIM", key, str(start), str(stop)])
@@ -171,7 +177,6 @@ class _Ops:
         for start in range(0, len(self.ops), 2000):
             pipe.eval(_APPLY_OPS, 0, json.dumps(self.ops[start : start + 2000], separators=(",", ":")))
 
-# KEYS[1] = established, KEYS[2] = fresh; ARGV[1] = established kept, ARGV[2] = fresh sample size.
 # KEYS: established_1, fresh_1, established_2, fresh_2, ... of a group of topics; ARGV: keep, sample size.
 _READ_QUEUES = """
 local out = {}

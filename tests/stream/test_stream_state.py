@@ -196,3 +196,25 @@ def test_decay_keeps_counts_below_the_plain_ones(redis_url):
     decayed = {v: float(client.hget(f"{PREFIX}:stats:video:{v}", "exposures") or 0) for v in TOPICS_OF}
     assert all(decayed[v] <= truth.video_exposures[v] + 1e-9 for v in TOPICS_OF)
     assert sum(decayed.values()) < 0.5 * sum(truth.video_exposures.values())
+
+
+def test_a_batch_touching_ten_thousand_videos_commits(redis_url):
+    """One batch's writes (10,000 changed video ids in one push set, big topic indexes) fit the write script."""
+    topics_of = {v: [v % 3] for v in range(10_000)}
+    events = [
+        {"type": "exposure", "event_id": f"e{i}", "user_id": i, "video_ids": list(range(200 * i, 200 * (i + 1))), "ts": TS}
+        for i in range(50)
+    ]
+
+    async def go():
+        client = aioredis.Redis.from_url(redis_url)
+        store = StreamStore(client, PREFIX, StreamConfig(), push_enabled=True)
+        await store.register_videos(topics_of)
+        await store.apply_batch(as_messages(events, partitions=1), lambda letters: asyncio.sleep(0))
+        pending = await client.scard(f"{PREFIX}:stream:push:video")
+        exposures = await client.hget(f"{PREFIX}:stats:video:9999", "exposures")
+        await client.aclose()
+        return pending, exposures
+
+    pending, exposures = run(go())
+    assert pending == 10_000 and int(exposures) == 1
