@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
-from stream.logic import parse_video_event
+from stream.logic import parse_video_event, push_pause_s
 from stream.metrics import StreamMetrics
 from stream.records import DeadLetter, VideoPublishedEvent
 from stream.sinks import FeastPushSink, StatsSink
@@ -117,9 +117,16 @@ def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink
 
     if sink is not None:
 
+        next_push_at = 0.0
+
         @app.timer(config.push_interval_s)
         async def push_statistics() -> None:
+            nonlocal next_push_at
+            if time.monotonic() < next_push_at:
+                return
+            started = time.monotonic()
             await push_changed_statistics(store, sink, config, metrics)
+            next_push_at = time.monotonic() + push_pause_s(time.monotonic() - started, config.push_max_busy_share)
 
     @app.timer(5.0)
     async def measure_lag() -> None:

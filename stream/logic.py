@@ -398,3 +398,12 @@ def build_queue(
 def queue_scores(queue: Sequence[int]) -> dict[int, float]:
     """ZSET scores that make ``ZREVRANGE`` return ``queue`` in order: the first video gets len(queue), the last 1."""
     return {video_id: float(len(queue) - rank) for rank, video_id in enumerate(queue)}
+
+
+def push_pause_s(push_s: float, max_busy_share: float) -> float:
+    """Seconds to wait after a push of ``push_s`` seconds so pushes take at most ``max_busy_share`` of the time.
+
+    A Feast push converts every row in Python (holding the GIL), so under a backlog back-to-back pushes would
+    starve the events agent; at light load pushes are short and the pause is negligible.
+    """
+    return push_s * (1.0 / max_busy_share - 1.0)

@@ -20,6 +20,7 @@ from stream.logic import (
     merge_counts,
     parse_event,
     parse_video_event,
+    push_pause_s,
     push_recent_clicks,
     queue_scores,
     topic_histogram,
@@ -245,3 +246,11 @@ def test_metrics_are_exposed_in_prometheus_format():
     assert "topicfs_stream_dead_letters_total 2.0" in text
     assert 'topicfs_stream_consumer_lag{partition="0"} 12.0' in text
     assert "topicfs_stream_push_latency_seconds_bucket" in text and "topicfs_stream_events_per_second" in text
+
+
+@given(st.floats(0.0, 100.0, allow_subnormal=False), st.floats(0.01, 1.0))
+def test_push_pause_keeps_pushes_within_their_share(push_s, share):
+    pause = push_pause_s(push_s, share)
+    assert pause >= 0
+    if push_s > 0:
+        assert math.isclose(push_s / (push_s + pause), share, rel_tol=1e-9)
