@@ -272,9 +272,6 @@ class MRLMConfig(BaseModel):
     lambda_triplet: float = Field(0.6, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4; 0.6 chosen on ml-100k valid)")
     lambda_softmax: float = Field(0.1, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2; 0.1 chosen on ml-100k valid); L_g3 gets 1 - λ1 - λ2")
     theta: float = Field(0.55, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55); 1 trains U-GFRL")
-    triplet_temperature: float | None = Field(
-        None, gt=0, description="None: Eq. 3 as printed, mean(d(u,v+) - d(u,v-)); τ: the smooth hinge mean(τ·softplus((d(u,v+) - d(u,v-)) / τ))"
-    )
     serving_triplet_weight: float = Field(
         1.0, ge=0, description="weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
     )
