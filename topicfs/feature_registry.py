@@ -9,8 +9,9 @@ It is what a Feast user would type in ``feature_repo/``::
 plus the checks that make a bad set-up fail fast with one line naming the cause (unreachable Redis,
 a missing Parquet table, a table whose columns do not match its view) and a report of what changed
 in the registry, schema changes first. Re-running is safe: an unchanged repo applies nothing and
-materialization continues from where the last run ended. A view materialized for the first time,
-or whose schema changed, is materialized over its whole table, so old rows and new columns are online at once.
+materialization continues from where the last run ended. A view materialized for the first time, whose
+schema changed, or whose table the jobs rewrote since, is materialized over its whole table, so old rows,
+new values with old event times and new columns are online at once.
 """
 
 from __future__ import annotations
@@ -276,6 +277,22 @@ def describe_diff(store: FeatureStore, contents: RepoContents) -> tuple[list[str
 # --- the step -----------------------------------------------------------------------------------
 
 
+def table_rewritten_since(view: FeatureView, materialized_until: datetime | None) -> bool:
+    """Whether the view's table holds rows written (``created``) after its last materialization, or it has none."""
+    if materialized_until is None:
+        return True
+    source = view.batch_source
+    if not source.created_timestamp_column:
+        return False
+    column = pq.read_table(source.path, columns=[source.created_timestamp_column]).column(0)
+    newest = pc.max(column).as_py() if len(column) else None
+    if newest is None:
+        return False
+    newest = newest if newest.tzinfo else newest.replace(tzinfo=timezone.utc)
+    until = materialized_until if materialized_until.tzinfo else materialized_until.replace(tzinfo=timezone.utc)
+    return newest > until
+
+
 def earliest_event_time(view: FeatureView, end: datetime) -> datetime:
     """The oldest event timestamp in the view's Parquet table (a second earlier: Feast's window is half-open)."""
     source = view.batch_source
@@ -310,15 +327,24 @@ def register_and_materialize(settings: Settings, end_date: datetime | None = Non
 
     end = end_date or datetime.now(timezone.utc)
     report = RegistrationReport(store.project, repo_path, changes, schema_changes, skipped=skipped, created_logs=created_logs, end_date=end)
-    # A view never materialized, or whose schema changed (rows online lack the new columns), is written over its
-    # whole table: Feast's own first incremental run would start at now - ttl (or a year back) and silently leave
-    # older rows, e.g. the topics of videos published long ago, out of the online store.
-    full = [view for view in views if view.name in changed_views or store.get_feature_view(view.name).most_recent_end_time is None]
+    # A view is written over its whole table when it was never materialized, when its schema changed (rows online
+    # lack the new columns), or when its table was rewritten since the last run: the offline jobs date a video's
+    # values by its publication (event_timestamp), so a re-run's new values carry old event times that Feast's
+    # incremental window (from the last end, or now - ttl the first time) would silently leave out.
+    full = [view for view in views if view.name in changed_views or table_rewritten_since(view, store.get_feature_view(view.name).most_recent_end_time)]
     incremental = [view.name for view in views if view not in full]
     if incremental:
         store.materialize_incremental(end_date=end, feature_views=incremental)
-    for view in full:
-        store.materialize(start_date=earliest_event_time(view, end), end_date=end, feature_views=[view.name])
+    online_config = store.config.online_store
+    dedup_setting = online_config.skip_dedup
+    try:
+        # The table is the truth for these views (nothing pushes to them): write its latest rows even where the
+        # online store holds a row with the same event time, which Feast's dedup would keep.
+        online_config.skip_dedup = True
+        for view in full:
+            store.materialize(start_date=earliest_event_time(view, end), end_date=end, feature_views=[view.name])
+    finally:
+        online_config.skip_dedup = dedup_setting
     report.materialized = [view.name for view in views]
 
     online_store = store._get_provider().online_store

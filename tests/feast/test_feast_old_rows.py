@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,4 +33,27 @@ def test_first_registration_materializes_rows_older_than_a_year(tmp_path, redis_
     ids = [int(v) for v in frame.index[:5]]
     online = store.get_online_features(features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]).to_dict()
     assert online["topic_ids"] == [list(frame.loc[v, "topic_ids"]) for v in ids]
+    get_settings.cache_clear()
+
+
+def test_rewritten_table_with_old_event_times_is_rematerialized(tmp_path, redis_url, monkeypatch):
+    """A re-run of the offline jobs keeps each video's event time (its publication) but writes new values:
+    the next registration must put the new values online, although their event times precede the last run."""
+    point_env(monkeypatch, tmp_path, redis_url)
+    written = make_tables(tmp_path / "artifacts" / "tables")
+    register_and_materialize(get_settings())
+    path = get_settings().paths.tables_dir / tables.VIDEO_TOPICS
+    old = written[tables.VIDEO_TOPICS]
+    new_ids = pa.array([[42]] * len(old), pa.list_(pa.int64()))
+    rewritten = old.set_column(old.schema.get_field_index("topic_ids"), "topic_ids", new_ids)
+    now = pa.array([datetime.now(timezone.utc)] * len(old), pa.timestamp("us", tz="UTC"))
+    rewritten = rewritten.set_column(rewritten.schema.get_field_index("created"), "created", now)
+    pq.write_table(rewritten, path)
+
+    report = register_and_materialize(get_settings())
+    store = load_store(get_settings())
+    ids = sorted({int(v) for v in old.column("video_id").to_pylist()})[:5]
+    online = store.get_online_features(features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]).to_dict()
+    assert online["topic_ids"] == [[42]] * len(ids)
+    assert names.VIDEO_TOPICS_VIEW in report.materialized
     get_settings.cache_clear()
