@@ -1,0 +1,94 @@
+"""Table I / Fig. 3 evaluation: held-out split, clustering scores, inter/intra ratio, the whole report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from offline_jobs.evaluate_topics import evaluate_representations, holdout_split, markdown_table, write_report
+from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
+from tests.offline.test_encoders import tiny_title_model, tiny_torchscript_cnn  # noqa: F401  (fixtures)
+from tests.offline.test_mmoe import make_videos, tiny_config
+from topicfs.settings import EvaluationConfig, PathsConfig, Settings, TagGraphConfig, TopicsConfig
+
+
+def blobs(n_per_class: int = 40, n_classes: int = 4, noise: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_classes, 8))
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    return centres[labels] + noise * rng.standard_normal((len(labels), 8)), labels
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
+    train, held = holdout_split(1000, 0.1, seed=3)
+    assert len(held) == 100 and len(train) == 900
+    assert np.intersect1d(train, held).size == 0 and np.union1d(train, held).tolist() == list(range(1000))
+    again_train, again_held = holdout_split(1000, 0.1, seed=3)
+    assert np.array_equal(held, again_held) and np.array_equal(train, again_train)
+    assert not np.array_equal(held, holdout_split(1000, 0.1, seed=4)[1])
+
+
+def test_cluster_scores_separate_perfect_from_random() -> None:
+    features, labels = blobs()
+    assert cluster_scores(features, labels, seed=0) == pytest.approx((1.0, 1.0))
+    noise = np.random.default_rng(1).standard_normal(features.shape)
+    ari, nmi = cluster_scores(noise, labels, seed=0)
+    assert abs(ari) < 0.1 and nmi < 0.15
+    # string labels and K = number of distinct labels
+    assert cluster_scores(features, np.array(["a", "b", "c", "d"])[labels], seed=0) == pytest.approx((1.0, 1.0))
+    with pytest.raises(ValueError, match="feature rows but"):
+        cluster_scores(features[:-1], labels)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        cluster_scores(features, np.zeros(len(labels)))
+
+
+def test_inter_intra_ratio_rewards_tight_far_classes() -> None:
+    tight, labels = blobs(noise=0.05)
+    loose, _ = blobs(noise=1.0)
+    assert inter_intra_ratio(tight, labels) > 5 * inter_intra_ratio(loose, labels)
+    # scale-free: features are L2-normalised first
+    assert inter_intra_ratio(10 * tight, labels) == pytest.approx(inter_intra_ratio(tight, labels), rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        inter_intra_ratio(tight, np.zeros(len(labels)))
+
+
+def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_cnn, tmp_path) -> None:  # noqa: F811
+    """Every column of Table I, fitted on the training part only, and the Markdown/JSON/PNG report."""
+    videos = make_videos(120, tmp_path)
+    settings = Settings(
+        paths=PathsConfig(artifacts_dir=tmp_path),
+        tag_graph=TagGraphConfig(walk_length=10, walks_per_tag=5, embedding_dim=8, epochs=2),
+        mmoe=tiny_config(tiny_title_model, image_encoder=tiny_torchscript_cnn, epochs=3),
+        topics=TopicsConfig(n_topics=6, kmeans_iterations=10),
+        evaluation=EvaluationConfig(holdout_fraction=0.25, seed=2),
+    )
+    rows, facts = evaluate_representations(videos, settings)
+    assert [r.representation for r in rows] == [
+        "title only (pretrained f_T)", "tags only (ē)", "cover only (pretrained f_C)", "MMoE (z)", "MMoE+Tag (a)",
+    ]
+    assert facts["n_train"] == 90 and facts["n_held_out"] == 30
+    for row in rows:
+        assert -1 <= row.ari_pc <= 1 and 0 <= row.nmi_pc <= 1 and row.inter_intra > 0
+    by_name = {r.representation: r for r in rows}
+    # the three classes show in the class tags, colours and title words: the learned columns find them
+    # (tags alone less so: every fifth video has none, and those share ē = 0)
+    assert by_name["MMoE+Tag (a)"].nmi_pc > 0.8 and by_name["tags only (ē)"].nmi_pc > 0.4
+    for part in ("train", "held_out"):
+        report = facts["topics_per_video"][part]
+        assert report["n_videos"] == (90 if part == "train" else 30) and report["videos_without_topic"] == 0
+    assert set(facts["seconds"]) >= {"tag_graph", "mmoe", "topics", "total"}
+
+    paths = write_report(rows, facts, tmp_path / "report", "Table I on a test catalogue")
+    markdown = paths["markdown"].read_text()
+    assert markdown_table(rows) in markdown and "topics per video, held_out videos" in markdown
+    assert json.loads(paths["json"].read_text())["rows"][0]["representation"] == "title only (pretrained f_T)"
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_needs_primary_classes(tiny_title_model, tmp_path) -> None:  # noqa: F811
+    videos = make_videos(20).assign(primary_class=None)
+    settings = Settings(paths=PathsConfig(artifacts_dir=tmp_path), mmoe=tiny_config(tiny_title_model))
+    with pytest.raises(ValueError, match="needs primary classes"):
+        evaluate_representations(videos, settings)
