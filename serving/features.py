@@ -143,6 +143,53 @@ def user_history(
     return out_videos, out_topics, out_weights
 
 
+def exposure_history(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[list[int]], list[list[int]]]:
+    """Each row's exposure counts from the user's rows strictly before the row's time (every row is an exposure).
+
+    ``frame`` holds user_id, event_timestamp, label and (for the topics) topic_ids. Returns, per row, the user's
+    earlier exposures and clicks, and for each of the row's topic ids (same order) the user's earlier exposures
+    and clicks of videos holding that topic. Clicks alone (:func:`user_history`) cannot tell a generous user
+    from a picky one or a liked topic from a merely frequent one; the exposures they were drawn from can. Rows of
+    one feed refresh do not see each other.
+    """
+    n = len(frame)
+    users = frame["user_id"].to_numpy(dtype=np.int64)
+    ts = frame["event_timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    labels = frame["label"].to_numpy()
+    topics = frame["topic_ids"].tolist() if "topic_ids" in frame.columns else [()] * n
+    order = np.lexsort((ts, users))  # by user, then time
+    user_exposures = np.zeros(n, dtype=np.int64)
+    user_clicks = np.zeros(n, dtype=np.int64)
+    topic_exposures: list[list[int]] = [[] for _ in range(n)]
+    topic_clicks: list[list[int]] = [[] for _ in range(n)]
+    start = 0
+    while start < n:
+        user = users[order[start]]
+        exposures = clicks = 0
+        per_topic: dict[int, list[int]] = {}  # topic -> [exposures, clicks] of this user so far
+        while start < n and users[order[start]] == user:
+            end = start
+            while end < n and users[order[end]] == user and ts[order[end]] == ts[order[start]]:
+                end += 1
+            group = order[start:end]
+            row_topics = [[int(t) for t in (topics[row] if topics[row] is not None else ())] for row in group]
+            for row, own in zip(group, row_topics):
+                user_exposures[row], user_clicks[row] = exposures, clicks
+                counts = [per_topic.get(t, (0, 0)) for t in own]  # aligned with the row's topic_ids
+                topic_exposures[row] = [int(e) for e, _ in counts]
+                topic_clicks[row] = [int(c) for _, c in counts]
+            for row, own in zip(group, row_topics):
+                clicked = int(labels[row] == 1)
+                exposures += 1
+                clicks += clicked
+                for t in set(own):
+                    seen = per_topic.setdefault(t, [0, 0])
+                    seen[0] += 1
+                    seen[1] += clicked
+            start = end
+    return user_exposures, user_clicks, topic_exposures, topic_clicks
+
+
 def build_training_frame(
     entity_df: pd.DataFrame,
     fetch_features: HistoricalFetcher | None,
@@ -152,7 +199,7 @@ def build_training_frame(
     history_topics: int = 8,
 ) -> pd.DataFrame:
     """Training rows: the entity frame (user_id, video_id, event_timestamp, label) with topic features as of
-    each row's time and the user's history before it (:func:`user_history`).
+    each row's time and the user's history before it (:func:`user_history`, :func:`exposure_history`).
 
     ``fetch_features`` is None for a ranker without topic features. Rows come back sorted by time.
     """
@@ -165,6 +212,7 @@ def build_training_frame(
     frame["history_video_ids"], frame["history_topic_ids"], frame["history_topic_weights"] = user_history(
         frame, recent_clicks, history_videos, history_topics
     )
+    frame["user_exposures"], frame["user_clicks"], frame["topic_exposures"], frame["topic_clicks"] = exposure_history(frame)
     return frame.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 

@@ -11,6 +11,11 @@ the mean embedding from the historical click videos of a user are combined"):
   user's topics ``history_topic_ids`` (the topics voted by their last N1 clicks, as candidate generation
   counts them) pooled by their vote shares ``history_topic_weights``; plus the video's 8-dim ``topic_feature``
   vector (DESIGN.md: the similarity-weighted mean of its topics' embeddings);
+* ``exposure_history=True`` (Table II) adds what the user's earlier exposures say, not only their clicks:
+  every feature set gets the user's smoothed click rate and exposure count (``user_exposures``,
+  ``user_clicks``); with topics, also the user's smoothed click rate on the video's topics, its lift over the
+  user's own rate and how often the user was shown those topics (``topic_exposures``, ``topic_clicks``, one
+  count per video topic), see :func:`exposure_features`;
 * ``features="content"`` (the paper's Baseline+CNN, for the Fig. 6 cost comparison) adds a 128-dim
   ``content_embedding`` vector of the video instead of the topic features.
 
@@ -73,12 +78,18 @@ class RankerInputs:
     history_topic_ids: np.ndarray | None = None  # (N, M) int64, most votes first
     history_topic_weights: np.ndarray | None = None  # (N, M) float32 share of the user's recent clicks
     content_embedding: np.ndarray | None = None  # (N, 128) float32
+    user_exposures: np.ndarray | None = None  # (N,) int64 the user's earlier exposures
+    user_clicks: np.ndarray | None = None  # (N,) int64 the user's earlier clicks
+    topic_exposures: np.ndarray | None = None  # (N, T) int64 the user's earlier exposures to each video topic, 0 on padding
+    topic_clicks: np.ndarray | None = None  # (N, T) int64 the user's earlier clicks on each video topic
 
     def __len__(self) -> int:
         return int(self.user_id.shape[0])
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, features: FeatureSet, history_videos: int, topics_per_video: int, history_topics: int) -> "RankerInputs":
+    def from_frame(
+        cls, frame: pd.DataFrame, features: FeatureSet, history_videos: int, topics_per_video: int, history_topics: int, exposure_history: bool = False
+    ) -> "RankerInputs":
         inputs = cls(
             user_id=frame["user_id"].to_numpy(dtype=np.int64),
             video_id=frame["video_id"].to_numpy(dtype=np.int64),
@@ -92,6 +103,12 @@ class RankerInputs:
             inputs.history_topic_weights = pad_lists(frame["history_topic_weights"].tolist(), history_topics, np.float32, 0.0)
         elif features == "content":
             inputs.content_embedding = _stack(frame["content_embedding"], "content_embedding")
+        if exposure_history:
+            inputs.user_exposures = frame["user_exposures"].to_numpy(dtype=np.int64)
+            inputs.user_clicks = frame["user_clicks"].to_numpy(dtype=np.int64)
+            if features == "topic":
+                inputs.topic_exposures = pad_lists(frame["topic_exposures"].tolist(), topics_per_video, np.int64, 0)
+                inputs.topic_clicks = pad_lists(frame["topic_clicks"].tolist(), topics_per_video, np.int64, 0)
         return inputs
 
 
@@ -113,6 +130,35 @@ def topic_affinity(inputs: RankerInputs) -> np.ndarray:
     share = (same * inputs.history_topic_weights[:, None, :]).sum(axis=2)  # (N, T)
     weights = np.where(inputs.topic_ids != PADDING, inputs.topic_weights, 0.0)  # (N, T)
     return ((weights * share).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-6)).astype(np.float32)
+
+
+EXPOSURE_LOG_SCALE = 5.0  # log1p(count) / 5 is about 0-1.4 for up to 1000 exposures, the scale of the other dense inputs
+
+
+def exposure_features(inputs: RankerInputs, with_topics: bool, prior_strength: float) -> np.ndarray:
+    """Dense features from the user's earlier exposures and clicks: (N, 2), or (N, 5) with topics.
+
+    Columns: the user's click rate r = (clicks + 1) / (exposures + 2) (Laplace: a user without history is at
+    0.5) and log1p(exposures) / 5; with topics, over the video's topics weighted by similarity, the user's click
+    rate on each topic shrunk towards r with ``prior_strength`` pseudo-exposures, (c_k + a r) / (e_k + a), its
+    lift over r (does this user like these topics more than they like videos in general), and log1p(e_k) / 5.
+    A video without topics gets r, 0 and 0.
+    """
+    if inputs.user_exposures is None or inputs.user_clicks is None:
+        raise ValueError("this ranker uses the user's exposure history: inputs need user_exposures and user_clicks")
+    exposures = inputs.user_exposures.astype(np.float64)  # (N,)
+    rate = (inputs.user_clicks + 1.0) / (exposures + 2.0)  # (N,)
+    columns = [rate, np.log1p(exposures) / EXPOSURE_LOG_SCALE]
+    if with_topics:
+        if inputs.topic_exposures is None or inputs.topic_clicks is None:
+            raise ValueError("this topic ranker uses the user's exposure history: inputs need topic_exposures and topic_clicks")
+        weights = np.where(inputs.topic_ids != PADDING, inputs.topic_weights, 0.0)  # (N, T)
+        total = weights.sum(axis=1)  # (N,)
+        topic_rate = (inputs.topic_clicks + prior_strength * rate[:, None]) / (inputs.topic_exposures + prior_strength)  # (N, T)
+        mean_rate = np.where(total > 0, (weights * topic_rate).sum(axis=1) / np.maximum(total, 1e-6), rate)
+        mean_exposures = (weights * np.log1p(inputs.topic_exposures)).sum(axis=1) / np.maximum(total, 1e-6)
+        columns += [mean_rate, mean_rate - rate, mean_exposures / EXPOSURE_LOG_SCALE]
+    return np.stack(columns, axis=1).astype(np.float32)
 
 
 @dataclass
@@ -283,6 +329,9 @@ class Ranker:
         max_topics_per_video: int = 8,
         history_videos: int = 20,
         history_topics: int = 8,
+        exposure_history: bool = False,
+        exposure_prior_strength: float = 5.0,
+        user_id_dropout: float = 0.0,
         hidden_units: tuple[int, ...] = (64, 32),
         cross_layers: int = 2,
         cross_buckets: int = 200_003,
@@ -300,6 +349,9 @@ class Ranker:
         self.max_topics_per_video = max_topics_per_video
         self.history_videos = history_videos
         self.history_topics = history_topics
+        self.exposure_history = exposure_history
+        self.exposure_prior_strength = exposure_prior_strength
+        self.user_id_dropout = user_id_dropout
         self.hidden_units = hidden_units
         self.cross_layers = cross_layers
         self.cross_buckets = cross_buckets
@@ -319,6 +371,9 @@ class Ranker:
             max_topics_per_video=config.max_topics_per_video,
             history_videos=config.history_videos,
             history_topics=config.history_topics,
+            exposure_history=config.exposure_history,
+            exposure_prior_strength=config.exposure_prior_strength,
+            user_id_dropout=config.user_id_dropout,
             hidden_units=tuple(config.hidden_units),
             cross_layers=config.cross_layers,
             cross_buckets=config.cross_buckets,
@@ -333,7 +388,7 @@ class Ranker:
 
     _PARAMS = (
         "model", "features", "id_embedding_dim", "topic_embedding_dim", "max_topics_per_video", "history_videos", "history_topics",
-        "hidden_units", "cross_layers", "cross_buckets", "learning_rate", "weight_decay", "batch_size", "epochs", "random_state",
+        "exposure_history", "exposure_prior_strength", "user_id_dropout", "hidden_units", "cross_layers", "cross_buckets", "learning_rate", "weight_decay", "batch_size", "epochs", "random_state",
     )
 
     def get_params(self) -> dict:
@@ -343,6 +398,8 @@ class Ranker:
 
     def required_columns(self, with_label: bool) -> list[str]:
         needed = ["user_id", "video_id", "history_video_ids"] + (["label"] if with_label else [])
+        if self.exposure_history:
+            needed += ["user_exposures", "user_clicks"] + (["topic_exposures", "topic_clicks"] if self.features == "topic" else [])
         return needed + {
             "base": [],
             "topic": ["topic_ids", "topic_weights", "topic_feature", "history_topic_ids", "history_topic_weights"],
@@ -361,17 +418,22 @@ class Ranker:
     def inputs(self, frame: pd.DataFrame) -> RankerInputs:
         """The frame's feature columns as :class:`RankerInputs`."""
         self._check(frame, with_label=False)
-        return RankerInputs.from_frame(frame, self.features, self.history_videos, self.max_topics_per_video, self.history_topics)
+        return RankerInputs.from_frame(
+            frame, self.features, self.history_videos, self.max_topics_per_video, self.history_topics, self.exposure_history
+        )
 
     def _dense(self, inputs: RankerInputs) -> np.ndarray:
-        """(N, D) dense inputs: the content vector, or the topic vector plus the user-video topic affinity."""
+        """(N, D) dense inputs: the content vector, or the topic vector plus the user-video topic affinity;
+        then the exposure features when ``exposure_history``."""
         dense = {"topic": inputs.topic_feature, "content": inputs.content_embedding}.get(self.features)
         if dense is None:
-            return np.zeros((len(inputs), 0), dtype=np.float32)
-        if dense.ndim != 2:
+            dense = np.zeros((len(inputs), 0), dtype=np.float32)
+        elif dense.ndim != 2:
             raise ValueError(f"the {self.features} vector must be (N, D), got shape {dense.shape}")
         if self.features == "topic":
             dense = np.concatenate([dense, topic_affinity(inputs)[:, None]], axis=1)
+        if self.exposure_history:
+            dense = np.concatenate([dense, exposure_features(inputs, self.features == "topic", self.exposure_prior_strength)], axis=1)
         return np.ascontiguousarray(dense, dtype=np.float32)
 
     def _batch(self, inputs: RankerInputs) -> Batch:
@@ -445,7 +507,12 @@ class Ranker:
             for step in tqdm(range(steps), desc=f"{self.model}/{self.features} epoch {epoch + 1}", disable=not self.show_progress, leave=False):
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 optimizer.zero_grad()
-                loss = loss_fn(self.model_(batch.take(index)), labels[index])
+                step_batch = batch.take(index)
+                if self.user_id_dropout > 0:
+                    # index 0 is every user unseen in training; without these steps its embedding stays at its random start
+                    dropped = torch.from_numpy(rng.random(len(index)) < self.user_id_dropout)
+                    step_batch.user = torch.where(dropped, torch.zeros_like(step_batch.user), step_batch.user)
+                loss = loss_fn(self.model_(step_batch), labels[index])
                 loss.backward()
                 optimizer.step()
                 total += float(loss.detach()) * len(index)

@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from serving.candidates import vote_topics
-from serving.features import user_history
-from serving.rankers import MODELS, Ranker, RankerInputs, topic_affinity
+from serving.features import exposure_history, user_history
+from serving.rankers import MODELS, Ranker, RankerInputs, exposure_features, topic_affinity
 from serving.table2 import Table2Row, time_split, to_markdown
 
 
@@ -146,3 +146,49 @@ def test_topic_affinity_is_the_vote_share_of_the_video_topics():
         history_topic_ids=np.array([[3, 7], [3, 7]]), history_topic_weights=np.array([[0.6, 0.4], [0.6, 0.4]], np.float32),
     )
     np.testing.assert_allclose(topic_affinity(inputs), [0.3, 0.0], rtol=1e-6)
+
+
+def test_exposure_history_counts_only_earlier_rows_per_user_and_topic():
+    ts = pd.to_datetime(["2026-01-01 00:00", "2026-01-01 00:01", "2026-01-01 00:01", "2026-01-01 00:02", "2026-01-01 00:00"], utc=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2],
+            "event_timestamp": ts,
+            "label": [1, 0, 1, 1, 0],
+            "topic_ids": [[5, 6], [6], [7, 5], [5, 6], [5]],
+        }
+    )
+    exposures, clicks, topic_exposures, topic_clicks = exposure_history(frame)
+    assert exposures.tolist() == [0, 1, 1, 3, 0] and clicks.tolist() == [0, 1, 1, 2, 0]
+    assert topic_exposures[0] == [0, 0] and topic_exposures[4] == [0]  # nothing before, and user 2 never sees user 1
+    # rows of one refresh (00:01) see the 00:00 row only, not each other
+    assert topic_exposures[1] == [1] and topic_clicks[1] == [1]
+    assert topic_exposures[2] == [0, 1] and topic_clicks[2] == [0, 1]
+    # at 00:02: topic 5 was shown at 00:00 and 00:01 (clicked both), topic 6 at 00:00 (click) and 00:01 (no click)
+    assert topic_exposures[3] == [2, 2] and topic_clicks[3] == [2, 1]
+
+
+def test_exposure_features_shrink_topic_rates_towards_the_user_rate():
+    inputs = RankerInputs(
+        user_id=np.zeros(2, np.int64), video_id=np.zeros(2, np.int64), history_video_ids=np.full((2, 1), -1),
+        topic_ids=np.array([[3, 4], [-1, -1]]), topic_weights=np.array([[0.75, 0.25], [0.0, 0.0]], np.float32),
+        user_exposures=np.array([8, 0]), user_clicks=np.array([4, 0]),
+        topic_exposures=np.array([[3, 0], [0, 0]]), topic_clicks=np.array([[3, 0], [0, 0]]),
+    )
+    features = exposure_features(inputs, with_topics=True, prior_strength=1.0)
+    rate = 5 / 10  # (4 + 1) / (8 + 2)
+    topic_rate = 0.75 * (3 + rate) / (3 + 1) + 0.25 * rate  # topic 4 was never shown: the user's rate
+    np.testing.assert_allclose(features[0], [rate, np.log1p(8) / 5, topic_rate, topic_rate - rate, 0.75 * np.log1p(3) / 5], rtol=1e-6)
+    np.testing.assert_allclose(features[1], [0.5, 0.0, 0.5, 0.0, 0.0], atol=1e-7)  # no history, no topics
+    assert exposure_features(inputs, with_topics=False, prior_strength=1.0).shape == (2, 2)
+
+
+@pytest.mark.parametrize("features", ["base", "topic"])
+def test_ranker_with_exposure_history_needs_the_counts(features):
+    frame = _frame(400, 10, np.arange(30), seed=6)
+    frame["user_exposures"], frame["user_clicks"], frame["topic_exposures"], frame["topic_clicks"] = exposure_history(frame)
+    ranker = Ranker("dcn", features, exposure_history=True, epochs=1, show_progress=False).fit(frame)
+    assert ranker.dense_dim_ == (2 if features == "base" else 8 + 1 + 5)
+    assert np.isfinite(ranker.predict_proba(frame)).all()
+    with pytest.raises(ValueError, match="user_exposures"):
+        ranker.predict_inputs(RankerInputs.from_frame(frame, features, 20, 8, 8))
