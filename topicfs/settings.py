@@ -287,7 +287,7 @@ class MRLMConfig(BaseModel):
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the FC of GFRL and of MFRL (paper: not given)")
     lambda_triplet: float = Field(0.6, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4; 0.6 chosen on ml-100k valid)")
     lambda_softmax: float = Field(0.1, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2; 0.1 chosen on ml-100k valid); L_g3 gets 1 - λ1 - λ2")
-    theta: float = Field(0.55, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55); 1 trains U-GFRL")
+    theta: float = Field(0.8, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55; 0.8 chosen on ml-100k valid); 1 trains U-GFRL")
     serving_triplet_weight: float = Field(
         1.0, ge=0, description="weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
     )
@@ -304,10 +304,10 @@ class MRLMConfig(BaseModel):
     fm_learning_rate: float = Field(5e-3, gt=0, description="Adam learning rate of the FM")
     fm_weight_decay: float = Field(1e-5, ge=0, description="Adam L2 penalty of the FM")
     batch_size: int = Field(128, ge=1, description="B: triplets per step (paper: 128)")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate of GFRL + MFRL (paper: 0.001; 0.002 on ml-100k valid)")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of GFRL + MFRL (paper: 0.001)")
     epochs: int = Field(3, ge=1, description="passes over the training positives; the epoch with the best valid Recall@50 is kept (ml-100k: the first or second)")
     bpr_dim: int = Field(64, ge=1, description="factors of the BPR-MF baseline")
-    bpr_epochs: int = Field(40, ge=1, description="epochs of the BPR-MF baseline; the best valid Recall@50 epoch is kept")
+    bpr_epochs: int = Field(100, ge=1, description="epochs of the BPR-MF baseline; the best valid Recall@50 epoch is kept")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads while training and scoring")
     seed: int = Field(37, description="random seed of the split, k-means, sampling and initialisation")
 
