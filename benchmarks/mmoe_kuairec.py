@@ -3,7 +3,8 @@
     python -m benchmarks.mmoe_kuairec [--data ../shared/data/kuairec] [--epochs 3] [--threads 2]
 
 Trains :class:`offline_jobs.mmoe.MultimodalTopicEncoder` on 90% of KuaiRec's videos, then clusters the
-held-out 10% with k-means (K = number of primary / secondary classes) and prints ARI and NMI against the
+held-out 10% with k-means (K = number of primary / secondary classes among them; the split and scores
+of ``topicfs topics evaluate``) and prints ARI and NMI against the
 classes for: the baseline (title only: pretrained f_T, mean-pooled, no fine-tuning), z = [f_T] after
 fine-tuning ("encoder"), and the gate-weighted expert mixtures ("experts"). KuaiRec has no covers, so
 f_C is dropped with a warning. Results go to stdout and, with --write, to docs/benchmarks/mmoe.md.
@@ -18,34 +19,16 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from offline_jobs.encoders import pretrained_title_embeddings
+from offline_jobs.evaluate_topics import holdout_split
 from offline_jobs.kuairec import load_kuairec
 from offline_jobs.mmoe import MultimodalTopicEncoder
+from offline_jobs.topic_metrics import cluster_scores
 from topicfs.settings import get_settings
 
 logger = logging.getLogger(__name__)
-
-
-def holdout_split(videos: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Seeded random split: (train, held-out) with ``fraction`` of the videos held out."""
-    order = np.random.default_rng(seed).permutation(len(videos))
-    n_held = int(round(fraction * len(videos)))
-    return videos.iloc[order[n_held:]].reset_index(drop=True), videos.iloc[order[:n_held]].reset_index(drop=True)
-
-
-def cluster_scores(vectors: np.ndarray, labels: pd.Series, n_clusters: int, seed: int) -> tuple[float, float]:
-    """(ARI, NMI) of k-means on the L2-normalised vectors of the labelled rows against their labels."""
-    known = labels.notna().to_numpy()
-    x = vectors[known] / np.maximum(np.linalg.norm(vectors[known], axis=1, keepdims=True), 1e-12)
-    assigned = KMeans(n_clusters=n_clusters, n_init=3, random_state=seed).fit_predict(x)
-    truth = labels[known].to_numpy()
-    return adjusted_rand_score(truth, assigned), normalized_mutual_info_score(truth, assigned)
 
 
 def main() -> None:
@@ -63,9 +46,11 @@ def main() -> None:
         config = config.model_copy(update={"epochs": args.epochs})
     evaluation = settings.evaluation
     videos = load_kuairec(args.data)
-    train, held = holdout_split(videos, evaluation.holdout_fraction, evaluation.seed)
-    n_primary = videos["primary_class"].nunique()
-    n_secondary = videos["secondary_class"].nunique()
+    # the split and the scores of Table I (offline_jobs.evaluate_topics): K = classes among the held-out videos
+    train_rows, held_rows = holdout_split(len(videos), evaluation.holdout_fraction, evaluation.seed)
+    train, held = videos.iloc[train_rows].reset_index(drop=True), videos.iloc[held_rows].reset_index(drop=True)
+    n_primary = held["primary_class"].nunique()
+    n_secondary = held["secondary_class"].nunique()
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -87,9 +72,10 @@ def main() -> None:
     transform_all_seconds = time.perf_counter() - started
 
     rows = []
+    primary, secondary = held["primary_class"].notna().to_numpy(), held["secondary_class"].notna().to_numpy()
     for name, vectors in representations.items():
-        ari_p, nmi_p = cluster_scores(vectors, held["primary_class"], n_primary, evaluation.seed)
-        ari_s, nmi_s = cluster_scores(vectors, held["secondary_class"], n_secondary, evaluation.seed)
+        ari_p, nmi_p = cluster_scores(vectors[primary], held["primary_class"].to_numpy()[primary], evaluation.seed)
+        ari_s, nmi_s = cluster_scores(vectors[secondary], held["secondary_class"].to_numpy()[secondary], evaluation.seed)
         rows.append((name, vectors.shape[1], ari_p, nmi_p, ari_s, nmi_s))
     vocabulary = model.vocabulary_report_
     held_unk_before = held_unk_after = float("nan")
