@@ -232,7 +232,6 @@ def evaluate(dataset: str, settings: Settings, out: Path | None = None, alphas: 
 
     rows: dict[str, dict[str, float]] = {}
     valid_rows: dict[str, float] = {}
-    tick = time.monotonic()
     rows["Popularity"] = ranking_metrics(popularity_scores(data), test)
     tick = time.monotonic()
     bpr = BPRMF(config.bpr_dim, config.bpr_epochs, random_state=config.seed).fit(data, valid_recall)
