@@ -294,7 +294,7 @@ class MRLMConfig(BaseModel):
     explicit_negative_share: float = Field(
         0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item (0.5 lost on ml-100k valid: rated-low films are watched films)"
     )
-    latest_items: int = Field(20, ge=1, description="how many of the user's latest interacted items enter the user vector")
+    latest_items: int = Field(50, ge=1, description="how many of the user's latest interacted items enter the user vector (50 beat 10 and 20 on ml-100k valid)")
     user_global_weight: float = Field(
         0.25, ge=0, le=1, description="α (chosen on valid): user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only"
     )
