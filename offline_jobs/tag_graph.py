@@ -19,7 +19,8 @@ Steps, each one line of :meth:`TagGraphEmbedder.fit`:
    tag j (scikit-learn's smooth idf, always > 0). Why a weighted mean: many tags of real catalogues say
    nothing about the content (KuaiRec's most frequent tags are "感谢快手我要上热门", "thanks for making me
    trend", and "作品推广", "promotion", each on ~8% of the videos) and the plain mean lets them pull ē of
-   unrelated videos together; on KuaiRec idf raises the Table I scores of ē and of a (docs/TABLE1.md).
+   unrelated videos together; on KuaiRec idf raised the held-out NMI of ē from 0.260 to 0.272 (PC)
+   and 0.425 to 0.433 (SC) and helped a in most Table I cells (docs/TABLE1.md).
 
 Choices the paper leaves open:
 
