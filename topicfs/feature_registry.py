@@ -277,31 +277,29 @@ def describe_diff(store: FeatureStore, contents: RepoContents) -> tuple[list[str
 # --- the step -----------------------------------------------------------------------------------
 
 
+def _table_timestamp(view: FeatureView, column: str, aggregate: Any) -> datetime | None:
+    """``aggregate`` (pc.min / pc.max) of a timestamp column of the view's Parquet table, in UTC; None if it has no value."""
+    values = pq.read_table(view.batch_source.path, columns=[column]).column(0)
+    found = aggregate(values).as_py() if len(values) else None
+    if found is None:
+        return None
+    return found if found.tzinfo else found.replace(tzinfo=timezone.utc)
+
+
 def table_rewritten_since(view: FeatureView, materialized_until: datetime | None) -> bool:
     """Whether the view's table holds rows written (``created``) after its last materialization, or it has none."""
     if materialized_until is None:
         return True
-    source = view.batch_source
-    if not source.created_timestamp_column:
-        return False
-    column = pq.read_table(source.path, columns=[source.created_timestamp_column]).column(0)
-    newest = pc.max(column).as_py() if len(column) else None
-    if newest is None:
-        return False
-    newest = newest if newest.tzinfo else newest.replace(tzinfo=timezone.utc)
+    created_column = view.batch_source.created_timestamp_column
+    newest = _table_timestamp(view, created_column, pc.max) if created_column else None
     until = materialized_until if materialized_until.tzinfo else materialized_until.replace(tzinfo=timezone.utc)
-    return newest > until
+    return newest is not None and newest > until
 
 
 def earliest_event_time(view: FeatureView, end: datetime) -> datetime:
     """The oldest event timestamp in the view's Parquet table (a second earlier: Feast's window is half-open)."""
-    source = view.batch_source
-    column = pq.read_table(source.path, columns=[source.timestamp_field]).column(0)
-    if len(column) == 0 or column.null_count == len(column):
-        return end - timedelta(seconds=1)
-    oldest = pc.min(column).as_py()
-    oldest = oldest if oldest.tzinfo else oldest.replace(tzinfo=timezone.utc)
-    return min(oldest, end) - timedelta(seconds=1)
+    oldest = _table_timestamp(view, view.batch_source.timestamp_field, pc.min)
+    return min(oldest or end, end) - timedelta(seconds=1)
 
 
 def register_and_materialize(settings: Settings, end_date: datetime | None = None) -> RegistrationReport:
@@ -332,7 +330,8 @@ def register_and_materialize(settings: Settings, end_date: datetime | None = Non
     # values by its publication (event_timestamp), so a re-run's new values carry old event times that Feast's
     # incremental window (from the last end, or now - ttl the first time) would silently leave out.
     full = [view for view in views if view.name in changed_views or table_rewritten_since(view, store.get_feature_view(view.name).most_recent_end_time)]
-    incremental = [view.name for view in views if view not in full]
+    full_names = {view.name for view in full}
+    incremental = [view.name for view in views if view.name not in full_names]
     if incremental:
         store.materialize_incremental(end_date=end, feature_views=incremental)
     online_config = store.config.online_store
