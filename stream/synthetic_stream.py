@@ -9,8 +9,12 @@ from topicfs.settings import Settings
 from topicfs.synthetic import make_catalogue, make_click_log
 
 
+# The synthetic users of the stream by default (the demo trains its offline models on the same people).
+USERS, DAYS, SEED = 500, 7, 11
+
+
 def synthetic_stream(
-    settings: Settings, n_users: int = 500, n_days: int = 7, refreshes_per_user_per_day: int = 4, seed: int = 11
+    settings: Settings, n_users: int = USERS, n_days: int = DAYS, refreshes_per_user_per_day: int = 4, seed: int = SEED
 ) -> tuple[Iterator[dict], Iterator[dict]]:
     """(video-published messages carrying each video's true topic, exposure/click messages in time order)."""
     synthetic = settings.synthetic

@@ -30,10 +30,6 @@ from topicfs.tables import CLICKS
 
 logger = logging.getLogger(__name__)
 
-# The stream's synthetic users (stream.synthetic_stream): the demo trains on and serves the same people.
-STREAM_USERS, STREAM_DAYS, STREAM_SEED = 500, 7, 11
-
-
 def write_click_log(interactions: pd.DataFrame, settings: Settings) -> str:
     """The click log as the ``CLICKS`` offline table (one row per exposure; ``event_timestamp`` = ``ts``)."""
     path = settings.paths.tables_dir / CLICKS
@@ -55,6 +51,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
     from serving.candidates import CandidateGenerator
     from serving.ranking import demo_text
     from serving.training import train_ranker
+    from stream import synthetic_stream as stream_users
     from stream.demo import run_demo_stream
     from topicfs.feature_client import PackedFeatureClient
     from topicfs.feature_registry import format_ranker_read, register_and_materialize, sample_video_ids
@@ -74,7 +71,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         syn = settings.synthetic
         # same seed, same true topics and qualities as the catalogue above (covers are not needed for the clicks)
         catalogue = make_catalogue(syn.n_videos, syn.n_true_topics, with_images=False, seed=syn.seed, show_progress=False)
-        log = make_click_log(catalogue, n_users=STREAM_USERS, n_days=STREAM_DAYS, seed=STREAM_SEED)
+        log = make_click_log(catalogue, n_users=stream_users.USERS, n_days=stream_users.DAYS, seed=stream_users.SEED)  # the stream's users
         clicks_path = write_click_log(log.interactions, settings)
         echo(f"      {len(catalogue_videos)} videos ({syn.n_true_topics} true topics), {len(log.interactions)} exposures, "
              f"{int(log.interactions['clicked'].sum())} clicks -> {clicks_path}")
