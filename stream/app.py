@@ -3,9 +3,15 @@
 - agent ``count_events``: events topic → batches (``stream.take_events``) → one Redis transaction per batch;
 - task ``follow_videos``: the whole videos topic (every worker reads all of it, it is small and idempotent) →
   video topics in Redis; the events agent starts once it has caught up, so a rebuild never sees an unknown video;
-- timers: rebuild changed topic queues, rotate fresh videos, push changed statistics to Feast, consumer lag.
+- timers: rebuild changed topic queues, rotate fresh videos, consumer lag.
 
+The Feast push runs in a pusher process of its own (:mod:`stream.pusher`), which :func:`run_worker` starts and stops.
 Run a worker with ``topicfs stream worker`` (see :mod:`stream.cli`), which calls :func:`run_worker`.
+
+Two Faust defaults are replaced because they cost latency or time on every message and buy this worker nothing:
+the aiokafka consumer's ``fetch_max_wait_ms`` (Faust hard-codes 1,500 ms; a broker that holds a fetch until then,
+as tansu does, adds ~0.6 s to every click on a quiet partition; here ``stream.fetch_max_wait_ms``, 100 ms), and the
+per-message bookkeeping of Faust's ``Monitor`` sensor (the worker keeps its own Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -23,25 +29,64 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
-from stream.logic import parse_video_event, push_pause_s
+from faust.sensors.monitor import Monitor
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from stream.logic import parse_video_event
 from stream.metrics import StreamMetrics
 from stream.records import DeadLetter, VideoPublishedEvent
-from stream.sinks import FeastPushSink, StatsSink
 from stream.state import RawMessage, StreamStore, dead_letter, offset_key
-from topicfs.settings import Settings, StreamConfig
+from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+class _QuietMonitor(Monitor):
+    """Faust's monitor without its per-message bookkeeping (timestamps, counters and deques per event and topic)."""
+
+    def on_message_in(self, tp, offset, message) -> None:
+        pass
+
+    def on_stream_event_in(self, tp, offset, stream, event):
+        return None
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
+        pass
+
+    def on_message_out(self, tp, offset, message) -> None:
+        pass
+
+
+def _consumer_transport(fetch_max_wait_ms: int) -> type:
+    """Faust's aiokafka transport whose worker consumer waits at most ``fetch_max_wait_ms`` per fetch."""
+
+    class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport):
+            consumer = super()._create_worker_consumer(transport)
+            if not hasattr(consumer, "_fetch_max_wait_ms"):  # aiokafka keeps it there until start() builds the Fetcher
+                raise RuntimeError("this aiokafka version does not keep _fetch_max_wait_ms: stream.fetch_max_wait_ms cannot apply")
+            consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            return consumer
+
+    class Consumer(faust_aiokafka.Consumer):
+        def _new_consumer_thread(self):
+            return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    class Transport(faust_aiokafka.Transport):
+        pass
+
+    Transport.Consumer = Consumer
+    return Transport
+
+
 @dataclass
 class StreamRuntime:
-    """Everything a running worker holds: the Faust app, the Redis store, the sink and the metrics."""
+    """Everything a running worker holds: the Faust app, the Redis store and the metrics."""
 
     settings: Settings
     app: faust.App
     store: StreamStore
     metrics: StreamMetrics
-    sink: StatsSink | None
     videos_ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -49,8 +94,11 @@ def _dead_letter_bytes(letter: DeadLetter) -> bytes:
     return json.dumps({k: v for k, v in letter.asdict().items()}, ensure_ascii=False).encode()
 
 
-def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink | None = None) -> StreamRuntime:
-    """Build the Faust app of one worker from settings (topics, agents, timers)."""
+def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntime:
+    """Build the Faust app of one worker from settings (topics, agents, timers).
+
+    With ``stream.feast_repo_path`` set, every batch also marks its changed ids for the pusher (:mod:`stream.pusher`).
+    """
     config = settings.stream
     app = faust.App(
         config.app_id,
@@ -66,10 +114,12 @@ def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink
         consumer_auto_offset_reset="earliest",
         topic_disable_leader=True,
         web_enabled=False,
+        monitor=_QuietMonitor(),
     )
-    store = StreamStore(redis_client, settings.redis.key_prefix, config, push_enabled=sink is not None)
+    app.transport = _consumer_transport(config.fetch_max_wait_ms)(app.conf.broker_consumer, app)
+    store = StreamStore(redis_client, settings.redis.key_prefix, config, push_enabled=config.feast_repo_path is not None)
     metrics = StreamMetrics()
-    runtime = StreamRuntime(settings, app, store, metrics, sink)
+    runtime = StreamRuntime(settings, app, store, metrics)
 
     events_topic = app.topic(config.events_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
     dead_letter_topic = app.topic(config.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
@@ -115,19 +165,6 @@ def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink
     async def rotate_fresh_videos() -> None:
         await store.mark_all_topics_dirty()
 
-    if sink is not None:
-
-        next_push_at = 0.0
-
-        @app.timer(config.push_interval_s)
-        async def push_statistics() -> None:
-            nonlocal next_push_at
-            if time.monotonic() < next_push_at:
-                return
-            started = time.monotonic()
-            await push_changed_statistics(store, sink, config, metrics)
-            next_push_at = time.monotonic() + push_pause_s(time.monotonic() - started, config.push_max_busy_share)
-
     @app.timer(5.0)
     async def measure_lag() -> None:
         consumer = app.consumer
@@ -141,30 +178,6 @@ def create_app(settings: Settings, redis_client: aioredis.Redis, sink: StatsSink
 
     runtime.count_events = count_events  # type: ignore[attr-defined]
     return runtime
-
-
-async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: StreamConfig, metrics: StreamMetrics | None = None) -> int:
-    """One push per push source of every statistic changed since the last push; returns the rows pushed."""
-    taken = await store.take_pending_push()
-    if not taken:
-        return 0
-    started = time.perf_counter()
-    names = {"video": config.push_source_video_stats, "topic": config.push_source_topic_stats, "user": config.push_source_user_recent_topics}
-    now = pd.Timestamp.now(tz="UTC")
-    rows = 0
-    try:
-        for entity, ids in taken.items():
-            frame = await store.stats_frame(entity, ids, now)
-            await asyncio.to_thread(sink.push, names[entity], frame)
-            rows += len(frame)
-    except Exception:
-        logger.exception("Feast push failed; the changed ids are kept for the next push")
-        await store.finish_push(taken, succeeded=False)
-        return 0
-    await store.finish_push(taken, succeeded=True)
-    if metrics is not None:
-        metrics.push_latency.observe(time.perf_counter() - started)
-    return rows
 
 
 _assigner = None
@@ -268,23 +281,32 @@ async def prepare(settings: Settings, redis_client: aioredis.Redis) -> None:
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Run one worker until SIGINT/SIGTERM: start the embedded broker / Redis if asked and absent, prepare, consume."""
+    """Run one worker until SIGINT/SIGTERM: start the embedded broker / Redis if asked and absent, prepare, consume.
+
+    With ``stream.feast_repo_path`` set (and ``stream.start_pusher``), a pusher process runs beside the worker.
+    """
     from topicfs.services import ensure_redis
+
+    from stream.pusher import start_pusher_process, stop_pusher_process
 
     broker = ensure_broker(settings.kafka.bootstrap_servers, settings.kafka.embedded)
     local_redis = ensure_redis(settings.redis.url)
+    pusher = None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         redis_client = aioredis.Redis.from_url(settings.redis.url)
         loop.run_until_complete(prepare(settings, redis_client))
-        sink = FeastPushSink(settings.stream.feast_repo_path) if settings.stream.feast_repo_path else None
-        runtime = create_app(settings, redis_client, sink)
+        runtime = create_app(settings, redis_client)
         if settings.stream.metrics_port:
             runtime.metrics.serve(settings.stream.metrics_port)
+        if settings.stream.feast_repo_path is not None and settings.stream.start_pusher:
+            pusher = start_pusher_process(settings)
         worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, override_logging=False)
         worker.execute_from_commandline()
     finally:
+        if pusher is not None:
+            stop_pusher_process(pusher)
         if local_redis is not None:
             local_redis.stop()
         if broker is not None:

@@ -39,6 +39,17 @@ def worker_command(loglevel: str = typer.Option("info", help="Faust log level"))
     run_worker(get_settings(), loglevel=loglevel)
 
 
+@app.command("pusher")
+def pusher_command(parent_pid: int = typer.Option(None, help="exit when this process (the worker that started the pusher) is gone")) -> None:
+    """Push the statistics the workers changed to the Feast online store every stream.push_interval_s, until Ctrl-C.
+
+    A worker with stream.feast_repo_path starts one itself; run this by hand with stream.start_pusher=false.
+    """
+    from stream.pusher import run_pusher
+
+    run_pusher(get_settings(), parent_pid=parent_pid)
+
+
 @app.command("replay")
 def replay_command(
     events_file: Path = typer.Option(None, help="JSON-lines event file; without it a synthetic click stream is replayed"),

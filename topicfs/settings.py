@@ -183,11 +183,17 @@ class StreamConfig(BaseModel):
     batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
     queue_refresh_interval_s: float = Field(0.25, gt=0, description="how often changed topic queues are rebuilt, seconds")
     fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
-    push_interval_s: float = Field(0.5, gt=0, description="one Feast push of the changed statistics per this interval, seconds")
+    fetch_max_wait_ms: int = Field(
+        100, ge=1, description="longest wait of the worker's Kafka fetch for new data, ms (Faust hard-codes 1500, which brokers that hold a fetch that long add to every event's latency)"
+    )
+    push_interval_s: float = Field(0.25, gt=0, description="the pusher pushes the changed statistics to Feast once per this interval, seconds")
     push_max_busy_share: float = Field(
-        0.5, gt=0, le=1, description="at most this share of wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)"
+        0.5, gt=0, le=1, description="at most this share of the pusher's wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)"
     )
     feast_repo_path: Path | None = Field(None, description="Feast repo whose push sources receive the statistics; None = no Feast push")
+    start_pusher: bool = Field(
+        True, description="a worker with feast_repo_path starts (and stops) its own pusher process; false = run `topicfs stream pusher` yourself"
+    )
     push_source_video_stats: str = Field(feast_names.VIDEO_STATS_PUSH, description="Feast push source of per-video exposures/clicks/ctr")
     push_source_topic_stats: str = Field(feast_names.TOPIC_STATS_PUSH, description="Feast push source of per-topic exposures/clicks/ctr")
     push_source_user_recent_topics: str = Field(feast_names.USER_RECENT_TOPICS_PUSH, description="Feast push source of the user topic histogram")

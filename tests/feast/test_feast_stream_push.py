@@ -25,7 +25,7 @@ def test_default_push_source_names_are_those_of_the_feature_repo(registered):
 def test_stream_push_reaches_the_ranker_service(registered, feast_env):
     import redis.asyncio as aioredis
 
-    from stream.app import push_changed_statistics
+    from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
-    from stream.app import push_changed_statistics
+    from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
     from topicfs.settings import StreamConfig

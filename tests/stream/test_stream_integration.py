@@ -211,3 +211,53 @@ def test_e_malformed_events_go_to_the_dead_letter_topic_and_good_ones_count(stre
     sources = {(letter["partition"], letter["offset"]) for letter in letters}
     assert len(sources) == 10000
     assert all(letter["reasons"] for letter in letters)
+
+
+def _pusher_pids(worker_pid: int) -> list[int]:
+    """Pids of the ``stream.cli pusher`` children of ``worker_pid``."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(worker_pid), "-f", "stream.cli pusher"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worker(stream_settings, tmp_path):
+    from stream.sinks import write_push_repo
+
+    stream_settings.stream.feast_repo_path = tmp_path / "feast_repo"
+    feast_store = write_push_repo(stream_settings.stream.feast_repo_path, stream_settings.redis.url, project=f"p{stream_settings.redis.key_prefix}".replace("-", "_"))
+    events, topics_of = setup_stream(stream_settings, n_users=30, n_days=2)
+    client = redis.Redis.from_url(stream_settings.redis.url)
+    worker = WorkerProcess.start(stream_settings)
+    try:
+        sent = replay(stream_settings, events)
+        wait_done(client, stream_settings, sum(sent.values()), [worker])
+        truth = truth_of(events, topics_of)
+        videos = sorted(truth.video_exposures)
+        deadline = time.monotonic() + 30
+        while True:  # the pusher pushes every push_interval_s: wait until Feast has caught up
+            online = feast_store.get_online_features(features=["video_stats:exposures", "video_stats:clicks"], entity_rows=[{"video_id": v} for v in videos]).to_dict()
+            expected_exposures = [truth.video_exposures[v] for v in videos]
+            expected_clicks = [truth.video_clicks.get(v, 0) for v in videos]
+            if online["exposures"] == expected_exposures and online["clicks"] == expected_clicks:
+                break
+            assert time.monotonic() < deadline, "Feast never caught up with the counts"
+            time.sleep(0.2)
+        pushers = _pusher_pids(worker.process.pid)
+        assert len(pushers) == 1
+        worker.kill()  # kill -9: the pusher must not outlive its worker
+        deadline = time.monotonic() + 10
+        while _alive(pushers[0]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pushers[0]), "the pusher outlived its killed worker"
+    finally:
+        worker.stop()
