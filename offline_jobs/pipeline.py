@@ -127,6 +127,8 @@ class TopicJobResult:
     assignment: TopicAssignment
     tables: dict[str, Path]
     report: dict = field(default_factory=dict)
+    # wall seconds per stage: tag_graph (graph, DeepWalk, skip-gram), mmoe (fine-tuning), representation (ē and z
+    # of every video), topics (k-means fit + τ3 assignment), write (models + tables; only when written)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -143,6 +145,8 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     e_bar, has_tags = tag_graph.transform(videos["tags"].tolist())
     z = mmoe.transform(videos) if mmoe is not None else None
     a = topic_representation(e_bar, z)
+    seconds["representation"] = time.perf_counter() - start
+    start = time.perf_counter()
     topics = TopicModel.from_config(settings.topics).fit(a)
     assignment = topics.assign(a)
     seconds["topics"] = time.perf_counter() - start
@@ -150,6 +154,7 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     report = topics_per_video_report(assignment, settings.topics.assign_threshold)
     logger.info("topics per video:\n%s", format_topics_per_video_report(report))
     tables: dict[str, Path] = {}
+    start = time.perf_counter()
     if write:
         models.save(settings.paths.models_dir)
         tables = write_topic_tables(
@@ -163,6 +168,7 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
             event_timestamp=pd.Timestamp.now(tz="UTC"),
             video_event_timestamps=videos["publish_ts"],
         )
+        seconds["write"] = time.perf_counter() - start
     return TopicJobResult(models, assignment, tables, report, seconds)
 
 
