@@ -72,17 +72,28 @@ async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event,
     client = aioredis.Redis.from_url(settings.redis.url)
     store = StreamStore(client, settings.redis.key_prefix, config, push_enabled=True)
     metrics = StreamMetrics()
+    pushes = rows = 0
+    busy_total = busy_max = 0.0
+    report_at = time.monotonic() + 30.0
     try:
         while not stop.is_set():
             started = time.monotonic()
             try:
-                await push_changed_statistics(store, sink, config, metrics)
+                pushed = await push_changed_statistics(store, sink, config, metrics)
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 logger.warning("Feast push skipped, Redis unavailable: %s", exc)
+                pushed = 0
+            busy = time.monotonic() - started
+            if pushed:
+                pushes, rows, busy_total, busy_max = pushes + 1, rows + pushed, busy_total + busy, max(busy_max, busy)
+            if started > report_at and pushes:
+                logger.info("Feast pushes since the last report: %d, %d rows, %.3f s mean, %.3f s max", pushes, rows, busy_total / pushes, busy_max)
+                pushes = rows = 0
+                busy_total = busy_max = 0.0
+                report_at = started + 30.0
             if parent_pid is not None and os.getppid() != parent_pid:
                 logger.warning("the worker that started this pusher (pid %d) is gone; stopping", parent_pid)
                 return
-            busy = time.monotonic() - started
             wait = max(config.push_interval_s - busy, push_pause_s(busy, config.push_max_busy_share))
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)

@@ -188,7 +188,7 @@ class StreamConfig(BaseModel):
     )
     push_interval_s: float = Field(0.25, gt=0, description="the pusher pushes the changed statistics to Feast once per this interval, seconds")
     push_max_busy_share: float = Field(
-        0.5, gt=0, le=1, description="at most this share of the pusher's wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)"
+        1.0, gt=0, le=1, description="at most this share of the pusher's wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)"
     )
     feast_repo_path: Path | None = Field(None, description="Feast repo whose push sources receive the statistics; None = no Feast push")
     start_pusher: bool = Field(
