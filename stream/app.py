@@ -163,6 +163,7 @@ class StreamRuntime:
     store: StreamStore
     metrics: StreamMetrics
     videos_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    batch_applied: asyncio.Event = field(default_factory=asyncio.Event)  # wakes the queue rebuild
 
 
 def _dead_letter_bytes(letter: DeadLetter) -> bytes:
@@ -223,18 +224,32 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
             metrics.messages.inc(result.applied_messages)
             metrics.batch_retries.inc(result.retries)
             metrics.record_events(result.exposures, result.clicks)
+            runtime.batch_applied.set()
 
     @app.task
     async def follow_videos() -> None:
         """Read the whole videos topic from its start, then follow it; release the events agent once caught up."""
         await _follow_videos(runtime, send_dead_letters)
 
-    @app.timer(config.queue_refresh_interval_s)
+    @app.task
     async def rebuild_queues() -> None:
-        try:
-            metrics.queue_rebuilds.inc(await store.rebuild_dirty_queues())
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            logger.warning("queue rebuild skipped, Redis unavailable: %s", exc)
+        """Rebuild the changed queues as soon as a batch is applied, at most once per ``queue_refresh_interval_s``
+        (and at least that often, for topics made dirty elsewhere: video registrations, the fresh rotation)."""
+        last = 0.0
+        while True:
+            try:
+                await asyncio.wait_for(runtime.batch_applied.wait(), timeout=config.queue_refresh_interval_s)
+            except asyncio.TimeoutError:
+                pass
+            runtime.batch_applied.clear()
+            pause = last + config.queue_refresh_interval_s - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last = time.monotonic()
+            try:
+                metrics.queue_rebuilds.inc(await store.rebuild_dirty_queues())
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                logger.warning("queue rebuild skipped, Redis unavailable: %s", exc)
 
     @app.timer(config.fresh_rotation_interval_s)
     async def rotate_fresh_videos() -> None:
@@ -362,7 +377,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """
     from topicfs.services import ensure_redis
 
-    from stream.pusher import start_pusher_process, stop_pusher_process
+    from stream.pusher import freeze_startup_heap, start_pusher_process, stop_pusher_process
 
     broker = ensure_broker(settings.kafka.bootstrap_servers, settings.kafka.embedded)
     local_redis = ensure_redis(settings.redis.url)
@@ -378,6 +393,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         if settings.stream.feast_repo_path is not None and settings.stream.start_pusher:
             pusher = start_pusher_process(settings)
         worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, override_logging=False)
+        freeze_startup_heap()  # full GC passes over the imported libraries stalled batches (see stream.pusher)
         worker.execute_from_commandline()
     finally:
         if pusher is not None:

@@ -294,35 +294,51 @@ def fold_events(
 
 
 def _fold_events_plain(events: Iterable[ExposureEvent | ClickEvent], topics_of: Mapping[int, Sequence[int]]) -> BatchDelta:
-    """:func:`fold_events` without decay: plain sums (the hot path: ~1 µs per exposure)."""
+    """:func:`fold_events` without decay: plain sums, per video first, then each video's sums added to its topics
+    (the hot path: one dict update per exposure, topic work per distinct video rather than per exposure)."""
     delta = BatchDelta()
     videos: dict[int, list[float]] = {}  # id → [exposures, clicks, latest ts]
-    topics: dict[int, list[float]] = {}
+    get = videos.get
+    user_clicks = delta.user_clicks
+    n_exposures = n_clicks = 0
     for event in events:
         ts = event.ts
         if isinstance(event, ExposureEvent):
-            for video_id in event.video_ids:
-                for entity, table in ((video_id, videos), *((t, topics) for t in topics_of[video_id])):
-                    row = table.get(entity)
-                    if row is None:
-                        table[entity] = [1.0, 0.0, ts]
-                    else:
-                        row[0] += 1.0
-                        row[2] = ts if ts > row[2] else row[2]
-            delta.n_exposures += len(event.video_ids)
+            video_ids = event.video_ids
+            for video_id in video_ids:
+                row = get(video_id)
+                if row is None:
+                    videos[video_id] = [1.0, 0.0, ts]
+                else:
+                    row[0] += 1.0
+                    if ts > row[2]:
+                        row[2] = ts
+            n_exposures += len(video_ids)
         else:
             video_id = event.video_id
-            for entity, table in ((video_id, videos), *((t, topics) for t in topics_of[video_id])):
-                row = table.get(entity)
-                if row is None:
-                    table[entity] = [0.0, 1.0, ts]
-                else:
-                    row[1] += 1.0
-                    row[2] = ts if ts > row[2] else row[2]
-            delta.user_clicks.setdefault(event.user_id, []).append(video_id)
-            delta.n_clicks += 1
+            row = get(video_id)
+            if row is None:
+                videos[video_id] = [0.0, 1.0, ts]
+            else:
+                row[1] += 1.0
+                if ts > row[2]:
+                    row[2] = ts
+            user_clicks.setdefault(event.user_id, []).append(video_id)
+            n_clicks += 1
+    topics: dict[int, list[float]] = {}
+    for video_id, (exposures, clicks, ts) in videos.items():
+        for topic_id in topics_of[video_id]:
+            row = topics.get(topic_id)
+            if row is None:
+                topics[topic_id] = [exposures, clicks, ts]
+            else:
+                row[0] += exposures
+                row[1] += clicks
+                if ts > row[2]:
+                    row[2] = ts
     delta.videos = {key: Counts(*row) for key, row in videos.items()}
     delta.topics = {key: Counts(*row) for key, row in topics.items()}
+    delta.n_exposures, delta.n_clicks = n_exposures, n_clicks
     return delta
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -104,6 +105,14 @@ async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event,
         await client.aclose()
 
 
+def freeze_startup_heap() -> None:
+    """Move everything allocated so far (Feast, pandas, protobuf: hundreds of thousands of objects) out of the
+    cyclic GC's reach: otherwise every full collection walks them, which made one push in ~50 take 0.3 s instead
+    of 0.05 s here (the tail of the Feast freshness)."""
+    gc.collect()
+    gc.freeze()
+
+
 def _die_with_parent() -> None:
     """Ask Linux to send SIGTERM when the parent dies (a no-op elsewhere; the ppid check covers it)."""
     try:
@@ -122,6 +131,7 @@ def run_pusher(settings: Settings, parent_pid: int | None = None) -> None:
         if os.getppid() != parent_pid:
             return
     sink = FeastPushSink(settings.stream.feast_repo_path)
+    freeze_startup_heap()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

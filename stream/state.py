@@ -192,6 +192,10 @@ class _Ops:
     def sadd(self, key: str, *members) -> None:
         self._sets.setdefault(key, set()).update(str(m) for m in members)
 
+    def hset_stats(self, key: str, counts: Counts) -> None:
+        """HSET of a stats hash (the hot write: one per touched video)."""
+        self.ops.append(["HSET", key, "exposures", _num(counts.exposures), "clicks", _num(counts.clicks), "ctr", repr(counts.ctr), "ts", repr(counts.ts or 0.0)])
+
     def lpush(self, key: str, *values) -> None:
         self._add("LPUSH", key, [str(v) for v in values])
 
@@ -364,8 +368,11 @@ class StreamStore:
 
     # ------------------------------------------------------------ one batch, one transaction
 
-    def _index_writes(self, pipe, video_id: int, topics: Sequence[int], before: Counts | None, after: Counts, force: bool = False) -> None:
-        """Put the video in its topics' established/fresh indexes per the τ1/τ2 rule; mark changed topics dirty."""
+    def _index_writes(
+        self, pipe, video_id: int, topics: Sequence[int], before: Counts | None, after: Counts, force: bool = False, dirty: set | None = None
+    ) -> None:
+        """Put the video in its topics' established/fresh indexes per the τ1/τ2 rule; mark changed topics dirty
+        (in ``dirty`` when given, for the caller to write once per batch)."""
         config = self.config
         status = video_status(after, config.min_exposures, config.min_ctr)
         old_status = video_status(before, config.min_exposures, config.min_ctr) if before is not None else None
@@ -384,7 +391,10 @@ class StreamStore:
                 pipe.zrem(established_key(self.prefix, topic_id), video_id)
                 pipe.zrem(fresh_key(self.prefix, topic_id), video_id)
         if changed and topics:
-            pipe.sadd(dirty_topics_key(self.prefix), *topics)
+            if dirty is None:
+                pipe.sadd(dirty_topics_key(self.prefix), *topics)
+            else:
+                dirty.update(topics)
 
     async def apply_batch(
         self,
@@ -475,14 +485,17 @@ class StreamStore:
         pipe = _Ops()
         for stripe in stripes:
             pipe.incr(stripe)
+        dirty: set[int] = set()
         for video_id, before in zip(video_ids, before_videos):
             after = merge_counts(before, delta.videos[video_id], half_life_s)
-            pipe.hset(video_stats_key(prefix, video_id), mapping=_stats_mapping(after))
-            self._index_writes(pipe, video_id, self.topics_of[video_id], before, after)
+            pipe.hset_stats(video_stats_key(prefix, video_id), after)
+            self._index_writes(pipe, video_id, self.topics_of[video_id], before, after, dirty=dirty)
+        if dirty:
+            pipe.sadd(dirty_topics_key(prefix), *dirty)
         popular = {}
         for topic_id, before in zip(topic_ids, before_topics):
             after = merge_counts(before, delta.topics[topic_id], half_life_s)
-            pipe.hset(topic_stats_key(prefix, topic_id), mapping=_stats_mapping(after))
+            pipe.hset_stats(topic_stats_key(prefix, topic_id), after)
             popular[topic_id] = after.clicks
         if popular:
             pipe.zadd(popular_topics_key(prefix), popular)
@@ -621,10 +634,6 @@ class StreamStore:
         frame["event_timestamp"] = now
         frame["created"] = now
         return frame
-
-
-def _stats_mapping(counts: Counts) -> dict[str, str]:
-    return {"exposures": _num(counts.exposures), "clicks": _num(counts.clicks), "ctr": repr(counts.ctr), "ts": repr(counts.ts or 0.0)}
 
 
 def _event_id(message: RawMessage) -> str | None:
