@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import platform
 import subprocess
 import sys
@@ -292,6 +293,7 @@ def main() -> None:
         naive_worker(*args.naive_worker[:4], int(args.naive_worker[4]))
         return
     logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed benchmark still stops its broker, Redis and worker
 
     from stream.app import prepare
     from stream.broker import EmbeddedBroker

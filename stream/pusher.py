@@ -8,7 +8,7 @@ this 2-core machine a backlog ran at 10,200 events/s with the push in the worker
 on another core and the worker's rate no longer depends on it.
 
 ``topicfs stream worker`` starts one pusher per worker when ``stream.feast_repo_path`` is set (and
-``stream.push_process`` is true) and stops it when it stops; ``topicfs stream pusher`` runs one by hand. Several
+``stream.start_pusher`` is true) and stops it when it stops; ``topicfs stream pusher`` runs one by hand. Several
 pushers (one per worker) are safe: each moves the pending ids aside atomically under its own token, and a failed
 push puts them back for the next one. A pusher whose worker died (``kill -9``) notices within one interval and exits.
 """
