@@ -9,12 +9,26 @@ Flow of one request, for user u::
                      skipping videos u already clicked and videos another topic already gave
 
 The pure functions (:func:`vote_topics`, :func:`split_quota`, :func:`draw_candidates`) hold the logic
-and are property-tested; :class:`CandidateGenerator` only reads Redis (layout in :mod:`topicfs.keys`)
-and calls them. Fresh videos need no special case: the stream places them in the queues.
+and are property-tested. Fresh videos need no special case: the stream places them in the queues.
+
+Two readers of the Redis layout (:mod:`topicfs.keys`) give the same answer:
+
+* the server-side path (default on a single Redis): :data:`CANDIDATES_LUA` runs the whole flow above inside
+  Redis in ONE round trip (EVALSHA) and answers with a few joined strings. It exists for latency: the
+  Python reader below spends most of its ~3 ms building and parsing 130+ pipelined commands and running
+  the draw loop in Python, while the same work takes Redis well under a millisecond;
+* the Python path (three round trips, pipelines of single-key commands), which works on a Redis Cluster
+  too (the script reads keys it cannot declare, so it needs one Redis) and is the reference the script is
+  tested against. The script hands a request over to it whenever the state holds anything but canonical
+  integer ids (a malformed click entry, topic list or queue member), so odd states keep the reference
+  semantics, warnings included.
+
+:class:`AsyncCandidateGenerator` is the server-side path on an asyncio client, for the HTTP API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -22,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import redis
+import redis.asyncio as aioredis
 
 from topicfs import keys
 
@@ -164,11 +179,200 @@ class CandidateResult:
     clicked_topics: list[list[int]] = field(default_factory=list)  # topic ids of each, same order
 
 
-class CandidateGenerator:
-    """Reads a user's clicks and the topic queues from Redis and draws candidates (three round trips).
+# The whole of CandidateGenerator._candidates_python as one Redis script: same votes, ties, quotas, draw order and
+# fallback, read atomically. KEYS[1] = the user's click list, KEYS[2] = the popular topics; ARGV = key prefix, N1,
+# N2, n. Ids stay strings: the script only compares them, and canonical decimal strings are equal exactly when the
+# integers are; topic ids (compared numerically for ties) must also fit a double exactly (<= 15 characters).
+# Reply: {"ok", source, {topic_id...}, {votes...}, {candidates per topic...}, "video,video,...", "topic,topic,...",
+# "clicked,clicked,...", "topics of clicked 1;topics of clicked 2;..."}, or {"python", why} when an id is not
+# canonical: the caller then runs the Python path, which decides what such an entry means.
+CANDIDATES_LUA = r"""
+local prefix, n1, n2, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local find, floor, huge = string.find, math.floor, math.huge
 
-    ``client`` may be a ``redis.Redis`` or a ``redis.RedisCluster``: every multi-key read is a pipeline
-    of single-key commands, so keys may live on different slots.
+local function is_id(s) return s == '0' or find(s, '^%-?[1-9]%d*$') ~= nil end
+local function is_topic(s) return #s <= 15 and is_id(s) end
+
+-- split_quota: largest remainder; remainder ties go to the earlier entry
+local function split_quota(weights, slots)
+  local quota, total = {}, 0.0
+  for i = 1, #weights do total = total + weights[i] end
+  if total <= 0 or slots == 0 then
+    for i = 1, #weights do quota[i] = 0 end
+    return quota
+  end
+  local remainder, order, left = {}, {}, slots
+  for i = 1, #weights do
+    local share = slots * weights[i] / total
+    if share ~= share or share == huge then return nil end
+    local whole = floor(share)
+    quota[i], remainder[i], order[i] = whole, share - whole, i
+    left = left - whole
+  end
+  table.sort(order, function(a, b)
+    if remainder[a] ~= remainder[b] then return remainder[a] > remainder[b] end
+    return a < b
+  end)
+  for k = 1, math.min(left, #order) do quota[order[k]] = quota[order[k]] + 1 end
+  return quota
+end
+
+-- the user's last N1 clicks (newest first) and their topic lists
+local clicked = redis.call('LRANGE', KEYS[1], 0, n1 - 1)
+local exclude, n_exclude = {}, 0
+for i = 1, #clicked do
+  local v = clicked[i]
+  if not is_id(v) then return {'python', 'click entry ' .. v} end
+  if not exclude[v] then exclude[v] = true; n_exclude = n_exclude + 1 end
+end
+
+local raw_topics, topics, weights, vote_text = {}, {}, {}, {}
+local source = 'none'
+if #clicked > 0 then
+  source = 'history'
+  local count, newest, ids = {}, {}, {}
+  for i = 1, #clicked do
+    local raw = redis.call('GET', prefix .. ':video:' .. clicked[i] .. ':topics')
+    if not raw then raw = '' end
+    raw_topics[i] = raw
+    if raw ~= '' then
+      local once = {}
+      for part in string.gmatch(raw .. ',', '([^,]*),') do
+        if not is_topic(part) then return {'python', 'topic list ' .. raw} end
+        if not once[part] then
+          once[part] = true
+          local c = count[part]
+          if c then count[part] = c + 1 else count[part] = 1; newest[part] = i; ids[#ids + 1] = part end
+        end
+      end
+    end
+  end
+  table.sort(ids, function(a, b)
+    if count[a] ~= count[b] then return count[a] > count[b] end
+    if newest[a] ~= newest[b] then return newest[a] < newest[b] end
+    return tonumber(a) < tonumber(b)
+  end)
+  for i = 1, math.min(n2, #ids) do
+    topics[i], weights[i], vote_text[i] = ids[i], count[ids[i]], tostring(count[ids[i]])
+  end
+end
+if #topics == 0 then
+  local popular = redis.call('ZREVRANGE', KEYS[2], 0, n2 - 1, 'WITHSCORES')
+  for i = 1, #popular, 2 do
+    local t, score = popular[i], popular[i + 1]
+    local x = tonumber(score)
+    if not is_topic(t) or x == nil or x ~= x or x == huge or x == -huge then return {'python', 'popular ' .. t .. ' ' .. score} end
+    if x > 0 then topics[#topics + 1], weights[#weights + 1], vote_text[#vote_text + 1] = t, x, score end
+  end
+  if #topics > 0 then source = 'popular' else source = 'none' end
+end
+
+-- draw_candidates on the topics' whole queues, each read lazily in growing chunks from its head
+local k = #topics
+local taken, out_video, out_topic = {}, {}, {}
+for i = 1, k do taken[i] = 0 end
+if k > 0 and n > 0 then
+  local quota = split_quota(weights, n)
+  if not quota then return {'python', 'quota'} end
+  local queue, loaded, complete, position, depth = {}, {}, {}, {}, {}
+  for i = 1, k do
+    queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + n_exclude + 16
+  end
+  -- true: queue i has an entry at position[i]; false: it is exhausted; nil: a member is not a canonical id
+  local function available(i)
+    while position[i] >= loaded[i] and not complete[i] do
+      local start, stop = loaded[i], depth[i] - 1
+      local members = redis.call('ZREVRANGE', prefix .. ':queue:' .. topics[i], start, stop)
+      local q = queue[i]
+      for j = 1, #members do
+        if not is_id(members[j]) then return nil end
+        q[start + j] = members[j]
+      end
+      loaded[i] = start + #members
+      if #members < stop - start + 1 then complete[i] = true end
+      depth[i] = 2 * depth[i] + n
+    end
+    return position[i] < loaded[i]
+  end
+  local seen, drawn = {}, 0
+  local live = {}
+  for i = 1, k do if weights[i] > 0 then live[#live + 1] = i end end
+  while drawn < n and #live > 0 do
+    local progressed = false
+    for _, i in ipairs(live) do
+      if taken[i] < quota[i] then
+        while true do
+          local more = available(i)
+          if more == nil then return {'python', 'queue member'} end
+          if not more then break end
+          position[i] = position[i] + 1
+          local v = queue[i][position[i]]
+          if not exclude[v] and not seen[v] then
+            seen[v] = true
+            drawn = drawn + 1
+            out_video[drawn], out_topic[drawn] = v, topics[i]
+            taken[i] = taken[i] + 1
+            progressed = true
+            break
+          end
+        end
+      end
+    end
+    local exhausted, any = {}, false
+    for _, i in ipairs(live) do
+      if taken[i] < quota[i] then
+        local more = available(i)
+        if more == nil then return {'python', 'queue member'} end
+        if not more then exhausted[i] = true; any = true end
+      end
+    end
+    if any then
+      -- pass a dry queue's unfilled slots on to the topics that can still fill them
+      local still, still_weights, missing = {}, {}, n
+      for i in pairs(exhausted) do quota[i] = taken[i] end
+      for _, i in ipairs(live) do
+        if not exhausted[i] then still[#still + 1] = i; still_weights[#still_weights + 1] = weights[i] end
+      end
+      for i = 1, k do missing = missing - quota[i] end
+      live = still
+      local extra = split_quota(still_weights, missing)
+      if not extra then return {'python', 'quota'} end
+      for j, i in ipairs(live) do quota[i] = quota[i] + extra[j] end
+    elseif not progressed then
+      break
+    end
+  end
+end
+return {'ok', source, topics, vote_text, taken, table.concat(out_video, ','), table.concat(out_topic, ','),
+        table.concat(clicked, ','), table.concat(raw_topics, ';')}
+"""
+
+
+class _NeedsPython(Exception):
+    """The script met a non-canonical id and handed the request over to the Python path."""
+
+
+def _result_from_reply(user_id: int, reply: list) -> CandidateResult:
+    """A :data:`CANDIDATES_LUA` reply as a :class:`CandidateResult` (raises :class:`_NeedsPython` for a hand-over)."""
+    if reply[0] != b"ok":
+        raise _NeedsPython(reply[1].decode(errors="replace"))
+    _, source, topic_ids, vote_text, taken, videos, video_topics, clicked_text, topics_text = reply
+    candidates = list(map(Candidate, map(int, videos.split(b",")), map(int, video_topics.split(b",")))) if videos else []
+    shares = [TopicShare(int(t), float(v), c) for t, v, c in zip(topic_ids, vote_text, taken)]
+    if clicked_text:
+        clicked = list(map(int, clicked_text.split(b",")))
+        clicked_topics = [list(map(int, raw.split(b","))) if raw else [] for raw in topics_text.split(b";")]
+    else:
+        clicked, clicked_topics = [], []
+    return CandidateResult(user_id, source.decode(), shares, candidates, clicked, clicked_topics)
+
+
+class CandidateGenerator:
+    """Reads a user's clicks and the topic queues from Redis and draws candidates.
+
+    ``server_side`` (default: on unless ``client`` is a ``redis.RedisCluster``) runs :data:`CANDIDATES_LUA`,
+    one round trip; off, the Python path reads with three round trips of pipelined single-key commands, so
+    keys may live on different cluster slots. Both give the same :class:`CandidateResult`.
     """
 
     def __init__(
@@ -178,6 +382,7 @@ class CandidateGenerator:
         recent_clicks: int = 128,
         topics_per_user: int = 4,
         n_candidates: int = 600,
+        server_side: bool | None = None,
     ) -> None:
         if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
             raise ValueError(
@@ -188,6 +393,10 @@ class CandidateGenerator:
         self.recent_clicks = recent_clicks
         self.topics_per_user = topics_per_user
         self.n_candidates = n_candidates
+        if server_side is None:
+            server_side = not isinstance(client, redis.RedisCluster)
+        self.server_side = server_side
+        self._script = client.register_script(CANDIDATES_LUA) if server_side else None
 
     @classmethod
     def from_settings(cls, settings) -> "CandidateGenerator":
@@ -203,12 +412,30 @@ class CandidateGenerator:
         n = self.n_candidates if n is None else n
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
+        user_id = int(user_id)
         try:
-            return self._candidates(int(user_id), n)
+            if self._script is not None:
+                try:
+                    return _result_from_reply(user_id, self._script(keys=self.script_keys(user_id), args=self.script_args(n)))
+                except _NeedsPython as why:
+                    logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
+            return self._candidates_python(user_id, n)
         except redis.RedisError as exc:
             raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
 
-    def _candidates(self, user_id: int, n: int) -> CandidateResult:
+    def _candidates_python_checked(self, user_id: int, n: int) -> CandidateResult:
+        try:
+            return self._candidates_python(user_id, n)
+        except redis.RedisError as exc:
+            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
+
+    def script_keys(self, user_id: int) -> list[str]:
+        return [keys.user_clicks_key(self.key_prefix, user_id), keys.popular_topics_key(self.key_prefix)]
+
+    def script_args(self, n: int) -> list:
+        return [self.key_prefix, self.recent_clicks, self.topics_per_user, n]
+
+    def _candidates_python(self, user_id: int, n: int) -> CandidateResult:
         prefix = self.key_prefix
         clicked = self._clicked_videos(user_id)
         votes: list[tuple[int, float]] = []
@@ -277,3 +504,35 @@ class CandidateGenerator:
                 return draw
             for t in short:
                 depth[t] = 2 * depth[t] + n
+
+
+class AsyncCandidateGenerator:
+    """The server-side path of ``generator``'s settings on a ``redis.asyncio`` client (one EVALSHA per request).
+
+    A request the script hands over (non-canonical ids in the state) runs ``generator``'s Python path in a
+    worker thread, so there is one Python reference implementation.
+    """
+
+    def __init__(self, client: "aioredis.Redis", generator: CandidateGenerator) -> None:
+        self.client = client
+        self.generator = generator
+        self._script = client.register_script(CANDIDATES_LUA)
+
+    async def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
+        """Same answer and errors as :meth:`CandidateGenerator.candidates`."""
+        generator = self.generator
+        n = generator.n_candidates if n is None else n
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        user_id = int(user_id)
+        try:
+            reply = await self._script(keys=generator.script_keys(user_id), args=generator.script_args(n))
+            return _result_from_reply(user_id, reply)
+        except redis.RedisError as exc:
+            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
+        except _NeedsPython as why:
+            logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
+        return await asyncio.to_thread(generator._candidates_python_checked, user_id, n)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

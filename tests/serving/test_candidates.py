@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.candidates import (
@@ -221,3 +221,31 @@ def test_fresh_videos_the_stream_places_in_a_queue_are_candidates(redis_url):
     result = CandidateGenerator(client, PREFIX, 128, 4, 600).candidates(42)  # no history: the popular topic
     assert [c.video_id for c in result.candidates] == queue
     assert set(served_fresh) <= {c.video_id for c in result.candidates}
+
+
+@pytest.mark.integration
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # the test flushes the db itself
+@given(
+    queues=st.dictionaries(st.integers(1, 8), st.lists(st.integers(100, 160), unique=True, max_size=25), max_size=8),
+    video_topics=st.dictionaries(st.integers(100, 160), st.lists(st.integers(1, 9), unique=True, max_size=4), max_size=40),
+    clicks=st.lists(st.integers(100, 170), max_size=40),
+    popular=st.dictionaries(st.integers(1, 9), st.floats(0, 100, allow_nan=False), max_size=5),
+    recent=st.integers(1, 50),
+    top=st.integers(1, 5),
+    n=st.integers(0, 60),
+)
+def test_the_server_side_script_answers_exactly_as_the_python_reference(redis_url, queues, video_topics, clicks, popular, recent, top, n):
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    for topic_id, videos in queues.items():
+        if videos:
+            client.zadd(keys.queue_key(PREFIX, topic_id), {str(v): float(len(videos) - i) for i, v in enumerate(videos)})
+    for video_id, topics in video_topics.items():
+        client.set(keys.video_topics_key(PREFIX, video_id), keys.encode_ids(topics))
+    if clicks:
+        client.rpush(keys.user_clicks_key(PREFIX, 5), *clicks)
+    if popular:
+        client.zadd(keys.popular_topics_key(PREFIX), {str(t): s for t, s in popular.items()})
+    script = CandidateGenerator(client, PREFIX, recent, top, n, server_side=True).candidates(5)
+    python = CandidateGenerator(client, PREFIX, recent, top, n, server_side=False).candidates(5)
+    assert script == python
