@@ -33,7 +33,7 @@ from faust.sensors.monitor import Monitor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream.logic import parse_video_event
+from stream.logic import next_rebuild_at, parse_video_event
 from stream.metrics import StreamMetrics
 from stream.records import DeadLetter, VideoPublishedEvent
 from stream.state import RawMessage, StreamStore, dead_letter, offset_key
@@ -235,21 +235,22 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
     async def rebuild_queues() -> None:
         """Rebuild the changed queues as soon as a batch is applied, at most once per ``queue_refresh_interval_s``
         (and at least that often, for topics made dirty elsewhere: video registrations, the fresh rotation)."""
-        last = 0.0
+        earliest = 0.0
         while True:
             try:
                 await asyncio.wait_for(runtime.batch_applied.wait(), timeout=config.queue_refresh_interval_s)
             except asyncio.TimeoutError:
                 pass
             runtime.batch_applied.clear()
-            pause = last + config.queue_refresh_interval_s - time.monotonic()
+            pause = earliest - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-            last = time.monotonic()
+            started = time.monotonic()
             try:
                 metrics.queue_rebuilds.inc(await store.rebuild_dirty_queues())
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 logger.warning("queue rebuild skipped, Redis unavailable: %s", exc)
+            earliest = next_rebuild_at(started, time.monotonic(), config.queue_refresh_interval_s, config.queue_rebuild_max_busy_share)
 
     @app.timer(config.fresh_rotation_interval_s)
     async def rotate_fresh_videos() -> None:

@@ -423,3 +423,13 @@ def push_pause_s(push_s: float, max_busy_share: float) -> float:
     starve the events agent; at light load pushes are short and the pause is negligible.
     """
     return push_s * (1.0 / max_busy_share - 1.0)
+
+
+def next_rebuild_at(last_start: float, last_end: float, min_interval_s: float, max_busy_share: float) -> float:
+    """Earliest (monotonic) time of the next queue rebuild after one that ran from ``last_start`` to ``last_end``.
+
+    At least ``min_interval_s`` between starts, and rebuilds take at most ``max_busy_share`` of the time: under a
+    backlog a rebuild covers many dirty topics and takes tens of ms, so spacing them out gives the events agent the
+    CPU back; at light load a rebuild takes a few ms and the interval alone decides (the queue latency stays low).
+    """
+    return max(last_start + min_interval_s, last_end + push_pause_s(last_end - last_start, max_busy_share))

@@ -20,6 +20,7 @@ class StreamMetrics:
         self.events_per_second = Gauge("topicfs_stream_events_per_second", "valid events per second over the last 10 s", registry=self.registry)
         self.consumer_lag = Gauge("topicfs_stream_consumer_lag", "messages behind the partition's high watermark", ["partition"], registry=self.registry)
         self.push_latency = Histogram("topicfs_stream_push_latency_seconds", "duration of one Feast push of all changed statistics", registry=self.registry)
+        self.pushed_rows = Counter("topicfs_stream_pushed_rows", "rows pushed to Feast's online store (video, topic and user statistics)", registry=self.registry)
         self.batch_latency = Histogram("topicfs_stream_batch_seconds", "duration of one batch transaction", registry=self.registry)
         self.queue_rebuilds = Counter("topicfs_stream_queue_rebuilds", "topic queues rebuilt", registry=self.registry)
         self._window: deque[tuple[float, int]] = deque()

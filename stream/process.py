@@ -31,6 +31,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a ``python -m stream.cli ...`` child: ours without TOPICFS_* (``settings`` replaces them),
+    and this checkout on PYTHONPATH (the child imports the same code, installed or not)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TOPICFS_")}
+    env.update(settings_env(settings))
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
 @dataclass
 class WorkerProcess:
     """A ``python -m stream.cli worker`` child; its output goes to ``log_path``."""
@@ -40,11 +50,9 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, settings: Settings, cwd: str | Path | None = None, loglevel: str = "warning") -> "WorkerProcess":
-        env = {key: value for key, value in os.environ.items() if not key.startswith("TOPICFS_")}
-        env.update(settings_env(settings))
+        env = child_env(settings)
         log = tempfile.NamedTemporaryFile(prefix="topicfs-worker-", suffix=".log", delete=False)
         root = Path(__file__).resolve().parent.parent
-        env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         process = subprocess.Popen(
             [sys.executable, "-m", "stream.cli", "worker", "--loglevel", loglevel],
             cwd=str(cwd or root),

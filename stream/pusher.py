@@ -61,18 +61,20 @@ async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: S
     await store.finish_push(taken, succeeded=True)
     if metrics is not None:
         metrics.push_latency.observe(time.perf_counter() - started)
+        metrics.pushed_rows.inc(rows)
     return rows
 
 
-async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None) -> None:
+async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None, metrics: StreamMetrics | None = None) -> None:
     """Push every ``stream.push_interval_s`` (at most ``push_max_busy_share`` of the time) until ``stop`` is set.
 
     ``parent_pid``: exit when this process is no longer our parent (the worker that started us died).
+    ``metrics``: where push durations and rows are recorded (``run_pusher`` serves them on ``stream.pusher_metrics_port``).
     """
     config = settings.stream
     client = aioredis.Redis.from_url(settings.redis.url)
     store = StreamStore(client, settings.redis.key_prefix, config, push_enabled=True)
-    metrics = StreamMetrics()
+    metrics = metrics if metrics is not None else StreamMetrics()
     pushes = rows = 0
     busy_total = busy_max = 0.0
     report_at = time.monotonic() + 30.0
@@ -131,29 +133,29 @@ def run_pusher(settings: Settings, parent_pid: int | None = None) -> None:
         if os.getppid() != parent_pid:
             return
     sink = FeastPushSink(settings.stream.feast_repo_path)
+    metrics = StreamMetrics()
+    if settings.stream.pusher_metrics_port:
+        metrics.serve(settings.stream.pusher_metrics_port)
     freeze_startup_heap()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        loop.run_until_complete(push_forever(settings, sink, stop, parent_pid))
+        loop.run_until_complete(push_forever(settings, sink, stop, parent_pid, metrics))
     finally:
         loop.close()
 
 
 def start_pusher_process(settings: Settings) -> subprocess.Popen:
     """Start ``python -m stream.cli pusher`` as a child of this process (same settings, same output)."""
-    from stream.process import settings_env
+    from stream.process import child_env
 
     repo = settings.stream.feast_repo_path
     if repo is None or not (Path(repo) / "feature_store.yaml").exists():
         raise FileNotFoundError(f"{repo} is not a Feast repo (no feature_store.yaml); set TOPICFS_STREAM__FEAST_REPO_PATH")
-    env = {key: value for key, value in os.environ.items() if not key.startswith("TOPICFS_")}
-    env.update(settings_env(settings))
     root = Path(__file__).resolve().parent.parent
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "pusher", "--parent-pid", str(os.getpid())], env=env, cwd=str(root))
+    return subprocess.Popen([sys.executable, "-m", "stream.cli", "pusher", "--parent-pid", str(os.getpid())], env=child_env(settings), cwd=str(root))
 
 
 def stop_pusher_process(process: subprocess.Popen, timeout_s: float = 30.0) -> None:

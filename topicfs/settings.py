@@ -184,6 +184,9 @@ class StreamConfig(BaseModel):
     queue_refresh_interval_s: float = Field(
         0.1, gt=0, description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)"
     )
+    queue_rebuild_max_busy_share: float = Field(
+        0.2, gt=0, le=1, description="queue rebuilds take at most this share of the worker's wall time: a rebuild of d seconds defers the next by d(1/share - 1) (under a backlog)"
+    )
     fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
     fetch_max_wait_ms: int = Field(
         100, ge=1, description="longest wait of the worker's Kafka fetch for new data, ms (Faust hard-codes 1500, which brokers that hold a fetch that long add to every event's latency)"
@@ -206,6 +209,9 @@ class StreamConfig(BaseModel):
     rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout; a group's first join waits about half of it")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout: a silent worker leaves the group after this")
     metrics_port: int = Field(0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a worker; 0 = off")
+    pusher_metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a Feast pusher (push latency, pushed rows); 0 = off"
+    )
     load_video_topics_on_start: bool = Field(True, description="load VIDEO_TOPICS from paths.tables_dir into Redis when the worker starts (if present)")
     seed: int | None = Field(None, description="seed of the fresh-video sampling; None = fresh randomness per rebuild")
 

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
+    from stream.metrics import StreamMetrics
     from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
@@ -34,12 +35,15 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
         await store.register_videos({1: [10], 2: [10, 11], 3: [12]})
         await store.apply_batch(messages, lambda letters: asyncio.sleep(0))
         sink = FeastPushSink(tmp_path / "repo")
-        first = await push_changed_statistics(store, sink, config)
-        second = await push_changed_statistics(store, sink, config)  # nothing changed since: no push at all
+        first = await push_changed_statistics(store, sink, config, metrics)
+        second = await push_changed_statistics(store, sink, config, metrics)  # nothing changed since: no push at all
         return first, second
 
+    metrics = StreamMetrics()
     first, second = asyncio.run(go())
     assert (first, second) == (3 + 3 + 1, 0)
+    text = metrics.text()
+    assert "topicfs_stream_pushed_rows_total 7.0" in text and "topicfs_stream_push_latency_seconds_count 1.0" in text
     videos = feast_store.get_online_features(
         features=["video_stats:exposures", "video_stats:clicks", "video_stats:ctr"], entity_rows=[{"video_id": v} for v in (1, 2, 3)]
     ).to_dict()

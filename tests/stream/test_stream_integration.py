@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -234,6 +236,9 @@ def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worke
     from stream.sinks import write_push_repo
 
     stream_settings.stream.feast_repo_path = tmp_path / "feast_repo"
+    with socket.socket() as probe:  # a free port for the pusher's Prometheus endpoint
+        probe.bind(("127.0.0.1", 0))
+        stream_settings.stream.pusher_metrics_port = probe.getsockname()[1]
     feast_store = write_push_repo(stream_settings.stream.feast_repo_path, stream_settings.redis.url, project=f"p{stream_settings.redis.key_prefix}".replace("-", "_"))
     events, topics_of = setup_stream(stream_settings, n_users=30, n_days=2)
     client = redis.Redis.from_url(stream_settings.redis.url)
@@ -254,6 +259,11 @@ def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worke
             time.sleep(0.2)
         pushers = _pusher_pids(worker.process.pid)
         assert len(pushers) == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{stream_settings.stream.pusher_metrics_port}/metrics", timeout=5) as response:
+            served = response.read().decode()
+        pushed = [line for line in served.splitlines() if line.startswith("topicfs_stream_pushed_rows_total ")]
+        assert pushed and float(pushed[0].split()[1]) >= len(videos)  # every video's row went through this pusher
+        assert "topicfs_stream_push_latency_seconds_count" in served
         worker.kill()  # kill -9: the pusher must not outlive its worker
         deadline = time.monotonic() + 10
         while _alive(pushers[0]) and time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from stream.logic import (
     fold_events,
     fresh_count,
     merge_counts,
+    next_rebuild_at,
     parse_event,
     parse_video_event,
     push_pause_s,
@@ -254,3 +255,20 @@ def test_push_pause_keeps_pushes_within_their_share(push_s, share):
     assert pause >= 0
     if push_s > 0:
         assert math.isclose(push_s / (push_s + pause), share, rel_tol=1e-9)
+
+
+@given(st.floats(0.0, 1e6), st.floats(0.0, 5.0), st.floats(0.01, 1.0), st.floats(0.01, 1.0))
+def test_queue_rebuilds_respect_both_the_interval_and_their_share(start, duration, interval, share):
+    end = start + duration
+    earliest = next_rebuild_at(start, end, interval, share)
+    assert earliest >= start + interval - 1e-9  # never two starts closer than the interval
+    assert duration <= share * (earliest - start) + 1e-6  # rebuilding took at most its share of the cycle
+    if duration <= 1e-12:
+        assert math.isclose(earliest, start + interval)  # a rebuild that cost nothing: the interval alone decides
+
+
+def test_a_slow_rebuild_under_a_backlog_defers_the_next_one():
+    # light load: a 5 ms rebuild, 0.1 s interval, 20% share → the next starts on the interval
+    assert math.isclose(next_rebuild_at(10.0, 10.005, 0.1, 0.2), 10.1)
+    # backlog: a 50 ms rebuild at a 20% share → 200 ms of pause after it ends
+    assert math.isclose(next_rebuild_at(10.0, 10.05, 0.1, 0.2), 10.25)
