@@ -12,7 +12,6 @@ import logging
 import textwrap
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlparse
 from typing import Protocol
 
 import pandas as pd
@@ -29,7 +28,8 @@ class StatsSink(Protocol):
 
 
 class FeastPushSink:
-    """Pushes to the online store of a Feast repo through ``FeatureStore.push(..., to=PushMode.ONLINE)``."""
+    """Pushes to the online store of a Feast repo: what ``FeatureStore.push(..., to=PushMode.ONLINE)`` writes,
+    through :class:`topicfs.feature_client.OnlinePusher` (no Arrow round trip)."""
 
     def __init__(self, repo_path: str | Path) -> None:
         try:
@@ -39,20 +39,22 @@ class FeastPushSink:
         repo_path = Path(repo_path)
         if not (repo_path / "feature_store.yaml").exists():
             raise FileNotFoundError(f"{repo_path} is not a Feast repo (no feature_store.yaml); set TOPICFS_STREAM__FEAST_REPO_PATH")
+        from topicfs.feature_client import OnlinePusher
+
         self.repo_path = repo_path
         self.store = FeatureStore(repo_path=str(repo_path))
+        self.pusher = OnlinePusher(self.store)
 
     def push(self, name: str, df: pd.DataFrame) -> None:
-        from feast.data_source import PushMode
-
-        self.store.push(name, df, to=PushMode.ONLINE)
+        self.pusher.push(name, df)
 
 
-def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_stream"):
+def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_stream", online_store_type: str = "topicfs.online_store.TopicRedisOnlineStore"):
     """Write and apply a minimal Feast repo holding only the three push sources (and a feature view over each).
 
     For running the stream where the project's feature_repo is not at hand (tests, the benchmark); online store =
-    the Redis at ``redis_url``. Returns the applied ``FeatureStore``; push sources and views carry the names of
+    the project's :class:`topicfs.online_store.TopicRedisOnlineStore` (as in ``feature_repo/``) on the Redis at ``redis_url``
+    (``online_store_type="redis"``: Feast's own Redis store). Returns the applied ``FeatureStore``; push sources and views carry the names of
     :mod:`topicfs.feast_names`, as in ``feature_repo/``.
     """
     path = Path(path)
@@ -61,8 +63,11 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
     from feast.types import Array, Float32, Int64
     from feast.value_type import ValueType
 
-    parsed = urlparse(redis_url)
+    from topicfs.online_store import redis_url_to_connection_string
+
     path.mkdir(parents=True, exist_ok=True)
+    ours = online_store_type.startswith("topicfs.")
+    address = f'url: "{redis_url}"' if ours else f'connection_string: "{redis_url_to_connection_string(redis_url)}"'
     (path / "feature_store.yaml").write_text(
         textwrap.dedent(
             f"""\
@@ -70,8 +75,8 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
             registry: {path / 'registry.db'}
             provider: local
             online_store:
-              type: redis
-              connection_string: "{parsed.hostname}:{parsed.port},db=0"
+              type: {online_store_type}
+              {address}
             offline_store:
               type: file
             entity_key_serialization_version: 3

@@ -52,6 +52,7 @@ from feast.infra.online_stores.helpers import _mmh3, _redis_key, _redis_key_pref
 from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.value_type import ValueType
 from feast.types import Array, Bool, Float32, Float64, Int32, Int64, PrimitiveFeastType
 
 from topicfs.feast_names import MAX_LENGTH_TAG, PACKED_TAG
@@ -63,6 +64,31 @@ _SEGMENT_HEADER_BYTES = 9  # event_ts uint64 BE (8) + written flag (1)
 _BACKFILL_BATCH_KEYS = 500
 
 _SCRIPT_KEYS_PER_CALL = 256  # segments one script call writes (bounds the time Redis is busy with one call)
+
+# One hash field of many keys: ARGV[1] = the field; the reply has one entry per key (false where absent).
+_READ_FIELD_LUA = """
+local out = {}
+for k = 1, #KEYS do out[k] = redis.call('HGET', KEYS[k], ARGV[1]) end
+return out
+"""
+
+# HSET the same fields on many keys: ARGV = n fields, ttl seconds (0: none), the n field names, then n
+# values per key in KEYS order.
+_HSET_MANY_LUA = """
+local n = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local args = {}
+for k = 1, #KEYS do
+  local base = 2 + n + (k - 1) * n
+  for i = 1, n do
+    args[2 * i - 1] = ARGV[2 + i]
+    args[2 * i] = ARGV[base + i]
+  end
+  redis.call('HSET', KEYS[k], unpack(args))
+  if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+end
+return #KEYS
+"""
 
 # Write many segments. ARGV[1] = "1" to write unconditionally; then per key: offset, record size,
 # segment. A segment is kept only if its header (big-endian ts + written flag) is greater, byte by
@@ -373,6 +399,8 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         self._layouts_loaded_at = 0.0
         self._registry: Any = None
         self._write_script: Any = None
+        self._read_ts_script: Any = None
+        self._hset_script: Any = None
 
     # layouts ------------------------------------------------------------------
 
@@ -589,23 +617,23 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         ]
         same_entity = [layout for layout in layouts if join_keys == [layout.join_key]]
 
-        keys = [_redis_key(project, entity_key, entity_key_serialization_version=config.entity_key_serialization_version) for entity_key, _, _, _ in data]
+        keys = redis_keys(project, [entity_key for entity_key, _, _, _ in data], config.entity_key_serialization_version)
         # Encode every packed segment before anything is written, so a bad row fails the whole batch
         # and leaves the hashes and packed records consistent.
         encoded: list[list[bytes]] = []
         row_timestamps: list[tuple[bytes, int]] = []
+        last_timestamp: Any = None
         for (_, values, timestamp, _) in data:
-            ts_bytes, ts_nanos = _timestamp_nanos(timestamp)
-            row_timestamps.append((ts_bytes, ts_nanos))
+            if timestamp is not last_timestamp:  # a push gives every row the same datetime: converted once
+                last_timestamp, converted = timestamp, _timestamp_nanos(timestamp)
+            row_timestamps.append(converted)
+            ts_nanos = converted[1]
             encoded.append([encode_segment(segment, values, ts_nanos) for _, segment in targets])
 
         if online_config.skip_dedup:
             prev_nanos = [0] * len(data)
         else:
-            with client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.hmget(key, ts_key)
-                previous = [reply[0] for reply in pipe.execute()]
+            previous = self._stored_timestamps(client, keys, ts_key)
             prev_nanos = []
             for raw in previous:
                 if raw:
@@ -617,6 +645,8 @@ class TopicRedisOnlineStore(RedisOnlineStore):
 
         batch_latest_nanos: dict[bytes, int] = {}
         items: list[tuple[bytes, int, int, bytes]] = []
+        hashes: list[tuple[bytes, tuple[Any, ...], list[bytes]]] = []  # (key, fields, values) of the HSETs
+        fields_of: dict[str, Any] = {}  # feature -> its hash field (murmur3 of "<view>:<feature>"), hashed once
         with client.pipeline(transaction=False) as pipe:
             for row, (entity_key, values, _, _) in enumerate(data):
                 key = keys[row]
@@ -627,17 +657,22 @@ class TopicRedisOnlineStore(RedisOnlineStore):
                     if latest_seen and ts_nanos <= latest_seen:
                         continue
                     batch_latest_nanos[key] = ts_nanos
-                mapping: dict[Any, Any] = {ts_key: ts_bytes}
+                fields = [ts_key]
+                serialized = [ts_bytes]
                 for feature_name, value in values.items():
-                    mapping[_mmh3(f"{fv_name}:{feature_name}")] = value.SerializeToString()
-                pipe.hset(key, mapping=mapping)
+                    hashed = fields_of.get(feature_name)
+                    if hashed is None:
+                        hashed = fields_of[feature_name] = _mmh3(f"{fv_name}:{feature_name}")
+                    fields.append(hashed)
+                    serialized.append(value.SerializeToString())
+                hashes.append((key, tuple(fields), serialized))
                 entity_value = _entity_value(entity_key.entity_values[0]) if same_entity else None
                 for (layout, segment), segment_bytes in zip(targets, encoded[row]):
                     items.append((layout.key_prefix + layout.entity_bytes(entity_value), segment.offset, layout.record_size, segment_bytes))
                 if online_config.key_ttl_seconds:
-                    pipe.expire(name=key, time=online_config.key_ttl_seconds)
                     for layout in same_entity:
                         pipe.expire(name=layout.key_prefix + layout.entity_bytes(entity_value), time=online_config.key_ttl_seconds)
+            self._queue_hashes(pipe, client, hashes, online_config.key_ttl_seconds or 0)
             # The segments are queued after the loop's EXPIREs: expire the records they may create.
             self._queue_segments(pipe, config, items, online_config.skip_dedup)
             if online_config.key_ttl_seconds:
@@ -646,6 +681,50 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             pipe.execute()
         if progress:
             progress(len(data))
+
+    def _queue_hashes(self, pipe: Any, client: Any, hashes: list[tuple[bytes, tuple[Any, ...], list[bytes]]], ttl_seconds: int) -> None:
+        """Queue Feast's HSET (and EXPIRE when ``ttl_seconds``) of every (key, fields, values) on ``pipe``.
+
+        On a single Redis, rows with the same fields (every row of a push) go in one script call per
+        ``_SCRIPT_KEYS_PER_CALL * 4`` keys, so the reply is one integer instead of one per key; on a
+        Redis Cluster each key gets its own HSET.
+        """
+        if hasattr(client, "mget_nonatomic"):
+            for key, fields, values in hashes:
+                pipe.hset(key, mapping=dict(zip(fields, values)))
+                if ttl_seconds:
+                    pipe.expire(name=key, time=ttl_seconds)
+            return
+        if self._hset_script is None:
+            self._hset_script = client.register_script(_HSET_MANY_LUA)
+        per_call = _SCRIPT_KEYS_PER_CALL * 4
+        start = 0
+        while start < len(hashes):
+            fields = hashes[start][1]
+            end = start + 1
+            while end < len(hashes) and end - start < per_call and hashes[end][1] == fields:
+                end += 1
+            args: list[Any] = [len(fields), ttl_seconds, *fields]
+            for _, _, values in hashes[start:end]:
+                args += values
+            self._hset_script(keys=[key for key, _, _ in hashes[start:end]], args=args, client=pipe)
+            start = end
+
+    def _stored_timestamps(self, client: Any, keys: list[bytes], ts_key: str) -> list[Optional[bytes]]:
+        """The ``_ts:<view>`` field of every hash in ``keys`` (None where absent): one script call per
+        ``_SCRIPT_KEYS_PER_CALL`` keys on a single Redis (one reply to parse, not one per key), a pipeline of
+        HGETs on a Redis Cluster (keys of many slots)."""
+        if hasattr(client, "mget_nonatomic"):
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.hget(key, ts_key)
+                return pipe.execute()
+        if self._read_ts_script is None:
+            self._read_ts_script = client.register_script(_READ_FIELD_LUA)
+        out: list[Optional[bytes]] = []
+        for start in range(0, len(keys), _SCRIPT_KEYS_PER_CALL * 8):
+            out += [value or None for value in self._read_ts_script(keys=keys[start : start + _SCRIPT_KEYS_PER_CALL * 8], args=[ts_key])]
+        return out
 
     async def online_write_batch_async(
         self,
@@ -680,6 +759,33 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
             address = config.online_store.connection_string.split(",")[0]
             raise ConnectionError(f"Redis at {address} is unreachable ({error.__class__.__name__}: {error})") from error
+
+
+def redis_keys(project: str, entity_keys: Sequence[EntityKeyProto], serialization_version: int) -> list[bytes]:
+    """Feast's Redis hash keys (``_redis_key``) of ``entity_keys``.
+
+    Single int64 join keys (every entity of this project) are packed here, as Feast's version-3 key
+    serialization lays them out (tested equal to ``_redis_key``), which is ~10x cheaper than Feast's
+    generic per-row serializer; other keys go through ``_redis_key``.
+    """
+    project_bytes = project.encode("utf-8")
+    prefixes: dict[str, bytes] = {}
+    out: list[bytes] = []
+    pack_int64 = _INT64_KEY_VALUE.pack
+    for entity_key in entity_keys:
+        if serialization_version >= 3 and len(entity_key.join_keys) == 1 and entity_key.entity_values[0].WhichOneof("val") == "int64_val":
+            name = entity_key.join_keys[0]
+            prefix = prefixes.get(name)
+            if prefix is None:
+                encoded = name.encode("utf8")
+                prefix = prefixes[name] = struct.pack("<III", 1, ValueType.STRING.value, len(encoded)) + encoded
+            out.append(prefix + pack_int64(ValueType.INT64.value, 8, entity_key.entity_values[0].int64_val) + project_bytes)
+        else:
+            out.append(_redis_key(project, entity_key, entity_key_serialization_version=serialization_version))
+    return out
+
+
+_INT64_KEY_VALUE = struct.Struct("<IIq")  # value type, length, value
 
 
 def _entity_value(value: ValueProto) -> Any:
