@@ -58,13 +58,11 @@ from stream.logic import (
     BatchDelta,
     Counts,
     Limits,
-    build_queue,
     drop_unknown_videos,
     fold_events,
     merge_counts,
     parse_event,
     push_recent_clicks,
-    queue_scores,
     topic_histogram,
     video_status,
 )
@@ -227,15 +225,71 @@ class _Ops:
         for start in range(0, len(commands), 2000):
             pipe.eval(_APPLY_OPS, 0, json.dumps(commands[start : start + 2000], separators=(",", ":")))
 
-# KEYS: established_1, fresh_1, established_2, fresh_2, ... of a group of topics; ARGV: keep, sample size.
-_READ_QUEUES = """
+
+# Rebuild the served queues of a group of topics, atomically (so no batch can interleave and no WATCH is needed):
+# the Lua twin of stream.logic.build_queue (tests/stream/test_stream_state.py checks them against each other).
+# KEYS: per topic (established index, fresh index, served queue), then the dirty-topics set.
+# ARGV: keep, sample size, fresh share, cold-start fresh, max queue length, PRNG seed, return queues (0/1), topic ids.
+# Per topic: the top `keep` established videos by CTR (ties: lower id first), fresh videos drawn uniformly from a
+# ZRANDMEMBER sample (shuffled with the seeded PRNG: ZRANDMEMBER's reply order is not random) and placed at ranks
+# floor((k + 1/2)·L/F); the queue is rewritten with scores L - rank and the topic leaves the dirty set.
+_REBUILD_QUEUES = """
+local keep, sample_size = tonumber(ARGV[1]), tonumber(ARGV[2])
+local share, cold_start, max_length = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+math.randomseed(tonumber(ARGV[6]))
+local want_queues = ARGV[7] == '1'
+local n_topics = (#KEYS - 1) / 3
 local out = {}
-for i = 1, #KEYS, 2 do
-  local established = redis.call('ZREVRANGE', KEYS[i], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
-  local n_fresh = redis.call('ZCARD', KEYS[i + 1])
+for t = 1, n_topics do
+  local est_key, fresh_key, queue_key = KEYS[3 * t - 2], KEYS[3 * t - 1], KEYS[3 * t]
+  local ranked = {}
+  if keep > 0 then
+    local flat = redis.call('ZREVRANGE', est_key, 0, keep - 1, 'WITHSCORES')
+    for i = 1, #flat, 2 do ranked[#ranked + 1] = {flat[i], tonumber(flat[i + 1]), tonumber(flat[i])} end
+    table.sort(ranked, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[3] < b[3] end)
+  end
+  local n_available = redis.call('ZCARD', fresh_key)
   local sample = {}
-  if tonumber(ARGV[2]) > 0 and n_fresh > 0 then sample = redis.call('ZRANDMEMBER', KEYS[i + 1], ARGV[2]) end
-  out[#out + 1] = {established, n_fresh, sample}
+  if sample_size > 0 and n_available > 0 then sample = redis.call('ZRANDMEMBER', fresh_key, sample_size) end
+  local in_ranked = {}
+  for i = 1, #ranked do in_ranked[ranked[i][1]] = true end
+  local unique, seen = {}, {}
+  for i = 1, #sample do
+    local v = sample[i]
+    if not seen[v] then
+      seen[v] = true
+      if not in_ranked[v] then unique[#unique + 1] = v end
+    end
+  end
+  local n_distinct = 0
+  for _ in pairs(seen) do n_distinct = n_distinct + 1 end
+  -- fresh_count(len(ranked), min(n_available, distinct sample), share, cold_start), capped by the free places
+  local wanted
+  if #ranked == 0 then wanted = cold_start else wanted = math.ceil(share * #ranked / (1.0 - share) - 1e-9) end
+  local n_fresh = math.max(0, math.min(wanted, math.min(n_available, n_distinct)))
+  n_fresh = math.min(n_fresh, max_length - #ranked, #unique)
+  for i = 1, n_fresh do  -- partial Fisher-Yates: unique[1..n_fresh] is a uniform random draw in random order
+    local j = math.random(i, #unique)
+    unique[i], unique[j] = unique[j], unique[i]
+  end
+  local total = #ranked + n_fresh
+  local fresh_at = {}
+  for k = 0, n_fresh - 1 do fresh_at[math.floor((k + 0.5) * total / n_fresh)] = true end
+  local queue, e, f = {}, 1, 1
+  for rank = 0, total - 1 do
+    if fresh_at[rank] then queue[#queue + 1] = unique[f]; f = f + 1 else queue[#queue + 1] = ranked[e][1]; e = e + 1 end
+  end
+  redis.call('DEL', queue_key)
+  for start = 1, total, 500 do
+    local args = {}
+    for rank = start, math.min(start + 499, total) do
+      args[#args + 1] = total - rank + 1
+      args[#args + 1] = queue[rank]
+    end
+    redis.call('ZADD', queue_key, unpack(args))
+  end
+  redis.call('SREM', KEYS[#KEYS], ARGV[7 + t])
+  if want_queues then out[#out + 1] = queue else out[#out + 1] = total end
 end
 return out
 """
@@ -297,7 +351,8 @@ class StreamStore:
         self.config = config
         self.push_enabled = push_enabled
         self.topics_of: dict[int, tuple[int, ...]] = {}  # cache of {prefix}:video:{id}:topics; Redis is the truth
-        self._rng = random.Random(config.seed)
+        self._rng = random.Random(config.seed)  # seeds each queue rebuild's draw of fresh videos
+        self._rebuild_script = client.register_script(_REBUILD_QUEUES)
         self._token = uuid.uuid4().hex[:12]
 
     def limits(self, now_s: float | None = None) -> Limits:
@@ -523,11 +578,11 @@ class StreamStore:
         """Ask for every queue to be rebuilt (the fresh-video rotation)."""
         await self.client.sunionstore(dirty_topics_key(self.prefix), [dirty_topics_key(self.prefix), all_topics_key(self.prefix)])
 
-    async def rebuild_dirty_queues(self, topics_per_transaction: int = 64) -> int:
-        """Rebuild the served queue of every dirty topic, a group of topics per transaction; returns how many."""
+    async def rebuild_dirty_queues(self, topics_per_call: int = 16) -> int:
+        """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per script call; returns how many."""
         topic_ids = sorted(int(t) for t in await self.client.smembers(dirty_topics_key(self.prefix)))
-        for start in range(0, len(topic_ids), topics_per_transaction):
-            await self.rebuild_queues(topic_ids[start : start + topics_per_transaction])
+        for start in range(0, len(topic_ids), topics_per_call):
+            await self._rebuild(topic_ids[start : start + topics_per_call], want_queues=False)
         return len(topic_ids)
 
     async def rebuild_queue(self, topic_id: int) -> list[int]:
@@ -535,44 +590,26 @@ class StreamStore:
         return (await self.rebuild_queues([topic_id]))[topic_id]
 
     async def rebuild_queues(self, topic_ids: Sequence[int]) -> dict[int, list[int]]:
-        """Write ``{prefix}:queue:{topic_id}`` of each topic: established videos by CTR with a fresh ``fresh_share`` spread among them.
+        """Write ``{prefix}:queue:{topic_id}`` of each topic and return them: established videos by CTR with a fresh
+        ``fresh_share`` spread among them (:func:`stream.logic.build_queue`).
 
-        The fresh videos are a new random draw each time (so they rotate). One WATCH, one read script and one
-        MULTI/EXEC serve the whole group (a round trip per topic made the rebuild timer crowd out the events agent);
-        the WATCH on the topics' indexes makes a rebuild that raced with a batch start over, so the last queue
-        written always reflects the last counts.
+        The fresh videos are a new random draw each time (so they rotate). One script call rebuilds the group inside
+        Redis: it runs atomically, so a batch can never interleave with it (no WATCH, no retry however busy the
+        worker is), and no queue crosses the network to Python and back. A topic a batch dirties afterwards is
+        rebuilt by the next call, so the last queue written always reflects the last counts.
         """
+        return dict(zip(topic_ids, await self._rebuild(list(topic_ids), want_queues=True)))
+
+    async def _rebuild(self, topic_ids: list[int], want_queues: bool) -> list:
+        if not topic_ids:
+            return []
         config, prefix = self.config, self.prefix
         keep = config.max_queue_length - math.ceil(config.fresh_share * config.max_queue_length - 1e-9)
         sample_size = max(math.ceil(config.fresh_share * config.max_queue_length), config.cold_start_fresh)
-        index_keys = [key for topic_id in topic_ids for key in (established_key(prefix, topic_id), fresh_key(prefix, topic_id))]
-        while True:
-            async with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*index_keys)
-                    read = await pipe.eval(_READ_QUEUES, len(index_keys), *index_keys, keep, sample_size)
-                    queues: dict[int, list[int]] = {}
-                    pipe.multi()
-                    for topic_id, (flat, n_fresh, sample) in zip(topic_ids, read):
-                        established = [(int(flat[i]), float(flat[i + 1])) for i in range(0, len(flat), 2)]
-                        queue = build_queue(
-                            established,
-                            [int(v) for v in sample],
-                            int(n_fresh),
-                            config.fresh_share,
-                            config.cold_start_fresh,
-                            config.max_queue_length,
-                            self._rng,
-                        )
-                        pipe.delete(queue_key(prefix, topic_id))
-                        if queue:
-                            pipe.zadd(queue_key(prefix, topic_id), queue_scores(queue))
-                        queues[topic_id] = queue
-                    pipe.srem(dirty_topics_key(prefix), *topic_ids)
-                    await pipe.execute()
-                    return queues
-                except WatchError:
-                    continue
+        keys = [key for topic_id in topic_ids for key in (established_key(prefix, topic_id), fresh_key(prefix, topic_id), queue_key(prefix, topic_id))]
+        args = [max(keep, 0), sample_size, repr(float(config.fresh_share)), config.cold_start_fresh, config.max_queue_length, self._rng.getrandbits(31), int(want_queues), *topic_ids]
+        reply = await self._rebuild_script(keys=[*keys, dirty_topics_key(prefix)], args=args)
+        return [[int(v) for v in queue] for queue in reply] if want_queues else reply
 
     # ------------------------------------------------------------ Feast push
 
