@@ -70,34 +70,45 @@ def _conv_length(length: int, layers: int) -> int:
 
 
 class GlobalNet(nn.Module):
-    """GFRL's shared base network: conv1..conv4 + dropout + FC + sigmoid (Eq. 1-2)."""
+    """GFRL's shared base network: conv1..conv4 + dropout + FC + sigmoid (Eq. 1-2).
 
-    def __init__(self, initial_dim: int, channels: list[int], global_dim: int, dropout: float):
+    With ``skip`` (our deviation): g = W_s·x + FC(conv4), no sigmoid, so g starts as a linear map of the
+    initial vector and the convs learn a correction to it.
+    """
+
+    def __init__(self, initial_dim: int, channels: list[int], global_dim: int, dropout: float, skip: bool = False):
         super().__init__()
         self.conv1 = _conv_block(1, channels[0])
         self.rest = nn.Sequential(*[_conv_block(a, b) for a, b in zip(channels[:-1], channels[1:])])
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels[-1] * _conv_length(initial_dim, 4), global_dim)
+        self.skip = nn.Linear(initial_dim, global_dim, bias=False) if skip else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.conv1(x.unsqueeze(1))  # (n, d2 = μ1, d3): the low-level matrix DCP uses
         c4 = self.rest(h)  # (n, μ4, ψ)
-        g = torch.sigmoid(self.fc(self.dropout(c4.flatten(1))))  # (n, d1)
+        out = self.fc(self.dropout(c4.flatten(1)))  # (n, d1)
+        g = torch.sigmoid(out) if self.skip is None else self.skip(x) + out
         return g, h
 
 
 class MultimodalNet(nn.Module):
-    """MFRL's shared siamese base network: conv1, conv2 + dropout + FC + sigmoid (Eq. 12-13)."""
+    """MFRL's shared siamese base network: conv1, conv2 + dropout + FC + sigmoid (Eq. 12-13).
 
-    def __init__(self, global_dim: int, channels: list[int], vector_dim: int, dropout: float):
+    With ``skip`` (our deviation): m = W_s·g + FC(conv2), no sigmoid.
+    """
+
+    def __init__(self, global_dim: int, channels: list[int], vector_dim: int, dropout: float, skip: bool = False):
         super().__init__()
         self.convs = nn.Sequential(_conv_block(1, channels[0]), _conv_block(channels[0], channels[1]))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels[1] * _conv_length(global_dim, 2), vector_dim)
+        self.skip = nn.Linear(global_dim, vector_dim, bias=False) if skip else None
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
         n2 = self.convs(g.unsqueeze(1))  # (n, κ2, φ)
-        return torch.sigmoid(self.fc(self.dropout(n2.flatten(1))))  # (n, d4)
+        out = self.fc(self.dropout(n2.flatten(1)))  # (n, d4)
+        return torch.sigmoid(out) if self.skip is None else self.skip(g) + out
 
 
 def difference_calculation(h_user: torch.Tensor, h_item: torch.Tensor) -> torch.Tensor:
@@ -113,6 +124,42 @@ def difference_calculation(h_user: torch.Tensor, h_item: torch.Tensor) -> torch.
 def cosine_distance_triplet(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     """Eq. 3 with d = 1 - cos: mean(d(a, p) - d(a, n)) = mean(cos(a, n) - cos(a, p)); lower is better."""
     return (F.cosine_similarity(anchor, negative) - F.cosine_similarity(anchor, positive)).mean()
+
+
+def multi_negative_triplet(
+    anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, in_batch: bool = False, temperature: float = 0.0,
+    anchor_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. 3 over several negatives per triplet; lower is better.
+
+    anchor, positive: (B, d); negatives: (K, B, d), the k-th random negative of every triplet. With
+    ``in_batch`` the other triplets' positives are negatives too, except the triplet's own positive and,
+    when ids are given (anchor_ids = users, positive_ids = items, (B,)), any copy of that item and any
+    positive of the same anchor (a known positive is never pushed away). Per triplet, the differences
+    x_n = cos(a, n) - cos(a, p) = d(a, p) - d(a, n) are averaged (τ = 0: the mean of Eq. 3, K = 1 is Eq. 3
+    itself) or combined by the smooth maximum τ·log mean_n exp(x_n / τ) (τ > 0; → the max as τ → 0);
+    then averaged over B.
+    """
+    cos_pos = F.cosine_similarity(anchor, positive)[:, None]  # (B, 1)
+    cos_neg = F.cosine_similarity(anchor[None], negatives, dim=-1).T  # (B, K)
+    mask = torch.ones_like(cos_neg, dtype=torch.bool)
+    if in_batch and len(anchor) > 1:
+        others = ~torch.eye(len(anchor), dtype=torch.bool)  # the diagonal is the own positive
+        if positive_ids is not None:
+            others &= positive_ids[:, None] != positive_ids[None, :]
+        if anchor_ids is not None:
+            others &= anchor_ids[:, None] != anchor_ids[None, :]
+        cos_batch = F.normalize(anchor, dim=-1) @ F.normalize(positive, dim=-1).T  # (B, B): [i, j] = cos(a_i, p_j)
+        cos_neg = torch.cat([cos_neg, cos_batch], 1)  # (B, K + B)
+        mask = torch.cat([mask, others], 1)
+    diff = cos_neg - cos_pos
+    count = mask.sum(1)
+    if temperature > 0:
+        scaled = (diff / temperature).masked_fill(~mask, float("-inf"))
+        per_triplet = temperature * (torch.logsumexp(scaled, 1) - torch.log(count.float()))
+    else:
+        per_triplet = diff.masked_fill(~mask, 0.0).sum(1) / count
+    return per_triplet.mean()
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -145,21 +192,27 @@ class MRLMNetwork(nn.Module):
 
     def __init__(self, config: MRLMConfig, n_users: int, n_items: int, n_clusters: dict[str, int]):
         super().__init__()
-        self.global_net = GlobalNet(config.initial_dim, config.conv_channels, config.global_dim, config.dropout)
+        self.global_net = GlobalNet(config.initial_dim, config.conv_channels, config.global_dim, config.dropout, config.skip_connection)
         self.user_head = nn.Linear(config.global_dim, n_users)  # Eq. 4 softmax over η users
         self.item_head = nn.Linear(config.global_dim, n_items)  # softmax over δ items
         d2, d3 = config.conv_channels[0], _conv_length(config.initial_dim, 1)
         self.compress = nn.Linear(d2 * d3 * 9, config.dcp_dim)  # Eq. 8-9: W_c, b_c
         self.verifier = nn.Linear(config.dcp_dim, 1)  # the two-class classifier of Eq. 10
-        self.multimodal_net = MultimodalNet(config.global_dim, config.siamese_channels, config.vector_dim, config.dropout)
+        self.multimodal_net = MultimodalNet(config.global_dim, config.siamese_channels, config.vector_dim, config.dropout, config.skip_connection)
         self.modality_heads = nn.ModuleDict({name: nn.Linear(config.vector_dim, k) for name, k in n_clusters.items()})
 
     def losses(self, config: MRLMConfig, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg) -> dict[str, torch.Tensor]:
+        """One batch: u0, v0_pos (B, d0); v0_neg (K·B, d0), K blocks of B (the k-th negative of every
+        triplet); user, item_pos (B,); item_neg (K·B,); clusters_*: modality -> cluster ids of the first B."""
         batch = len(user)
-        g, h = self.global_net(torch.cat([u0, v0_pos, v0_neg]))  # (3B, d1), (3B, d2, d3)
-        g_u, g_pos, g_neg = g.split(batch)
-        h_u, h_pos, h_neg = h.split(batch)
-        terms = {"g1": cosine_distance_triplet(g_u, g_pos, g_neg)}
+        n_neg = len(item_neg) // batch
+        g, h = self.global_net(torch.cat([u0, v0_pos, v0_neg]))  # ((2 + K)B, d1), (·, d2, d3)
+        g_u, g_pos, g_negs = g[:batch], g[batch : 2 * batch], g[2 * batch :]
+        g_neg = g_negs[:batch]
+        h_u, h_pos, h_neg = h[:batch], h[batch : 2 * batch], h[2 * batch : 3 * batch]
+        item_neg = item_neg[:batch]
+        triplet = {"in_batch": config.in_batch_negatives, "temperature": config.triplet_temperature, "anchor_ids": user, "positive_ids": item_pos}
+        terms = {"g1": multi_negative_triplet(g_u, g_pos, g_negs.view(n_neg, batch, -1), **triplet)}
         terms["g2"] = F.cross_entropy(self.user_head(g_u), user) + F.cross_entropy(self.item_head(g_pos), item_pos) + F.cross_entropy(self.item_head(g_neg), item_neg)
         c = self.compress(torch.cat([difference_calculation(h_u, h_pos), difference_calculation(h_u, h_neg)]).flatten(1))  # (2B, dcp_dim)
         target = torch.cat([torch.ones(batch), torch.zeros(batch)])
@@ -169,14 +222,15 @@ class MRLMNetwork(nn.Module):
         if config.theta >= 1.0:  # U-GFRL: global vectors only
             terms["mrlm"] = terms["gfrl"]
             return terms
-        m = self.multimodal_net(torch.cat([g_pos, g_neg, g_u]))  # (3B, d4)
-        m_pos, m_neg, m_u = m.split(batch)
+        m = self.multimodal_net(torch.cat([g_pos, g_negs, g_u]))  # ((2 + K)B, d4); the paper's order for K = 1 (same dropout masks)
+        m_pos, m_negs, m_u = m[:batch], m[batch : (1 + n_neg) * batch], m[(1 + n_neg) * batch :]
+        m_neg = m_negs[:batch]
         mfrl = torch.zeros(())
         for name, head in self.modality_heads.items():
             terms[f"m_{name}"] = F.cross_entropy(head(m_pos), clusters_pos[name]) + F.cross_entropy(head(m_neg), clusters_neg[name])  # Eq. 15
             mfrl = mfrl + weights[name] * terms[f"m_{name}"]
         if config.serving_triplet_weight > 0:
-            terms["m_triplet"] = cosine_distance_triplet(m_u, m_pos, m_neg)
+            terms["m_triplet"] = multi_negative_triplet(m_u, m_pos, m_negs.view(n_neg, batch, -1), **triplet)
             mfrl = mfrl + config.serving_triplet_weight * terms["m_triplet"]
         terms["mfrl"] = mfrl
         terms["mrlm"] = config.theta * terms["gfrl"] + (1 - config.theta) * mfrl
@@ -207,19 +261,19 @@ class MRLM:
         self.feast_vector_dim = feast_vector_dim
 
     def _triplets(self, data: MRLMData, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(user, v+, v-) per training positive; v- is the user's negative feedback with probability
-        ``explicit_negative_share`` (when they have any), otherwise a random item."""
+        """(user, v+, K v-) per training positive: users, pos (n,), neg (K, n); the first v- is the user's
+        negative feedback with probability ``explicit_negative_share`` (when they have any), the rest random items."""
         train = data.train
         positives = train[train["positive"]]
         users, pos = positives["user"].to_numpy(), positives["item"].to_numpy()
-        neg = rng.integers(0, data.n_items, size=len(users))
+        neg = rng.integers(0, data.n_items, size=(self.config.triplet_negatives, len(users)))  # (K, n)
         negatives = train[~train["positive"]].groupby("user")["item"].apply(np.asarray)
         if len(negatives) and self.config.explicit_negative_share > 0:
             pick = rng.random(len(users)) < self.config.explicit_negative_share
             for row in np.flatnonzero(pick):
                 own = negatives.get(users[row])
                 if own is not None:
-                    neg[row] = own[rng.integers(len(own))]
+                    neg[0, row] = own[rng.integers(len(own))]
         return users, pos, neg
 
     def fit(self, data: MRLMData, select: Callable[[MRLM], float] | None = None) -> MRLM:
@@ -258,10 +312,11 @@ class MRLM:
                 batch = order[start : start + config.batch_size]
                 if len(batch) < 2:  # BatchNorm needs two rows
                     continue
-                user, item_pos, item_neg = (torch.from_numpy(a[batch]) for a in (users, pos, neg))
+                user, item_pos = torch.from_numpy(users[batch]), torch.from_numpy(pos[batch])
+                item_neg = torch.from_numpy(neg[:, batch].reshape(-1))  # K blocks of B
                 terms = self.network_.losses(
                     config, self.modality_weights_, u0[user], v0[item_pos], v0[item_neg], user, item_pos, item_neg,
-                    {m: c[item_pos] for m, c in clusters.items()}, {m: c[item_neg] for m, c in clusters.items()},
+                    {m: c[item_pos] for m, c in clusters.items()}, {m: c[item_neg[: len(batch)]] for m, c in clusters.items()},
                 )
                 optimizer.zero_grad()
                 terms["mrlm"].backward()

@@ -305,6 +305,14 @@ class MRLMConfig(BaseModel):
     serving_triplet_weight: float = Field(
         1.0, ge=0, description="weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
     )
+    skip_connection: bool = Field(
+        False, description="linear skip path in GFRL and MFRL: g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2), no sigmoid (deviation from the paper, which has convs + FC + sigmoid only)"
+    )
+    triplet_negatives: int = Field(1, ge=1, description="random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1)")
+    in_batch_negatives: bool = Field(False, description="also use the other triplets' positive items of the batch as negatives in the triplet terms")
+    triplet_temperature: float = Field(
+        0.0, ge=0, description="τ: 0 averages Eq. 3 over the negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them"
+    )
     explicit_negative_share: float = Field(
         0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item (0.5 lost on ml-100k valid: rated-low films are watched films)"
     )

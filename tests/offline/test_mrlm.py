@@ -166,3 +166,124 @@ def test_empty_or_unusable_interactions_are_clear_errors(tiny):
 def test_ratings_use_the_threshold():
     frame = pd.DataFrame({"user_id": [1, 1], "video_id": [1, 2], "rating": [4.0, 3.0], "ts": pd.to_datetime([0, 1], unit="s", utc=True)})
     assert feedback(frame, 4.0)["positive"].tolist() == [True, False]
+
+
+# --- the optional training deviations (skip path, several / in-batch negatives, smooth max) -------------
+
+
+def test_multi_negative_triplet_with_one_negative_is_eq3():
+    from offline_jobs.mrlm import cosine_distance_triplet, multi_negative_triplet
+
+    gen = torch.Generator().manual_seed(0)
+    anchor, positive, negative = (torch.randn(16, 7, generator=gen) for _ in range(3))
+    expected = cosine_distance_triplet(anchor, positive, negative)
+    got = multi_negative_triplet(anchor, positive, negative[None], in_batch=False, temperature=0.0)
+    assert torch.equal(got, expected)
+    # K negatives, τ = 0: the mean of Eq. 3 over them
+    negatives = torch.randn(4, 16, 7, generator=gen)
+    mean_of_eq3 = torch.stack([cosine_distance_triplet(anchor, positive, n) for n in negatives]).mean()
+    torch.testing.assert_close(multi_negative_triplet(anchor, positive, negatives), mean_of_eq3)
+
+
+def test_in_batch_negatives_never_use_the_own_positive():
+    from offline_jobs.mrlm import multi_negative_triplet
+
+    # 3 triplets in 2-d; each anchor equals its own positive (cos 1), the random negative is orthogonal (cos 0)
+    anchor = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    positive = anchor.clone()
+    negative = torch.stack([torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0]), torch.tensor([1.0, -1.0])])[None]
+    cos = torch.nn.functional.normalize(anchor, dim=1) @ torch.nn.functional.normalize(positive, dim=1).T
+    # row i: the random negative (0 - 1) and the two other positives (cos[i, j] - 1), never j = i
+    expected = torch.stack([((0.0 - 1.0) + sum(cos[i, j] - 1.0 for j in range(3) if j != i)) / 3 for i in range(3)]).mean()
+    got = multi_negative_triplet(anchor, positive, negative, in_batch=True)
+    torch.testing.assert_close(got, expected)
+    # if the own positive were used it would add a 0 difference and shrink the mean: guard against it
+    with_own = torch.stack([((0.0 - 1.0) + sum(cos[i, j] - 1.0 for j in range(3))) / 4 for i in range(3)]).mean()
+    assert not torch.isclose(got, with_own)
+    # ids: a copy of the own positive item, or another positive of the same user, is not a negative either
+    items, users = torch.tensor([5, 5, 7]), torch.tensor([0, 1, 0])  # rows 0 and 1 share item 5; rows 0 and 2 share user 0
+    got_ids = multi_negative_triplet(anchor, positive, negative, in_batch=True, anchor_ids=users, positive_ids=items)
+    expected_ids = torch.stack([
+        torch.tensor(0.0 - 1.0),  # row 0: row 1 holds its item, row 2 its user: only the random negative is left
+        ((0.0 - 1.0) + (cos[1, 2] - 1.0)) / 2,  # row 1: row 0 holds its item; row 2 is a true negative
+        ((0.0 - 1.0) + (cos[2, 1] - 1.0)) / 2,  # row 2: row 0 holds its user; row 1 is a true negative
+    ]).mean()
+    torch.testing.assert_close(got_ids, expected_ids)
+    only_random = torch.tensor(-1.0)
+    assert not torch.isclose(got_ids, only_random)
+
+
+def test_triplet_temperature_is_a_smooth_max_over_the_negatives():
+    from offline_jobs.mrlm import multi_negative_triplet
+
+    gen = torch.Generator().manual_seed(1)
+    anchor, positive = torch.randn(8, 5, generator=gen), torch.randn(8, 5, generator=gen)
+    negatives = torch.randn(6, 8, 5, generator=gen)
+    diff = torch.nn.functional.cosine_similarity(anchor[None], negatives, dim=-1) - torch.nn.functional.cosine_similarity(anchor, positive)
+    hardest, mean = diff.max(0).values.mean(), diff.mean()
+    values = [multi_negative_triplet(anchor, positive, negatives, temperature=t) for t in (1.0, 0.1, 0.01, 0.001)]
+    # between the mean and the max; increases towards the max as τ -> 0 (within τ·log K of it)
+    for t, value in zip((1.0, 0.1, 0.01, 0.001), values):
+        assert mean - 1e-6 <= value <= hardest + 1e-6
+        assert hardest - value <= t * np.log(6) + 1e-6
+    assert all(a <= b + 1e-6 for a, b in zip(values, values[1:]))
+    torch.testing.assert_close(values[-1], hardest, atol=2e-3, rtol=0)
+
+
+def test_skip_connection_network_shapes():
+    from offline_jobs.mrlm import GlobalNet, MultimodalNet
+
+    config = tiny_config()
+    net = GlobalNet(config.initial_dim, config.conv_channels, config.global_dim, config.dropout, skip=True)
+    x = torch.randn(5, config.initial_dim)
+    g, h = net(x)
+    assert g.shape == (5, config.global_dim) and h.shape == (5, config.conv_channels[0], (config.initial_dim + 1) // 2)
+    assert (g < 0).any() and net.skip.weight.shape == (config.global_dim, config.initial_dim)  # linear path, no sigmoid
+    siamese = MultimodalNet(config.global_dim, config.siamese_channels, config.vector_dim, config.dropout, skip=True)
+    m = siamese(g)
+    assert m.shape == (5, config.vector_dim) and (m < 0).any()
+    # the skip path alone: with the conv FC zeroed, g is exactly W_s·x
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.zero_()
+    net.eval()
+    torch.testing.assert_close(net(x)[0], x @ net.skip.weight.T)
+
+
+def test_default_options_give_the_paper_loss(tiny):
+    """K = 1, no in-batch negatives, τ = 0: the losses equal the single-negative formulas of Eq. 3-17."""
+    import torch.nn.functional as F
+
+    from offline_jobs.mrlm import MRLMNetwork, cosine_distance_triplet
+
+    config = tiny_config()
+    assert (config.triplet_negatives, config.in_batch_negatives, config.triplet_temperature, config.skip_connection) == (1, False, 0.0, False)
+    torch.manual_seed(0)
+    net = MRLMNetwork(config, n_users=10, n_items=30, n_clusters={"tags": 4})
+    batch = 6
+    gen = torch.Generator().manual_seed(2)
+    u0, v0_pos, v0_neg = (torch.randn(batch, config.initial_dim, generator=gen) for _ in range(3))
+    user, item_pos, item_neg = torch.randint(0, 10, (batch,), generator=gen), torch.randint(0, 30, (batch,), generator=gen), torch.randint(0, 30, (batch,), generator=gen)
+    clusters_pos, clusters_neg = {"tags": torch.randint(0, 4, (batch,), generator=gen)}, {"tags": torch.randint(0, 4, (batch,), generator=gen)}
+    terms = net.losses(config, {"tags": 1.0}, u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg)
+    g, _ = net.global_net(torch.cat([u0, v0_pos, v0_neg]))  # dropout 0: same BN batch, same output
+    g_u, g_pos, g_neg = g.split(batch)
+    torch.testing.assert_close(terms["g1"], cosine_distance_triplet(g_u, g_pos, g_neg), rtol=0, atol=0)
+    m_pos, m_neg, m_u = net.multimodal_net(torch.cat([g_pos, g_neg, g_u])).split(batch)
+    torch.testing.assert_close(terms["m_triplet"], cosine_distance_triplet(m_u, m_pos, m_neg), rtol=0, atol=0)
+    head = net.modality_heads["tags"]
+    torch.testing.assert_close(terms["m_tags"], F.cross_entropy(head(m_pos), clusters_pos["tags"]) + F.cross_entropy(head(m_neg), clusters_neg["tags"]), rtol=0, atol=0)
+
+
+def test_loss_terms_decrease_with_the_new_options(tiny):
+    videos, interactions = tiny
+    config = tiny_config(
+        epochs=12, learning_rate=3e-3, skip_connection=True, triplet_negatives=4, in_batch_negatives=True, triplet_temperature=0.1,
+    )
+    data = prepare(videos, interactions, config)
+    model = MRLM(config).fit(data)
+    first, last = model.loss_history_[0], model.loss_history_[-1]
+    for term in ["g1", "g2", "g3", "m_triplet"] + [f"m_{m}" for m in data.clusters]:
+        assert last[term] < first[term], f"{term}: {first[term]:.4f} -> {last[term]:.4f}"
+    assert model.item_vectors_.shape == (data.n_items, config.vector_dim)
+    assert np.isfinite(model.item_vectors_).all() and np.isfinite(model.user_vectors()).all()
