@@ -1,7 +1,9 @@
 """HTTP API of candidate generation: ``GET /users/{user_id}/candidates?n=``.
 
 Run it with ``topicfs serve api`` (uvicorn); the OpenAPI spec is served at ``/openapi.json`` and
-browsable at ``/docs``. Errors are JSON ``{"detail": ...}``: invalid parameters get 422 naming the
+browsable at ``/docs``. On a single Redis a request is one EVALSHA on an asyncio client in the server's event
+loop (:class:`serving.candidates.AsyncCandidateGenerator`); on a Redis Cluster, or with a generator passed in,
+the synchronous generator runs in the thread pool. Errors are JSON ``{"detail": ...}``: invalid parameters get 422 naming the
 parameter, an unreachable Redis gets 503, and no error ever answers with a traceback.
 """
 
@@ -9,14 +11,16 @@ parameter, an unreachable Redis gets 503, and no error ever answers with a trace
 
 import json
 import logging
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-from serving.candidates import CandidateGenerator, CandidateStoreUnavailable
+from serving.candidates import AsyncCandidateGenerator, CandidateGenerator, CandidateStoreUnavailable
 from topicfs.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -55,9 +59,28 @@ def _validation_message(exc: RequestValidationError) -> str:
 def create_app(settings: Settings | None = None, generator: CandidateGenerator | None = None) -> FastAPI:
     """The candidate API for ``settings`` (default: the process's settings)."""
     settings = settings or get_settings()
+    own_generator = generator is None
     generator = generator or CandidateGenerator.from_settings(settings)
     max_n = settings.serving.max_candidates
+    fast: dict[str, AsyncCandidateGenerator] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # the asyncio client belongs to the server's event loop, so it is made (and closed) inside it
+        if own_generator and generator.server_side:
+            import redis.asyncio as aioredis
+
+            timeout = settings.serving.redis_timeout_s
+            client = aioredis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            fast["generator"] = AsyncCandidateGenerator(client, generator)
+        try:
+            yield
+        finally:
+            if "generator" in fast:
+                await fast.pop("generator").aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Topic Feature Store: candidate generation",
         version="1.0",
         description=(
@@ -88,11 +111,15 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
         responses={422: {"model": ErrorOut, "description": "invalid user_id or n"}, 503: {"model": ErrorOut, "description": "Redis unreachable"}},
         summary="Candidates for one user from the topic queues",
     )
-    def get_candidates(
+    async def get_candidates(
         user_id: Annotated[int, Path(ge=0, description="the user, an integer >= 0")],
         n: Annotated[int | None, Query(ge=1, le=max_n, description=f"how many candidates, 1..{max_n}; default N3={settings.serving.n_candidates}")] = None,
     ) -> Response:
-        result = generator.candidates(user_id, n)
+        async_generator = fast.get("generator")
+        if async_generator is not None:
+            result = await async_generator.candidates(user_id, n)
+        else:
+            result = await run_in_threadpool(generator.candidates, user_id, n)
         # Serialised here rather than validated through CandidatesOut (which documents it): pydantic
         # validation of 600 nested objects costs more than the whole Redis read.
         body = {

@@ -98,3 +98,21 @@ def test_unexpected_error_gives_json_500_without_traceback():
         response = test_client.get("/users/1/candidates")
     assert response.status_code == 500
     assert response.json() == {"detail": "internal error: KeyError"}
+
+
+@pytest.mark.integration
+def test_requests_take_the_async_one_script_path(redis_url, monkeypatch):
+    """On a single Redis the endpoint awaits the asyncio generator; the synchronous one is never called."""
+    from serving.candidates import CandidateGenerator
+
+    def no_sync(self, user_id, n=None):
+        raise AssertionError("the synchronous generator ran")
+
+    r = redis.Redis.from_url(redis_url)
+    r.zadd(keys.queue_key("api", 1), {"10": 3.0, "11": 2.0})
+    r.zadd(keys.popular_topics_key("api"), {"1": 9.0})
+    monkeypatch.setattr(CandidateGenerator, "candidates", no_sync)
+    with TestClient(create_app(_settings(redis_url))) as test_client:
+        response = test_client.get("/users/3/candidates")
+    assert response.status_code == 200
+    assert [c["video_id"] for c in response.json()["candidates"]] == [10, 11]
