@@ -185,7 +185,13 @@ class StreamConfig(BaseModel):
         0.1, gt=0, description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)"
     )
     queue_rebuild_max_busy_share: float = Field(
-        0.2, gt=0, le=1, description="queue rebuilds take at most this share of the worker's wall time: a rebuild of d seconds defers the next by d(1/share - 1) (under a backlog)"
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "queue rebuilds take at most this share of the worker's wall time: a rebuild of d seconds defers the next by d(1/share - 1); "
+            "1 = no cap (the default: a rebuild is one script call inside Redis, and d, timed on the event loop, also counts the batches applied meanwhile)"
+        ),
     )
     fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
     fetch_max_wait_ms: int = Field(
