@@ -9,7 +9,6 @@ parameter, an unreachable Redis gets 503, and no error ever answers with a trace
 
 # no "from __future__ import annotations": FastAPI reads the endpoint annotations, which use local names
 
-import json
 import logging
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -20,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.candidates import AsyncCandidateGenerator, CandidateGenerator, CandidateStoreUnavailable
+from serving.candidates import AsyncCandidateGenerator, CandidateGenerator, CandidateStoreUnavailable, result_json
 from topicfs.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -115,20 +114,14 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
         user_id: Annotated[int, Path(ge=0, description="the user, an integer >= 0")],
         n: Annotated[int | None, Query(ge=1, le=max_n, description=f"how many candidates, 1..{max_n}; default N3={settings.serving.n_candidates}")] = None,
     ) -> Response:
+        # The body is serialised by result_json rather than validated through CandidatesOut (which documents it):
+        # pydantic validation of 600 nested objects costs more than the whole Redis read.
         async_generator = fast.get("generator")
         if async_generator is not None:
-            result = await async_generator.candidates(user_id, n)
+            body = await async_generator.candidates_json(user_id, n)
         else:
-            result = await run_in_threadpool(generator.candidates, user_id, n)
-        # Serialised here rather than validated through CandidatesOut (which documents it): pydantic
-        # validation of 600 nested objects costs more than the whole Redis read.
-        body = {
-            "user_id": result.user_id,
-            "source": result.source,
-            "topics": [{"topic_id": t.topic_id, "votes": t.votes, "n_candidates": t.n_candidates} for t in result.topics],
-            "candidates": [{"video_id": c.video_id, "topic_id": c.topic_id} for c in result.candidates],
-        }
-        return Response(content=json.dumps(body, separators=(",", ":")), media_type="application/json")
+            body = result_json(await run_in_threadpool(generator.candidates, user_id, n))
+        return Response(content=body, media_type="application/json")
 
     @app.get("/healthz", responses={503: {"model": ErrorOut}}, summary="Liveness and Redis reachability")
     def health() -> dict:

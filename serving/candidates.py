@@ -29,6 +29,7 @@ Two readers of the Redis layout (:mod:`topicfs.keys`) give the same answer:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -367,6 +368,30 @@ def _result_from_reply(user_id: int, reply: list) -> CandidateResult:
     return CandidateResult(user_id, source.decode(), shares, candidates, clicked, clicked_topics)
 
 
+def result_json(result: CandidateResult) -> bytes:
+    """The HTTP API's body for ``result`` (the layout ``serving.api.CandidatesOut`` documents), compact JSON."""
+    body = {
+        "user_id": result.user_id,
+        "source": result.source,
+        "topics": [{"topic_id": t.topic_id, "votes": t.votes, "n_candidates": t.n_candidates} for t in result.topics],
+        "candidates": [{"video_id": c.video_id, "topic_id": c.topic_id} for c in result.candidates],
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _json_from_reply(user_id: int, reply: list) -> bytes:
+    """:func:`result_json` of a :data:`CANDIDATES_LUA` reply, formatted from the reply's text without building the
+    result's objects (the script only returns canonical integer ids, which are JSON numbers as they are)."""
+    if reply[0] != b"ok":
+        raise _NeedsPython(reply[1].decode(errors="replace"))
+    _, source, topic_ids, vote_text, taken, videos, video_topics = reply[:7]
+    topics = b",".join(
+        b'{"topic_id":%s,"votes":%s,"n_candidates":%d}' % (t, json.dumps(float(v)).encode(), c) for t, v, c in zip(topic_ids, vote_text, taken)
+    )
+    candidates = b",".join(b'{"video_id":%s,"topic_id":%s}' % pair for pair in zip(videos.split(b","), video_topics.split(b","))) if videos else b""
+    return b'{"user_id":%d,"source":"%s","topics":[%s],"candidates":[%s]}' % (user_id, source, topics, candidates)
+
+
 class CandidateGenerator:
     """Reads a user's clicks and the topic queues from Redis and draws candidates.
 
@@ -533,6 +558,22 @@ class AsyncCandidateGenerator:
         except _NeedsPython as why:
             logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
         return await asyncio.to_thread(generator._candidates_python_checked, user_id, n)
+
+    async def candidates_json(self, user_id: int, n: int | None = None) -> bytes:
+        """:func:`result_json` of :meth:`candidates`, straight from the script's reply (no per-candidate objects)."""
+        generator = self.generator
+        n = generator.n_candidates if n is None else n
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        user_id = int(user_id)
+        try:
+            reply = await self._script(keys=generator.script_keys(user_id), args=generator.script_args(n))
+            return _json_from_reply(user_id, reply)
+        except redis.RedisError as exc:
+            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
+        except _NeedsPython as why:
+            logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
+        return result_json(await asyncio.to_thread(generator._candidates_python_checked, user_id, n))
 
     async def aclose(self) -> None:
         await self.client.aclose()

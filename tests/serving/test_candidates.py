@@ -11,6 +11,8 @@ from serving.candidates import (
     Candidate,
     CandidateGenerator,
     CandidateStoreUnavailable,
+    _json_from_reply,
+    result_json,
     draw_candidates,
     split_quota,
     vote_topics,
@@ -246,6 +248,9 @@ def test_the_server_side_script_answers_exactly_as_the_python_reference(redis_ur
         client.rpush(keys.user_clicks_key(PREFIX, 5), *clicks)
     if popular:
         client.zadd(keys.popular_topics_key(PREFIX), {str(t): s for t, s in popular.items()})
-    script = CandidateGenerator(client, PREFIX, recent, top, n, server_side=True).candidates(5)
+    generator = CandidateGenerator(client, PREFIX, recent, top, n, server_side=True)
+    script = generator.candidates(5)
     python = CandidateGenerator(client, PREFIX, recent, top, n, server_side=False).candidates(5)
     assert script == python
+    # the HTTP body formatted from the raw reply is byte for byte the body of the Python result
+    assert _json_from_reply(5, generator._script(keys=generator.script_keys(5), args=generator.script_args(n))) == result_json(python)
