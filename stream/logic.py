@@ -428,8 +428,8 @@ def push_pause_s(push_s: float, max_busy_share: float) -> float:
 def next_rebuild_at(last_start: float, last_end: float, min_interval_s: float, max_busy_share: float) -> float:
     """Earliest (monotonic) time of the next queue rebuild after one that ran from ``last_start`` to ``last_end``.
 
-    At least ``min_interval_s`` between starts, and rebuilds take at most ``max_busy_share`` of the time: under a
-    backlog a rebuild covers many dirty topics and takes tens of ms, so spacing them out gives the events agent the
-    CPU back; at light load a rebuild takes a few ms and the interval alone decides (the queue latency stays low).
+    At least ``min_interval_s`` between starts, and rebuilds take at most ``max_busy_share`` of the time (1: no cap,
+    the default since a rebuild is one script call inside Redis; a share below 1 spaces out rebuilds that cost the
+    worker real time, at the price of queue latency under a backlog).
     """
     return max(last_start + min_interval_s, last_end + push_pause_s(last_end - last_start, max_busy_share))

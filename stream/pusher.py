@@ -2,8 +2,9 @@
 
 Workers only mark what changed (``{prefix}:stream:push:{video|topic|user}`` sets, written in the same Redis
 transaction as the counts); the pusher takes those ids, reads their current values and pushes one DataFrame per
-push source through ``FeatureStore.push(..., to=PushMode.ONLINE)``. Why a separate process: Feast converts every
-pushed row to protobuf in Python, holding the GIL; inside the worker that conversion stalled the events agent (on
+push source, writing what ``FeatureStore.push(..., to=PushMode.ONLINE)`` writes (through
+:class:`topicfs.feature_client.OnlinePusher`). Why a separate process: every pushed row becomes protobuf in Python,
+holding the GIL; inside the worker that conversion stalled the events agent (on
 this 2-core machine a backlog ran at 10,200 events/s with the push in the worker, 18,500 without it). Here it runs
 on another core and the worker's rate no longer depends on it.
 
