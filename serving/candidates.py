@@ -32,9 +32,9 @@ import asyncio
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 import redis.asyncio as aioredis
@@ -545,22 +545,14 @@ class AsyncCandidateGenerator:
 
     async def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Same answer and errors as :meth:`CandidateGenerator.candidates`."""
-        generator = self.generator
-        n = generator.n_candidates if n is None else n
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
-        user_id = int(user_id)
-        try:
-            reply = await self._script(keys=generator.script_keys(user_id), args=generator.script_args(n))
-            return _result_from_reply(user_id, reply)
-        except redis.RedisError as exc:
-            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
-        except _NeedsPython as why:
-            logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
-        return await asyncio.to_thread(generator._candidates_python_checked, user_id, n)
+        return await self._run(user_id, n, _result_from_reply, lambda result: result)
 
     async def candidates_json(self, user_id: int, n: int | None = None) -> bytes:
         """:func:`result_json` of :meth:`candidates`, straight from the script's reply (no per-candidate objects)."""
+        return await self._run(user_id, n, _json_from_reply, result_json)
+
+    async def _run(self, user_id: int, n: int | None, from_reply: Callable[[int, list], Any], from_result: Callable[[CandidateResult], Any]) -> Any:
+        """The script's answer through ``from_reply``, or (a hand-over) the Python path's through ``from_result``."""
         generator = self.generator
         n = generator.n_candidates if n is None else n
         if n < 0:
@@ -568,12 +560,12 @@ class AsyncCandidateGenerator:
         user_id = int(user_id)
         try:
             reply = await self._script(keys=generator.script_keys(user_id), args=generator.script_args(n))
-            return _json_from_reply(user_id, reply)
+            return from_reply(user_id, reply)
         except redis.RedisError as exc:
             raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
         except _NeedsPython as why:
             logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
-        return result_json(await asyncio.to_thread(generator._candidates_python_checked, user_id, n))
+        return from_result(await asyncio.to_thread(generator._candidates_python_checked, user_id, n))
 
     async def aclose(self) -> None:
         await self.client.aclose()
