@@ -248,11 +248,19 @@ if #clicked > 0 then
       end
     end
   end
-  table.sort(ids, function(a, b)
-    if count[a] ~= count[b] then return count[a] > count[b] end
-    if newest[a] ~= newest[b] then return newest[a] < newest[b] end
-    return tonumber(a) < tonumber(b)
-  end)
+  -- the top N2 by (votes desc, newest click asc, id asc): a partial selection sort, not a sort of every topic
+  for pick = 1, math.min(n2, #ids) do
+    local best = pick
+    local bc, bn, bi = count[ids[pick]], newest[ids[pick]], tonumber(ids[pick])
+    for j = pick + 1, #ids do
+      local t = ids[j]
+      local c = count[t]
+      if c > bc or (c == bc and (newest[t] < bn or (newest[t] == bn and tonumber(t) < bi))) then
+        best, bc, bn, bi = j, c, newest[t], tonumber(t)
+      end
+    end
+    ids[pick], ids[best] = ids[best], ids[pick]
+  end
   for i = 1, math.min(n2, #ids) do
     topics[i], weights[i], vote_text[i] = ids[i], count[ids[i]], tostring(count[ids[i]])
   end
@@ -279,16 +287,14 @@ if k > 0 and n > 0 then
   for i = 1, k do
     queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + n_exclude + 16
   end
-  -- true: queue i has an entry at position[i]; false: it is exhausted; nil: a member is not a canonical id
+  -- true: queue i has an entry at position[i]; false: it is exhausted. Members are checked (is_id) when the
+  -- draw visits them: one never visited changes neither this answer nor the Python reader's.
   local function available(i)
     while position[i] >= loaded[i] and not complete[i] do
       local start, stop = loaded[i], depth[i] - 1
       local members = redis.call('ZREVRANGE', prefix .. ':queue:' .. topics[i], start, stop)
       local q = queue[i]
-      for j = 1, #members do
-        if not is_id(members[j]) then return nil end
-        q[start + j] = members[j]
-      end
+      for j = 1, #members do q[start + j] = members[j] end
       loaded[i] = start + #members
       if #members < stop - start + 1 then complete[i] = true end
       depth[i] = 2 * depth[i] + n
@@ -300,14 +306,16 @@ if k > 0 and n > 0 then
   for i = 1, k do if weights[i] > 0 then live[#live + 1] = i end end
   while drawn < n and #live > 0 do
     local progressed = false
-    for _, i in ipairs(live) do
+    for li = 1, #live do
+      local i = live[li]
       if taken[i] < quota[i] then
+        local q = queue[i]
         while true do
-          local more = available(i)
-          if more == nil then return {'python', 'queue member'} end
-          if not more then break end
-          position[i] = position[i] + 1
-          local v = queue[i][position[i]]
+          if position[i] >= loaded[i] and not available(i) then break end  -- loads more, or the queue is dry
+          local p = position[i] + 1
+          position[i] = p
+          local v = q[p]
+          if not is_id(v) then return {'python', 'queue member ' .. v} end
           if not exclude[v] and not seen[v] then
             seen[v] = true
             drawn = drawn + 1
@@ -320,11 +328,10 @@ if k > 0 and n > 0 then
       end
     end
     local exhausted, any = {}, false
-    for _, i in ipairs(live) do
-      if taken[i] < quota[i] then
-        local more = available(i)
-        if more == nil then return {'python', 'queue member'} end
-        if not more then exhausted[i] = true; any = true end
+    for li = 1, #live do
+      local i = live[li]
+      if taken[i] < quota[i] and position[i] >= loaded[i] and not available(i) then  -- a queue with entries left is not dry
+        exhausted[i] = true; any = true
       end
     end
     if any then
@@ -511,16 +518,23 @@ class CandidateGenerator:
         # draw_candidates used up a prefix that is shorter than the whole queue.
         depth = {t: quota[t] + len(exclude) + 16 for t, _ in votes}
         queues: dict[int, list[int]] = {}
+        read: dict[int, int] = {}  # members read from each queue (malformed ones are read but not kept)
         complete: set[int] = set()
         while True:
-            wanted = [t for t, _ in votes if t not in complete and len(queues.get(t, ())) < depth[t]]
+            wanted = [t for t, _ in votes if t not in complete and read.get(t, 0) < depth[t]]
             if wanted:
                 pipe = self.client.pipeline(transaction=False)
                 for t in wanted:
-                    pipe.zrevrange(keys.queue_key(self.key_prefix, t), len(queues.get(t, ())), depth[t] - 1)
+                    pipe.zrevrange(keys.queue_key(self.key_prefix, t), read.get(t, 0), depth[t] - 1)
                 for t, members in zip(wanted, pipe.execute()):
-                    start = len(queues.get(t, ()))
-                    queues.setdefault(t, []).extend(int(m) for m in members)
+                    start = read.get(t, 0)
+                    read[t] = start + len(members)
+                    queue = queues.setdefault(t, [])
+                    for member in members:
+                        try:
+                            queue.append(int(member))
+                        except ValueError:
+                            logger.warning("topic %d: ignoring a queue member that is not a video id: %r", t, member)
                     if len(members) < depth[t] - start:
                         complete.add(t)
             draw = draw_candidates(votes, queues, n, exclude)

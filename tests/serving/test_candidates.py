@@ -254,3 +254,20 @@ def test_the_server_side_script_answers_exactly_as_the_python_reference(redis_ur
     assert script == python
     # the HTTP body formatted from the raw reply is byte for byte the body of the Python result
     assert _json_from_reply(5, generator._script(keys=generator.script_keys(5), args=generator.script_args(n))) == result_json(python)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_malformed_queue_members_give_the_python_answer(redis_url, n):
+    """The script checks a queue member when its draw reaches it and then hands over to the Python reader; a
+    malformed member deeper than the draw goes (n = 1, 2) changes neither answer."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.zadd(keys.queue_key(PREFIX, 1), {"5": 9.0, "6": 8.0, "007": 7.0, "x": 6.0, "8": 5.0})
+    client.set(keys.video_topics_key(PREFIX, 1), "1")
+    client.rpush(keys.user_clicks_key(PREFIX, 9), 1)
+    script = CandidateGenerator(client, PREFIX, 128, 4, n, server_side=True)
+    python = CandidateGenerator(client, PREFIX, 128, 4, n, server_side=False).candidates(9)
+    assert script.candidates(9) == python
+    reply = script._script(keys=script.script_keys(9), args=script.script_args(n))
+    assert (reply[0] == b"ok") == (n <= 2)
