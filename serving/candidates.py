@@ -285,7 +285,11 @@ if k > 0 and n > 0 then
   if not quota then return {'python', 'quota'} end
   local queue, loaded, complete, position, depth = {}, {}, {}, {}, {}
   for i = 1, k do
-    queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + n_exclude + 16
+    -- first read: the quota plus what may be skipped there; of the clicked videos only those of topic i (its votes)
+    -- can stand in queue i. Only a first guess: a queue the draw uses up is read deeper.
+    local skip = n_exclude
+    if source == 'history' then skip = math.min(n_exclude, weights[i]) end
+    queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + skip + 16
   end
   -- true: queue i has an entry at position[i]; false: it is exhausted. Members are checked (is_id) when the
   -- draw visits them: one never visited changes neither this answer nor the Python reader's.
