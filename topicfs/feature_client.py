@@ -285,7 +285,9 @@ class OnlinePusher:
                 self.store.write_to_online_store(view.name, frame)
                 continue
             provider.online_write_batch(self.store.config, view, self.rows(view, frame), progress=None)
-        self.store._precompute_for_push(views[0].name, frame)  # as store.push: services with precompute_online
+        precompute = getattr(self.store, "_precompute_for_push", None)  # as store.push does, in Feast versions that have it
+        if precompute is not None:
+            precompute(views[0].name, frame)  # feature services with precompute_online
         return len(frame)
 
 
