@@ -31,6 +31,12 @@ undefined; its intent, "global + latest items, cosine", is what the rule above k
 cosine we serve, ``serving_triplet_weight`` (ρ) adds Eq. 3 on (m(g_u), m_v+, m_v-) to L_MFRL (ρ = 0 is
 the paper). docs/MRLM.md compares this rule with the alternatives on the validation split.
 
+Deviations chosen on ml-100k valid (docs/MRLM.md, "What we tried"; each can be switched back to the paper):
+``skip_connection`` adds a linear path to both networks (g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2),
+no sigmoid), so the FM's initial vectors are not lost in the convolutions; ``triplet_negatives`` K and
+``triplet_temperature`` τ turn Eq. 3 (on g and on m) into a smooth maximum over K random negatives
+(:func:`multi_negative_triplet`; K = 1, τ = 0 is Eq. 3 exactly); ``in_batch_negatives`` is available but off.
+
     from offline_jobs.mrlm import MRLM
     model = MRLM(get_settings().mrlm).fit(data)          # data: offline_jobs.mrlm_data.MRLMData
     item_m = model.item_vectors_                          # (n_items, d4) float32
