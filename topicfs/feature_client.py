@@ -261,10 +261,10 @@ class OnlinePusher:
 
     def rows(self, view: FeatureView, frame: pd.DataFrame) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]]:
         """The rows ``online_write_batch`` takes for ``view``, from ``frame`` (join keys, features, timestamps)."""
-        missing = [c for c in [*view.join_keys, *(f.name for f in view.features), view.batch_source.timestamp_field] if c not in frame.columns]
+        join_keys = [column.name for column in view.entity_columns]
+        missing = [c for c in [*join_keys, *(f.name for f in view.features), view.batch_source.timestamp_field] if c not in frame.columns]
         if missing:
             raise ValueError(f"push to view {view.name!r}: the frame lacks the columns {missing}")
-        join_keys = [column.name for column in view.entity_columns]
         keys = [_proto_column(frame[c].tolist(), column.dtype.to_value_type(), c) for c, column in zip(join_keys, view.entity_columns)]
         features = {f.name: _proto_column(frame[f.name].tolist(), f.dtype.to_value_type(), f.name) for f in view.features}
         event_ts = _datetimes(frame[view.batch_source.timestamp_field])

@@ -554,7 +554,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         client = self._get_client(config.online_store)
         if self._write_script is None:
             self._write_script = client.register_script(_WRITE_SEGMENTS_LUA)
-        per_call = 1 if hasattr(client, "mget_nonatomic") else _SCRIPT_KEYS_PER_CALL
+        per_call = 1 if _is_cluster(client) else _SCRIPT_KEYS_PER_CALL
         flag = 1 if unconditional else 0
         for start in range(0, len(items), per_call):
             chunk = items[start : start + per_call]
@@ -689,7 +689,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         ``_SCRIPT_KEYS_PER_CALL * 4`` keys, so the reply is one integer instead of one per key; on a
         Redis Cluster each key gets its own HSET.
         """
-        if hasattr(client, "mget_nonatomic"):
+        if _is_cluster(client):
             for key, fields, values in hashes:
                 pipe.hset(key, mapping=dict(zip(fields, values)))
                 if ttl_seconds:
@@ -714,7 +714,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         """The ``_ts:<view>`` field of every hash in ``keys`` (None where absent): one script call per
         ``_SCRIPT_KEYS_PER_CALL`` keys on a single Redis (one reply to parse, not one per key), a pipeline of
         HGETs on a Redis Cluster (keys of many slots)."""
-        if hasattr(client, "mget_nonatomic"):
+        if _is_cluster(client):
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.hget(key, ts_key)
@@ -744,7 +744,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         """(fingerprint of the service's built layout, raw records of ``keys``): one MGET."""
         client = self._get_client(config.online_store)
         all_keys = [self._marker_key(config, layout.service), *keys]
-        if hasattr(client, "mget_nonatomic"):  # Redis Cluster: keys live in many slots
+        if _is_cluster(client):  # Redis Cluster: keys live in many slots
             values = client.mget_nonatomic(all_keys)
         else:
             values = client.mget(all_keys)
@@ -759,6 +759,11 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as error:
             address = config.online_store.connection_string.split(",")[0]
             raise ConnectionError(f"Redis at {address} is unreachable ({error.__class__.__name__}: {error})") from error
+
+
+def _is_cluster(client: Any) -> bool:
+    """A ``redis.RedisCluster`` (keys spread over slots: no multi-key script calls or MGETs across them)."""
+    return hasattr(client, "mget_nonatomic")
 
 
 def redis_keys(project: str, entity_keys: Sequence[EntityKeyProto], serialization_version: int) -> list[bytes]:
