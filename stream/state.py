@@ -3,14 +3,17 @@
 Why Redis is the source of truth (and not Faust changelogged tables): the queues and user histories must live in
 Redis anyway for the candidate service, per-video counts are shared by every partition (users are the Kafka key,
 videos are not), and a Faust table would add a changelog write per update, which is the cost that makes the naive
-agent slow. So every batch of messages is applied in ONE Redis transaction (WATCH + MULTI/EXEC) that writes the new
-counts, the queue indexes, the user histories AND the last applied Kafka offset of every partition in the batch:
-either all of it happens or none of it. A worker skips messages at or below the stored offset, so a message
-re-delivered after a crash, a rebalance or a restart is never counted twice; the WATCH on the offsets and on the
-touched counters' stripes makes two workers that briefly process the same partition (a rebalance in flight) or the same video
-(different users) retry instead of overwriting each other. Kafka's committed offsets are only a hint kept behind Redis's: a
-starting worker resets the group's committed offsets to Redis's (:func:`stream.broker.align_committed_offsets`), so
-an emptied Redis makes the worker re-read the Kafka log from its start and rebuild every count and queue exactly.
+agent slow. So every batch of messages is applied by ONE Redis script call (:data:`_APPLY_BATCH`) that adds the
+batch's counts, moves videos between the queue indexes, updates the user histories AND stores the last applied Kafka
+offset of every partition in the batch: Redis runs a script atomically, so either all of it happens or none of it.
+A worker skips messages at or below the stored offset, so a message re-delivered after a crash, a rebalance or a
+restart is never counted twice; the script compares the stored offsets with those the worker filtered against and
+writes nothing when they differ (two workers briefly processing the same partition, a rebalance in flight): that
+worker filters again and retries. Workers adding to the same video at once (different users, different partitions)
+need no retry: each script reads and writes the counts where they live, one after the other. Kafka's committed
+offsets are only a hint kept behind Redis's: a starting worker resets the group's committed offsets to Redis's
+(:func:`stream.broker.align_committed_offsets`), so an emptied Redis makes the worker re-read the Kafka log from its
+start and rebuild every count and queue exactly.
 
 Keys this module owns, besides those of :mod:`topicfs.keys` that it writes (queue, video topics, user clicks, popular):
 
@@ -26,13 +29,7 @@ key                                            type    content
 ``{prefix}:stream:dirty``                      SET     topic ids whose served queue must be rebuilt
 ``{prefix}:stream:offset:{kafka_topic}:{p}``   STRING  last Kafka offset of partition p applied to this state
 ``{prefix}:stream:push:{video|topic|user}``    SET     ids whose statistics changed since the last Feast push
-``{prefix}:stream:stripe:{video|topic}:{n}``   STRING  version of the counters whose id mod WATCH_STRIPES = n
 =============================================  ======  ===================================================
-
-A batch WATCHes the stripes of the counters it read (and bumps them when it writes), not the counters themselves:
-Redis 7's WATCH checks each new key against every key the client already watches, so watching the 6,000 counters of
-one batch took ~90 ms of Redis time (65% of its time in the benchmark); 2 x 256 stripes take well under 1 ms. A
-stripe conflict is conservative: it may retry a batch that only shares a stripe, never miss a real conflict.
 """
 
 from __future__ import annotations
@@ -44,14 +41,12 @@ import math
 import random
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import redis.asyncio as aioredis
-from redis.exceptions import WatchError
 from tqdm.auto import tqdm
 
 from stream.logic import (
@@ -60,14 +55,11 @@ from stream.logic import (
     Limits,
     drop_unknown_videos,
     fold_events,
-    merge_counts,
     parse_event,
-    push_recent_clicks,
-    topic_histogram,
     video_status,
 )
 from stream.records import DeadLetter
-from topicfs.keys import decode_ids, encode_ids, popular_topics_key, queue_key, user_clicks_key, video_topics_key
+from topicfs.keys import decode_ids, encode_ids, queue_key, video_topics_key
 from topicfs.settings import StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -110,16 +102,9 @@ def push_pending_key(prefix: str, entity: str) -> str:
 
 
 # Every worker of a group must use the same value (a constant, not a setting, for that reason).
-WATCH_STRIPES = 256
-
-
-def stripe_key(prefix: str, entity: str, entity_id: int) -> str:
-    return f"{prefix}:stream:stripe:{entity}:{entity_id % WATCH_STRIPES}"
-
-
 _STATS_FIELDS = ("exposures", "clicks", "ts")
 
-# One round trip for all reads of a batch (WATCH mode runs commands one by one otherwise); the answer is one
+# One round trip for all reads of a registration chunk; the answer is one
 # JSON string because decoding thousands of RESP replies in Python costs more than the whole batch's logic.
 # KEYS: stats keys, then user click lists, then video topic keys; ARGV = [number of stats keys, number of lists, N1].
 _READ_BATCH = """
@@ -142,6 +127,162 @@ return cjson.encode(out)
 _APPLY_OPS = """
 for _, op in ipairs(cjson.decode(ARGV[1])) do redis.call(unpack(op)) end
 return 1
+"""
+
+# One batch, applied inside Redis in one atomic script call (the Lua twin of stream.logic's merge_counts,
+# video_status, push_recent_clicks and topic_histogram, and of the index rule of StreamStore._index_writes;
+# tests/stream/test_stream_state.py checks it against them). Being one script, it needs no WATCH: no other
+# command runs while it does, so workers adding to the same video's counts at once both count, and the
+# read-modify-write of the counts happens where the counts live (no round trip, no retry).
+# Exactly once: ARGV's "offsets" carry, per Kafka partition of the batch, the stored offset the caller filtered
+# its messages against and the new last applied offset. If any stored offset differs (another worker applied
+# that partition meanwhile: a rebalance in flight), nothing is written and the reply lists the stored offsets,
+# so the caller filters again and retries.
+# ARGV[1] = JSON {"p": key prefix, "tau1", "tau2", "n1", "h": half-life s or 0, "push": 0/1,
+#   "offsets": [[key, expected or -1, new]], "videos": [[id, d_exposures, d_clicks, ts or null, [topic ids]]],
+#   "topics": [[id, d_exposures, d_clicks, ts or null]], "users": [[id, [clicked video ids, oldest first]]]};
+# ids are strings. Reply: "ok", or a JSON list of the stored offsets (-1 = none) when they did not match.
+_APPLY_BATCH = """
+local b = cjson.decode(ARGV[1])
+local p = b.p
+local conflict, stored = false, {}
+for i, o in ipairs(b.offsets) do
+  local now = tonumber(redis.call('GET', o[1]) or '-1')
+  stored[i] = now
+  if now ~= o[2] then conflict = true end
+end
+if conflict then return cjson.encode(stored) end
+for _, o in ipairs(b.offsets) do redis.call('SET', o[1], string.format('%.0f', o[3])) end
+
+local tau1, tau2, n1, h = b.tau1, b.tau2, b.n1, b.h
+local function num(x)
+  if x == math.floor(x) and math.abs(x) < 9007199254740992 then return string.format('%.0f', x) end
+  return string.format('%.17g', x)
+end
+local function ctr(e, c) if e > 0 then return c / e end return 0.0 end
+local function status(e, c)
+  if e < tau1 then return 'fresh' end
+  if ctr(e, c) >= tau2 then return 'established' end
+  return 'pruned'
+end
+-- merge_counts: the stored counts (e, c, t; t nil = no reference time) plus a delta (de, dc, dt)
+local function merge(e, c, t, de, dc, dt)
+  if t == nil or dt == nil then
+    if dt == nil then return e + de, c + dc, t end
+    return e + de, c + dc, dt
+  end
+  local ts = math.max(t, dt)
+  if h > 0 and ts > t then local f = 0.5 ^ ((ts - t) / h); e, c = e * f, c * f end
+  if h > 0 and ts > dt then local f = 0.5 ^ ((ts - dt) / h); de, dc = de * f, dc * f end
+  return e + de, c + dc, ts
+end
+local function read(key)
+  local r = redis.call('HMGET', key, 'exposures', 'clicks', 'ts')
+  if not r[1] then return 0, 0, nil end
+  local t = tonumber(r[3] or '0')
+  if t == 0 then t = nil end
+  return tonumber(r[1]), tonumber(r[2] or '0'), t
+end
+local function write(key, e, c, t)
+  redis.call('HSET', key, 'exposures', num(e), 'clicks', num(c), 'ctr', string.format('%.17g', ctr(e, c)), 'ts', string.format('%.17g', t or 0))
+end
+
+-- grouped writes: key -> list of arguments (one command per key, in chunks Lua's unpack takes)
+local zadds, zrems, sadds = {}, {}, {}
+local order = {}
+local function group(tbl, key, ...)
+  local list = tbl[key]
+  if list == nil then list = {}; tbl[key] = list; order[#order + 1] = {tbl, key} end
+  for i = 1, select('#', ...) do list[#list + 1] = select(i, ...) end
+end
+local function flush(cmd, key, list)
+  for s = 1, #list, 1000 do redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list))) end
+end
+
+local dirty_key, popular_key = p .. ':stream:dirty', p .. ':popular'
+for _, v in ipairs(b.videos) do
+  local id, topics = v[1], v[5]
+  local key = p .. ':stats:video:' .. id
+  local e0, c0, t0 = read(key)
+  local e, c, t = merge(e0, c0, t0, v[2], v[3], v[4])
+  write(key, e, c, t)
+  local st, old = status(e, c), status(e0, c0)
+  local changed = st ~= old or (st == 'established' and ctr(e, c) ~= ctr(e0, c0))
+  for _, topic in ipairs(topics) do
+    local est, fresh = p .. ':stream:established:' .. topic, p .. ':stream:fresh:' .. topic
+    if st == 'established' then
+      if changed then group(zadds, est, string.format('%.17g', ctr(e, c)), id) end
+      if old ~= 'established' then group(zrems, fresh, id) end
+    elseif st == 'fresh' then
+      if old ~= 'fresh' then group(zadds, fresh, num(e), id); group(zrems, est, id) end
+    elseif old ~= 'pruned' then
+      group(zrems, est, id); group(zrems, fresh, id)
+    end
+    if changed then group(sadds, dirty_key, topic) end
+  end
+end
+local popular = {}
+for _, v in ipairs(b.topics) do
+  local key = p .. ':stats:topic:' .. v[1]
+  local e0, c0, t0 = read(key)
+  local e, c, t = merge(e0, c0, t0, v[2], v[3], v[4])
+  write(key, e, c, t)
+  popular[#popular + 1] = num(c)
+  popular[#popular + 1] = v[1]
+end
+flush('ZADD', popular_key, popular)
+
+-- users: the last N1 clicks (newest first) and the topic histogram over them, with the videos' current topics
+local topics_of = {}
+local function topics_of_video(video)
+  local known = topics_of[video]
+  if known == nil then
+    known = {}
+    local raw = redis.call('GET', p .. ':video:' .. video .. ':topics')
+    if raw then for t in string.gmatch(raw, '[^,]+') do known[#known + 1] = t end end
+    topics_of[video] = known
+  end
+  return known
+end
+for _, u in ipairs(b.users) do
+  local key = p .. ':user:' .. u[1] .. ':clicks'
+  local clicks = u[2]
+  for s = 1, #clicks, 1000 do redis.call('LPUSH', key, unpack(clicks, s, math.min(s + 999, #clicks))) end
+  redis.call('LTRIM', key, 0, n1 - 1)
+  local votes, voted = {}, {}
+  for _, video in ipairs(redis.call('LRANGE', key, 0, n1 - 1)) do
+    for _, t in ipairs(topics_of_video(video)) do
+      local n = votes[t]
+      if n == nil then voted[#voted + 1] = t; votes[t] = 1 else votes[t] = n + 1 end
+    end
+  end
+  local hkey = p .. ':user:' .. u[1] .. ':topic_counts'
+  redis.call('DEL', hkey)
+  local args = {}
+  for _, t in ipairs(voted) do args[#args + 1] = t; args[#args + 1] = votes[t] end
+  flush('HSET', hkey, args)
+end
+
+for _, entry in ipairs(order) do
+  local tbl, key = entry[1], entry[2]
+  if tbl == zrems then flush('ZREM', key, tbl[key]) end
+end
+for _, entry in ipairs(order) do
+  local tbl, key = entry[1], entry[2]
+  if tbl == zadds then flush('ZADD', key, tbl[key]) elseif tbl == sadds then flush('SADD', key, tbl[key]) end
+end
+if b.push == 1 then
+  local ids = {}
+  for _, v in ipairs(b.videos) do ids[#ids + 1] = v[1] end
+  flush('SADD', p .. ':stream:push:video', ids)
+  ids = {}
+  for _, v in ipairs(b.topics) do ids[#ids + 1] = v[1] end
+  flush('SADD', p .. ':stream:push:topic', ids)
+  ids = {}
+  for _, u in ipairs(b.users) do ids[#ids + 1] = u[1] end
+  flush('SADD', p .. ':stream:push:user', ids)
+end
+return 'ok'
 """
 
 
@@ -353,6 +494,9 @@ class StreamStore:
         self.topics_of: dict[int, tuple[int, ...]] = {}  # cache of {prefix}:video:{id}:topics; Redis is the truth
         self._rng = random.Random(config.seed)  # seeds each queue rebuild's draw of fresh videos
         self._rebuild_script = client.register_script(_REBUILD_QUEUES)
+        self._apply_script = client.register_script(_APPLY_BATCH)
+        self._applied: dict[tuple[str, int], int] = {}  # last applied offset per (Kafka topic, partition), as last seen in Redis
+        self._topic_strings: dict[int, list[str]] = {}  # topics_of as strings, for the batch payload
         self._token = uuid.uuid4().hex[:12]
 
     def limits(self, now_s: float | None = None) -> Limits:
@@ -375,6 +519,7 @@ class StreamStore:
             for video_id, raw in zip(chunk, values):
                 if raw is not None:
                     self.topics_of[video_id] = tuple(decode_ids(raw))
+                    self._topic_strings.pop(video_id, None)
 
     async def register_videos(self, topics_by_video: Mapping[int, Sequence[int]], chunk_size: int = 5000, show_progress: bool = False) -> int:
         """Write videos' topic ids and put each video in its topics' indexes according to its current counts.
@@ -400,6 +545,7 @@ class StreamStore:
                     ops.sadd(all_topics_key(self.prefix), *topics)
                 self._index_writes(ops, video_id, topics, None, counts, force=True)
                 self.topics_of[video_id] = tuple(topics)
+                self._topic_strings.pop(video_id, None)
             async with self.client.pipeline(transaction=True) as pipe:
                 ops.send(pipe)
                 await pipe.execute()
@@ -469,108 +615,80 @@ class StreamStore:
         parsed = [parse_event(message.value, limits) for message in messages]
         result = BatchResult()
         sent_dead_letters: set[tuple[int, int]] = set()
-        half_life_s = self.config.half_life_s
+        partitions = sorted({(m.topic, m.partition) for m in messages})
+        offset_keys = [offset_key(self.prefix, topic, partition) for topic, partition in partitions]
+        unknown = [i for i, tp in enumerate(partitions) if tp not in self._applied]
+        if unknown:
+            stored = await self.client.mget([offset_keys[i] for i in unknown])
+            for i, raw in zip(unknown, stored):
+                self._applied[partitions[i]] = int(raw) if raw is not None else -1
         while True:
-            async with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    partitions = sorted({(m.topic, m.partition) for m in messages})
-                    offset_keys = [offset_key(self.prefix, topic, partition) for topic, partition in partitions]
-                    await pipe.watch(*offset_keys)
-                    stored = dict(zip(partitions, await pipe.mget(offset_keys)))
-                    applied_upto = {tp: int(raw) if raw is not None else -1 for tp, raw in stored.items()}
-                    fresh_items = [
-                        (message, event_errors)
-                        for message, event_errors in zip(messages, parsed)
-                        if message.offset > applied_upto[(message.topic, message.partition)]
-                    ]
-                    result.skipped_messages = len(messages) - len(fresh_items)
-                    await self.fetch_topics(
-                        video_id
-                        for _, (event, _) in fresh_items
-                        if event is not None
-                        for video_id in (event.video_ids if hasattr(event, "video_ids") else [event.video_id])
-                    )
-                    events, dead = [], []
-                    for message, (event, errors) in fresh_items:
-                        if event is not None:
-                            event, unknown = drop_unknown_videos(event, self.topics_of)
-                            errors = errors + unknown
-                        if event is not None:
-                            events.append(event)
-                        if errors:
-                            dead.append(dead_letter(message, errors, getattr(event, "event_id", None) or _event_id(message)))
-                    delta = fold_events(events, self.topics_of, half_life_s)
-                    ops = await self._watch_and_compute(pipe, delta, half_life_s)
-                    new_dead = [d for d in dead if (d.partition, d.offset) not in sent_dead_letters]
-                    if new_dead:
-                        await send_dead_letters(new_dead)
-                        sent_dead_letters.update((d.partition, d.offset) for d in new_dead)
-                    last = defaultdict(lambda: -1)
-                    for message, _ in fresh_items:
-                        tp = (message.topic, message.partition)
-                        last[tp] = max(last[tp], message.offset)
-                    for (topic, partition), offset in last.items():
-                        ops.set(offset_key(self.prefix, topic, partition), offset)
-                    pipe.multi()
-                    ops.send(pipe)
-                    await pipe.execute()
-                except WatchError:
-                    result.retries += 1
-                    continue
+            applied_upto = self._applied
+            fresh_items = [
+                (message, event_errors)
+                for message, event_errors in zip(messages, parsed)
+                if message.offset > applied_upto[(message.topic, message.partition)]
+            ]
+            await self.fetch_topics(
+                video_id
+                for _, (event, _) in fresh_items
+                if event is not None
+                for video_id in (event.video_ids if hasattr(event, "video_ids") else [event.video_id])
+            )
+            events, dead = [], []
+            for message, (event, errors) in fresh_items:
+                if event is not None:
+                    event, unknown_videos = drop_unknown_videos(event, self.topics_of)
+                    errors = errors + unknown_videos
+                if event is not None:
+                    events.append(event)
+                if errors:
+                    dead.append(dead_letter(message, errors, getattr(event, "event_id", None) or _event_id(message)))
+            delta = fold_events(events, self.topics_of, self.config.half_life_s)
+            new_dead = [d for d in dead if (d.partition, d.offset) not in sent_dead_letters]
+            if new_dead:
+                await send_dead_letters(new_dead)
+                sent_dead_letters.update((d.partition, d.offset) for d in new_dead)
+            last = {tp: applied_upto[tp] for tp in partitions}
+            for message, _ in fresh_items:
+                tp = (message.topic, message.partition)
+                if message.offset > last[tp]:
+                    last[tp] = message.offset
+            offsets = [[key, applied_upto[tp], last[tp]] for key, tp in zip(offset_keys, partitions)]
+            reply = await self._apply_script(args=[self._batch_payload(delta, offsets)])
+            if reply != b"ok" and reply != "ok":  # another worker applied some of these partitions meanwhile
+                for tp, now in zip(partitions, json.loads(reply)):
+                    applied_upto[tp] = int(now)
+                result.retries += 1
+                continue
+            applied_upto.update(last)
+            result.skipped_messages = len(messages) - len(fresh_items)
             result.applied_messages = len(fresh_items)
             result.exposures, result.clicks, result.dead_letters = delta.n_exposures, delta.n_clicks, dead
             return result
 
-    async def _watch_and_compute(self, pipe, delta: BatchDelta, half_life_s: float | None) -> _Ops:
-        """WATCH the touched counters (their stripes), read them and the users' click lists, and compute every write of the batch."""
-        prefix, config = self.prefix, self.config
-        video_ids, topic_ids, user_ids = list(delta.videos), list(delta.topics), list(delta.user_clicks)
-        stats_keys = [video_stats_key(prefix, v) for v in video_ids] + [topic_stats_key(prefix, t) for t in topic_ids]
-        list_keys = [user_clicks_key(prefix, u) for u in user_ids]
-        stripes = sorted({stripe_key(prefix, "video", v) for v in video_ids} | {stripe_key(prefix, "topic", t) for t in topic_ids})
-        if stripes:
-            await pipe.watch(*stripes)
-        keys = stats_keys + list_keys
-        raw = json.loads(await pipe.eval(_READ_BATCH, len(keys), *keys, len(stats_keys), len(list_keys), config.recent_clicks)) if keys else []
-        before_videos = [_counts(r) for r in raw[: len(video_ids)]]
-        before_topics = [_counts(r) for r in raw[len(video_ids) : len(stats_keys)]]
-        recent_lists = [[int(v) for v in r] for r in raw[len(stats_keys) :]]
-        new_recent = [push_recent_clicks(recent, delta.user_clicks[u], config.recent_clicks) for u, recent in zip(user_ids, recent_lists)]
-        await self.fetch_topics(v for recent in new_recent for v in recent)
-        pipe = _Ops()
-        for stripe in stripes:
-            pipe.incr(stripe)
-        dirty: set[int] = set()
-        for video_id, before in zip(video_ids, before_videos):
-            after = merge_counts(before, delta.videos[video_id], half_life_s)
-            pipe.hset_stats(video_stats_key(prefix, video_id), after)
-            self._index_writes(pipe, video_id, self.topics_of[video_id], before, after, dirty=dirty)
-        if dirty:
-            pipe.sadd(dirty_topics_key(prefix), *dirty)
-        popular = {}
-        for topic_id, before in zip(topic_ids, before_topics):
-            after = merge_counts(before, delta.topics[topic_id], half_life_s)
-            pipe.hset_stats(topic_stats_key(prefix, topic_id), after)
-            popular[topic_id] = after.clicks
-        if popular:
-            pipe.zadd(popular_topics_key(prefix), popular)
-        for user_id, recent in zip(user_ids, new_recent):
-            clicks_key = user_clicks_key(prefix, user_id)
-            pipe.lpush(clicks_key, *delta.user_clicks[user_id])  # oldest first in, so the newest ends at the head
-            pipe.ltrim(clicks_key, 0, config.recent_clicks - 1)
-            histogram_key = user_topic_counts_key(prefix, user_id)
-            pipe.delete(histogram_key)
-            histogram = topic_histogram(recent, self.topics_of)
-            if histogram:
-                pipe.hset(histogram_key, mapping={t: n for t, n in histogram})
-        if self.push_enabled:
-            if video_ids:
-                pipe.sadd(push_pending_key(prefix, "video"), *video_ids)
-            if topic_ids:
-                pipe.sadd(push_pending_key(prefix, "topic"), *topic_ids)
-            if user_ids:
-                pipe.sadd(push_pending_key(prefix, "user"), *user_ids)
-        return pipe
+    def _batch_payload(self, delta: BatchDelta, offsets: list[list]) -> str:
+        """ARGV of :data:`_APPLY_BATCH` for one batch."""
+        config, topic_strings = self.config, self._topic_strings
+        videos = []
+        for video_id, counts in delta.videos.items():
+            topics = topic_strings.get(video_id)
+            if topics is None:
+                topics = topic_strings[video_id] = [str(t) for t in self.topics_of[video_id]]
+            videos.append([str(video_id), counts.exposures, counts.clicks, counts.ts, topics])
+        payload = {
+            "p": self.prefix,
+            "tau1": config.min_exposures,
+            "tau2": config.min_ctr,
+            "n1": config.recent_clicks,
+            "h": config.half_life_s or 0,
+            "push": int(self.push_enabled),
+            "offsets": offsets,
+            "videos": videos,
+            "topics": [[str(topic_id), c.exposures, c.clicks, c.ts] for topic_id, c in delta.topics.items()],
+            "users": [[str(user_id), [str(v) for v in clicked]] for user_id, clicked in delta.user_clicks.items()],
+        }
+        return json.dumps(payload, separators=(",", ":"))
 
     # ------------------------------------------------------------ served queues
 
