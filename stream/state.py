@@ -101,11 +101,10 @@ def push_pending_key(prefix: str, entity: str) -> str:
     return f"{prefix}:stream:push:{entity}"
 
 
-# Every worker of a group must use the same value (a constant, not a setting, for that reason).
 _STATS_FIELDS = ("exposures", "clicks", "ts")
 
-# One round trip for all reads of a registration chunk; the answer is one
-# JSON string because decoding thousands of RESP replies in Python costs more than the whole batch's logic.
+# One round trip for all reads of a registration chunk (StreamStore.register_videos); the answer is one JSON string
+# because decoding thousands of RESP replies in Python costs more than the chunk's logic.
 # KEYS: stats keys, then user click lists, then video topic keys; ARGV = [number of stats keys, number of lists, N1].
 _READ_BATCH = """
 local out = {}
@@ -122,16 +121,18 @@ end
 return cjson.encode(out)
 """
 
-# Every write of a batch in one command: ARGV[1] = JSON list of commands ([name, arg, ...], all strings). Run inside
-# MULTI/EXEC, so the batch stays all-or-nothing; the writes are computed in Python by stream.logic.
+# Every write of a registration chunk in one command: ARGV[1] = JSON list of commands ([name, arg, ...], all
+# strings), computed in Python by StreamStore.register_videos. Run inside MULTI/EXEC, so the chunk is all-or-nothing.
 _APPLY_OPS = """
 for _, op in ipairs(cjson.decode(ARGV[1])) do redis.call(unpack(op)) end
 return 1
 """
 
-# One batch, applied inside Redis in one atomic script call (the Lua twin of stream.logic's merge_counts,
-# video_status, push_recent_clicks and topic_histogram, and of the index rule of StreamStore._index_writes;
-# tests/stream/test_stream_state.py checks it against them). Being one script, it needs no WATCH: no other
+# One batch, applied inside Redis in one atomic script call: the Lua twin of stream.logic's merge_counts,
+# video_status, push_recent_clicks and topic_histogram, and of the τ1/τ2 index rule (StreamStore._index_writes
+# applies the same rule at registration). Its key names are built here by concatenation, twins of the *_key
+# functions above. tests/stream/test_stream_state.py checks it: decayed counts against merge_counts batch by batch,
+# and counts, queues and user histograms against the ground truth of stream_truth. Being one script, it needs no WATCH: no other
 # command runs while it does, so workers adding to the same video's counts at once both count, and the
 # read-modify-write of the counts happens where the counts live (no round trip, no retry).
 # Exactly once: ARGV's "offsets" carry, per Kafka partition of the batch, the stored offset the caller filtered
@@ -287,15 +288,16 @@ return 'ok'
 
 
 # Arguments of one command in _APPLY_OPS at most: Lua's unpack() fails past about 8,000 values, which one SADD of a
-# big batch's changed ids reaches. Even, so HSET/ZADD pairs stay whole; LPUSH in chunks keeps the same final order.
+# big chunk's topic ids reaches. Even, so ZADD pairs stay whole.
 _MAX_OP_ARGS = 1000
 
 
 class _Ops:
-    """Collects Redis writes (same call shapes as a redis-py pipeline) to send as one :data:`_APPLY_OPS` call.
+    """Collects the Redis writes of a registration chunk (same call shapes as a redis-py pipeline) to send as one
+    :data:`_APPLY_OPS` call.
 
-    Sorted-set and set writes are grouped per key (one ZADD / ZREM / SADD per key and batch instead of one per
-    video: Redis runs each command of the script separately, and a batch touches thousands of videos of a few
+    Sorted-set and set writes are grouped per key (one ZADD / ZREM / SADD per key and chunk instead of one per
+    video: Redis runs each command of the script separately, and a chunk touches thousands of videos of a few
     topics). Within a key the last write of a member wins, as it would with one command per write; the grouped
     keys (topic indexes, id sets) are written by nothing else in a batch, so they go after the other writes.
     """
@@ -305,18 +307,8 @@ class _Ops:
         self._zsets: dict[str, dict[str, str | None]] = {}  # key → member → score, or None = remove
         self._sets: dict[str, set[str]] = {}
 
-    def _add(self, name: str, key: str, args: list[str]) -> None:
-        for start in range(0, len(args), _MAX_OP_ARGS):
-            self.ops.append([name, key, *args[start : start + _MAX_OP_ARGS]])
-
     def set(self, key: str, value) -> None:
         self.ops.append(["SET", key, str(value)])
-
-    def incr(self, key: str) -> None:
-        self.ops.append(["INCR", key])
-
-    def hset(self, key: str, mapping: Mapping) -> None:
-        self._add("HSET", key, [str(x) for pair in mapping.items() for x in pair])
 
     def zadd(self, key: str, mapping: Mapping) -> None:
         members = self._zsets.setdefault(key, {})
@@ -330,19 +322,6 @@ class _Ops:
 
     def sadd(self, key: str, *members) -> None:
         self._sets.setdefault(key, set()).update(str(m) for m in members)
-
-    def hset_stats(self, key: str, counts: Counts) -> None:
-        """HSET of a stats hash (the hot write: one per touched video)."""
-        self.ops.append(["HSET", key, "exposures", _num(counts.exposures), "clicks", _num(counts.clicks), "ctr", repr(counts.ctr), "ts", repr(counts.ts or 0.0)])
-
-    def lpush(self, key: str, *values) -> None:
-        self._add("LPUSH", key, [str(v) for v in values])
-
-    def ltrim(self, key: str, start: int, stop: int) -> None:
-        self.ops.append(["LTRIM", key, str(start), str(stop)])
-
-    def delete(self, key: str) -> None:
-        self.ops.append(["DEL", key])
 
     def commands(self) -> list[list[str]]:
         """Every write, the grouped ones last."""
@@ -434,10 +413,6 @@ for t = 1, n_topics do
 end
 return out
 """
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _counts(raw: Sequence[bytes | str | None | bool]) -> Counts:
@@ -543,7 +518,7 @@ class StreamStore:
                     ops.sadd(dirty_topics_key(self.prefix), topic_id)
                 if topics:
                     ops.sadd(all_topics_key(self.prefix), *topics)
-                self._index_writes(ops, video_id, topics, None, counts, force=True)
+                self._index_writes(ops, video_id, topics, counts)
                 self.topics_of[video_id] = tuple(topics)
                 self._topic_strings.pop(video_id, None)
             async with self.client.pipeline(transaction=True) as pipe:
@@ -567,35 +542,25 @@ class StreamStore:
         logger.info("loaded topics of %d videos from %s", count, path)
         return count
 
-    # ------------------------------------------------------------ one batch, one transaction
-
-    def _index_writes(
-        self, pipe, video_id: int, topics: Sequence[int], before: Counts | None, after: Counts, force: bool = False, dirty: set | None = None
-    ) -> None:
-        """Put the video in its topics' established/fresh indexes per the τ1/τ2 rule; mark changed topics dirty
-        (in ``dirty`` when given, for the caller to write once per batch)."""
+    def _index_writes(self, ops: _Ops, video_id: int, topics: Sequence[int], counts: Counts) -> None:
+        """Put a (re)registered video in its topics' established/fresh indexes per the τ1/τ2 rule, out of any
+        other index of those topics, and mark the topics dirty (the batch script applies the same rule to changes)."""
         config = self.config
-        status = video_status(after, config.min_exposures, config.min_ctr)
-        old_status = video_status(before, config.min_exposures, config.min_ctr) if before is not None else None
-        changed = force or status != old_status or (status == "established" and after.ctr != before.ctr)
+        status = video_status(counts, config.min_exposures, config.min_ctr)
         for topic_id in topics:
             if status == "established":
-                if changed:
-                    pipe.zadd(established_key(self.prefix, topic_id), {video_id: after.ctr})
-                if force or old_status != "established":
-                    pipe.zrem(fresh_key(self.prefix, topic_id), video_id)
-            elif status == "fresh":
-                if force or old_status != "fresh":  # the score (exposures) is informative only: no rewrite per exposure
-                    pipe.zadd(fresh_key(self.prefix, topic_id), {video_id: after.exposures})
-                    pipe.zrem(established_key(self.prefix, topic_id), video_id)
-            elif force or old_status != "pruned":
-                pipe.zrem(established_key(self.prefix, topic_id), video_id)
-                pipe.zrem(fresh_key(self.prefix, topic_id), video_id)
-        if changed and topics:
-            if dirty is None:
-                pipe.sadd(dirty_topics_key(self.prefix), *topics)
+                ops.zadd(established_key(self.prefix, topic_id), {video_id: counts.ctr})
+                ops.zrem(fresh_key(self.prefix, topic_id), video_id)
+            elif status == "fresh":  # the score (exposures) is informative only
+                ops.zadd(fresh_key(self.prefix, topic_id), {video_id: counts.exposures})
+                ops.zrem(established_key(self.prefix, topic_id), video_id)
             else:
-                dirty.update(topics)
+                ops.zrem(established_key(self.prefix, topic_id), video_id)
+                ops.zrem(fresh_key(self.prefix, topic_id), video_id)
+        if topics:
+            ops.sadd(dirty_topics_key(self.prefix), *topics)
+
+    # ------------------------------------------------------------ one batch, one script call
 
     async def apply_batch(
         self,

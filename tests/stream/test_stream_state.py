@@ -198,20 +198,16 @@ def test_decay_keeps_counts_below_the_plain_ones(redis_url):
     assert sum(decayed.values()) < 0.5 * sum(truth.video_exposures.values())
 
 
-
 def test_decayed_counts_equal_merge_counts_batch_by_batch(redis_url):
     """The batch script's decay is stream.logic's: each stored count equals merge_counts over the batch deltas."""
-    from stream.logic import Counts, fold_events, merge_counts
+    from stream.logic import Counts, Limits, fold_events, merge_counts, parse_event
 
     events = make_events(150, seed=8)
     messages = as_messages(events, partitions=1)
     config = StreamConfig(half_life_s=40.0, seed=1)
     expected: dict[int, Counts] = {}
     for start in range(0, len(messages), 37):
-        batch_events = [json.loads(m.value) for m in messages[start : start + 37]]
-        from stream.logic import Limits, parse_event
-
-        parsed = [parse_event(json.dumps(e).encode(), Limits())[0] for e in batch_events]
+        parsed = [parse_event(m.value, Limits())[0] for m in messages[start : start + 37]]
         delta = fold_events(parsed, TOPICS_OF, config.half_life_s)
         for video_id, counts in delta.videos.items():
             expected[video_id] = merge_counts(expected.get(video_id, Counts()), counts, config.half_life_s)
