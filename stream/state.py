@@ -299,7 +299,7 @@ class _Ops:
     Sorted-set and set writes are grouped per key (one ZADD / ZREM / SADD per key and chunk instead of one per
     video: Redis runs each command of the script separately, and a chunk touches thousands of videos of a few
     topics). Within a key the last write of a member wins, as it would with one command per write; the grouped
-    keys (topic indexes, id sets) are written by nothing else in a batch, so they go after the other writes.
+    keys (topic indexes, id sets) are written by nothing else in a chunk, so they go after the other writes.
     """
 
     def __init__(self) -> None:
