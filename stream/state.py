@@ -105,15 +105,13 @@ _STATS_FIELDS = ("exposures", "clicks", "ts")
 
 # One round trip for all reads of a registration chunk (StreamStore.register_videos); the answer is one JSON string
 # because decoding thousands of RESP replies in Python costs more than the chunk's logic.
-# KEYS: stats keys, then user click lists, then video topic keys; ARGV = [number of stats keys, number of lists, N1].
+# KEYS: stats keys, then video topic keys; ARGV = [number of stats keys].
 _READ_BATCH = """
 local out = {}
-local n_stats, n_lists = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n_stats = tonumber(ARGV[1])
 for i = 1, #KEYS do
   if i <= n_stats then
     out[i] = redis.call('HMGET', KEYS[i], 'exposures', 'clicks', 'ts')
-  elseif i <= n_stats + n_lists then
-    out[i] = redis.call('LRANGE', KEYS[i], 0, tonumber(ARGV[3]) - 1)
   else
     out[i] = redis.call('GET', KEYS[i])
   end
@@ -505,7 +503,7 @@ class StreamStore:
         for start in tqdm(range(0, len(items), chunk_size), desc="video topics → Redis", disable=not show_progress):
             chunk = items[start : start + chunk_size]
             keys = [video_stats_key(self.prefix, v) for v, _ in chunk] + [video_topics_key(self.prefix, v) for v, _ in chunk]
-            raw = json.loads(await self.client.eval(_READ_BATCH, len(keys), *keys, len(chunk), 0, 1))
+            raw = json.loads(await self.client.eval(_READ_BATCH, len(keys), *keys, len(chunk)))
             ops = _Ops()
             for index, (video_id, topics) in enumerate(chunk):
                 old_raw = raw[len(chunk) + index]
