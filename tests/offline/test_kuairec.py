@@ -25,6 +25,18 @@ def test_quirks_unknowns_and_bare_carriage_returns(tmp_path):
     assert videos["secondary_class"].tolist() == [None, "673"]
 
 
+def test_cover_text_goes_in_front_of_the_caption(tmp_path):
+    path = tmp_path / "kuairec_caption_category.csv"
+    path.write_bytes(
+        (HEADER + "0,封面字,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # both: cover text first
+         "1,封面字,,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # no caption: the cover text alone
+         "2,UNKNOWN,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # unknown cover text is not text
+         "3,正文,正文 更多,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n").encode()  # already in the caption: not twice
+    )
+    assert load_kuairec(tmp_path)["title"].tolist() == ["封面字。正文", "封面字", "正文", "正文 更多"]
+    assert load_kuairec(tmp_path, cover_text=False)["title"].tolist() == ["正文", "", "正文", "正文 更多"]
+
+
 def test_not_kuairec_is_rejected(tmp_path):
     (tmp_path / "kuairec_caption_category.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ContractError, match="missing column"):
