@@ -143,7 +143,7 @@ def test_unknown_dataset_is_a_clear_error():
 
 
 def test_vector_dim_mismatch_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"mrlm.vector_dim \(d4\) = 32 but feast.mrlm_vector_dim = 8"):
+    with pytest.raises(ValueError, match=rf"mrlm.vector_dim \(d4\) = {Settings().mrlm.vector_dim} but feast.mrlm_vector_dim = 8"):
         validate_config(Settings().mrlm, feast_vector_dim=8)
     with pytest.raises(ValueError, match="λ1 \\+ λ2 must be < 1"):
         validate_config(Settings().mrlm.model_copy(update={"lambda_triplet": 0.7, "lambda_softmax": 0.3}), None)
