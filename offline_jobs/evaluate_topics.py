@@ -14,6 +14,13 @@ primary (PC) or secondary (SC) classes among them, and the clusters scored with 
     MMoE         z of the fine-tuned MMoE
     MMoE+Tag     a = [ē/‖ē‖, z/‖z‖]
 
+and one reference row that is not a representation of the paper (``evaluation.supervised_reference``):
+a supervised text classifier, char 1-2-gram TF-IDF + logistic regression, fitted on the training videos'
+titles for the primary and for the secondary class; the held-out videos' class probabilities of both,
+concatenated, are clustered like the rows above. It shows how much class information a model trained
+directly for the classes gets out of the titles under this protocol, so a representation's score can be
+read against it (docs/TABLE1.md).
+
 Fig. 3's figure is the ratio of the mean distance between class centres to the mean distance of a
 video to its class centre (primary classes), per representation. The command prints a Markdown table
 and writes it with a PNG bar plot and a JSON of the figures under ``paths.reports_dir``.
@@ -69,6 +76,39 @@ def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int) -> R
     return Row(name, ari_pc, nmi_pc, ari_sc, nmi_sc, ratio)
 
 
+REFERENCE_ROW = "reference: char n-gram LR on titles (supervised)"
+
+
+def supervised_reference_features(train: pd.DataFrame, held: pd.DataFrame, seed: int) -> np.ndarray | None:
+    """[p(primary | title), p(secondary | title)] of the held-out videos: (n_held, M1 + M2) float32.
+
+    Char 1-2-grams (``char_wb``, seen in >= 2 training titles, sublinear tf, idf), one multinomial logistic
+    regression (C = 5) per class column, fitted on the training videos with that label. A column with fewer
+    than two classes among the training videos is left out; None when both are.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    def titles(frame: pd.DataFrame) -> list[str]:
+        return [t if isinstance(t, str) else "" for t in frame["title"].tolist()]
+
+    vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    try:
+        x_train = vectorizer.fit_transform(titles(train))
+    except ValueError:  # no n-gram in two training titles
+        logger.warning("supervised reference row skipped: the training titles share no character n-gram")
+        return None
+    x_held = vectorizer.transform(titles(held))
+    parts = []
+    for column in ("primary_class", "secondary_class"):
+        labelled = train[column].notna().to_numpy()
+        if train.loc[labelled, column].nunique() < 2:
+            continue
+        model = LogisticRegression(C=5.0, max_iter=1000, random_state=seed)
+        parts.append(model.fit(x_train[labelled], train.loc[labelled, column].astype(str)).predict_proba(x_held))
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else None
+
+
 def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[list[Row], dict]:
     """Fit on 90%, score the five representations of the held-out 10%. Returns rows and run facts."""
     cfg = settings.evaluation
@@ -97,6 +137,12 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     if z is not None:
         rows.append(_scores("MMoE (z)", z, held, cfg.seed))
         rows.append(_scores("MMoE+Tag (a)", topic_representation(e_bar, z), held, cfg.seed))
+    if cfg.supervised_reference:
+        start = time.perf_counter()
+        reference = supervised_reference_features(train, held, cfg.seed)
+        if reference is not None:
+            rows.append(_scores(REFERENCE_ROW, reference, held, cfg.seed))
+        facts["seconds"]["supervised_reference"] = time.perf_counter() - start
     start = time.perf_counter()
     e_bar_train, _ = tag_graph.transform(train["tags"].tolist())
     a_train = topic_representation(e_bar_train, mmoe.transform(train) if mmoe is not None else None)

@@ -7,7 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from offline_jobs.evaluate_topics import evaluate_representations, holdout_split, markdown_table, write_report
+import pandas as pd
+
+from offline_jobs.evaluate_topics import (
+    REFERENCE_ROW,
+    evaluate_representations,
+    holdout_split,
+    markdown_table,
+    supervised_reference_features,
+    write_report,
+)
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
 from tests.offline.test_encoders import tiny_title_model, tiny_torchscript_cnn  # noqa: F401  (fixtures)
 from tests.offline.test_mmoe import make_videos, tiny_config
@@ -67,6 +76,7 @@ def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_
     rows, facts = evaluate_representations(videos, settings)
     assert [r.representation for r in rows] == [
         "title only (pretrained f_T)", "tags only (ē)", "cover only (pretrained f_C)", "MMoE (z)", "MMoE+Tag (a)",
+        REFERENCE_ROW,
     ]
     assert facts["n_train"] == 90 and facts["n_held_out"] == 30
     for row in rows:
@@ -78,7 +88,7 @@ def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_
     for part in ("train", "held_out"):
         report = facts["topics_per_video"][part]
         assert report["n_videos"] == (90 if part == "train" else 30) and report["videos_without_topic"] == 0
-    assert set(facts["seconds"]) >= {"tag_graph", "mmoe", "topics", "total"}
+    assert set(facts["seconds"]) >= {"tag_graph", "mmoe", "supervised_reference", "topics", "total"}
 
     paths = write_report(rows, facts, tmp_path / "report", "Table I on a test catalogue")
     markdown = paths["markdown"].read_text()
@@ -92,3 +102,35 @@ def test_evaluation_needs_primary_classes(tiny_title_model, tmp_path) -> None:  
     settings = Settings(paths=PathsConfig(artifacts_dir=tmp_path), mmoe=tiny_config(tiny_title_model))
     with pytest.raises(ValueError, match="needs primary classes"):
         evaluate_representations(videos, settings)
+
+
+def _titled(words_by_class: dict[str, list[str]], n_per_class: int, seed: int) -> pd.DataFrame:
+    """Videos whose title holds two of their primary class's words and one shared filler word."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, words in words_by_class.items():
+        for _ in range(n_per_class):
+            rows.append({"title": " ".join([*rng.choice(words, 2), rng.choice(["视频", "今天", "快乐"])]),
+                         "primary_class": label, "secondary_class": label + "-sub" if rng.random() < 0.5 else None})
+    return pd.DataFrame(rows)
+
+
+def test_supervised_reference_learns_the_classes_from_titles() -> None:
+    words = {"美食": ["做饭", "红烧", "美味"], "游戏": ["王者", "上分", "段位"], "宠物": ["猫咪", "狗狗", "萌宠"]}
+    train, held = _titled(words, 30, seed=0), _titled(words, 10, seed=1)
+    features = supervised_reference_features(train, held, seed=0)
+    # three primary and three secondary probabilities per held-out video, each block sums to 1
+    assert features.shape == (30, 6) and features.dtype == np.float32
+    np.testing.assert_allclose(features[:, :3].sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(features[:, 3:].sum(1), 1.0, rtol=1e-5)
+    predicted = np.array(sorted(words))[features[:, :3].argmax(1)]
+    assert (predicted == held["primary_class"].to_numpy()).mean() == 1.0
+    assert cluster_scores(features, held["primary_class"].to_numpy(), seed=0) == pytest.approx((1.0, 1.0))
+
+
+def test_supervised_reference_leaves_out_single_class_columns_and_empty_titles() -> None:
+    words = {"美食": ["做饭", "红烧"], "游戏": ["王者", "上分"]}
+    train, held = _titled(words, 20, seed=0).assign(secondary_class=None), _titled(words, 5, seed=1)
+    assert supervised_reference_features(train, held, seed=0).shape == (10, 2)  # no secondary column to learn
+    blank = train.assign(title=None)
+    assert supervised_reference_features(blank, held, seed=0) is None
