@@ -93,6 +93,9 @@ def table2(
     feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo, e.g. ranker_v1"),
     seeds: int = typer.Option(1, min=1, help="average every AUC over this many seeds"),
     out: Optional[Path] = typer.Option(None, help="report folder (default: <reports_dir>)"),
+    unseen_test_videos: bool = typer.Option(
+        False, help="cold-video check: every test video gets a fresh id no training row has, as if newly published"
+    ),
 ) -> None:
     """Table II: AUC of LR, EMLP, DCN without / with topic features on a time split; prints Markdown."""
     from serving.table2 import run_table2, save_report, to_markdown
@@ -106,7 +109,7 @@ def table2(
         # the learned topics stay in <out>/table2_<dataset>/video_topics.parquet, reusable with --video-topics
         rows += run_table2(
             name, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds,
-            work_dir=out / f"table2_{name}",
+            work_dir=out / f"table2_{name}", unseen_test_videos=unseen_test_videos,
         )
     path = save_report(rows, out)
     typer.echo(to_markdown(rows))

@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from serving.candidates import vote_topics
 from serving.features import exposure_history, user_history
 from serving.rankers import MODELS, Ranker, RankerInputs, exposure_features, topic_affinity
-from serving.table2 import Table2Row, time_split, to_markdown
+from serving.table2 import Table2Row, time_split, to_markdown, withhold_video_ids
 
 
 def _frame(n_rows: int, n_users: int, video_ids: np.ndarray, seed: int, with_content: bool = False) -> pd.DataFrame:
@@ -111,6 +111,18 @@ def test_time_split_moves_the_cut_by_whole_days():
     assert len(train) == 2 and len(test) == 3
     with pytest.raises(ValueError, match="at least 2"):
         time_split(frame.iloc[:2], 1, 0.1)
+
+
+def test_withheld_test_videos_are_new_to_the_rankers_and_keep_their_features():
+    train = pd.DataFrame({"video_id": [1, 2, 3, 2], "label": [0, 1, 0, 1]})
+    test = pd.DataFrame({"video_id": [2, 7, 2, 3], "topic_ids": [[4], [5], [4], [6]], "label": [1, 0, 0, 1]})
+    withheld = withhold_video_ids(train, test)
+    assert not set(withheld["video_id"]) & set(train["video_id"])  # no test video keeps an id seen in training
+    assert withheld["video_id"].iloc[0] == withheld["video_id"].iloc[2] != withheld["video_id"].iloc[3]  # one fresh id per video
+    assert withheld["video_id"].nunique() == test["video_id"].nunique()
+    assert withheld["topic_ids"].tolist() == test["topic_ids"].tolist() and withheld["label"].tolist() == test["label"].tolist()
+    assert test["video_id"].tolist() == [2, 7, 2, 3]  # the input is not modified
+    assert withhold_video_ids(train, test.iloc[:0]).empty
 
 
 def test_markdown_table():
