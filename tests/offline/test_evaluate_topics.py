@@ -15,6 +15,7 @@ from offline_jobs.evaluate_topics import (
     holdout_split,
     markdown_table,
     supervised_reference_features,
+    tagged_rows,
     write_report,
 )
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
@@ -89,10 +90,17 @@ def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_
         report = facts["topics_per_video"][part]
         assert report["n_videos"] == (90 if part == "train" else 30) and report["videos_without_topic"] == 0
     assert set(facts["seconds"]) >= {"tag_graph", "mmoe", "supervised_reference", "topics", "total"}
+    # every fifth video has no tags: the table again on the held-out videos that have them
+    tagged = tagged_rows(facts)
+    assert 0 < facts["with_tags"]["n_videos"] < 30 and facts["with_tags"]["n_videos"] == round(30 * facts["held_out_with_tags"])
+    assert [r.representation for r in tagged] == [r.representation for r in rows]
+    assert all(0 <= r.nmi_pc <= 1 for r in tagged) and tagged[0] != rows[0]
 
     paths = write_report(rows, facts, tmp_path / "report", "Table I on a test catalogue")
     markdown = paths["markdown"].read_text()
     assert markdown_table(rows) in markdown and "topics per video, held_out videos" in markdown
+    assert f"The same on the {facts['with_tags']['n_videos']} held-out videos that have tags" in markdown
+    assert markdown_table(tagged) in markdown
     assert json.loads(paths["json"].read_text())["rows"][0]["representation"] == "title only (pretrained f_T)"
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
