@@ -94,8 +94,7 @@ def supervised_reference_features(train: pd.DataFrame, held: pd.DataFrame, seed:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    def titles(frame: pd.DataFrame) -> list[str]:
-        return [t if isinstance(t, str) else "" for t in frame["title"].tolist()]
+    from offline_jobs.mmoe import _titles as titles  # the titles MMoE reads: missing ones as ""
 
     vectorizer = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     try:
@@ -180,6 +179,14 @@ def tagged_rows(facts: dict) -> list[Row]:
     return [Row(**row) for row in facts.get("with_tags", {}).get("rows", [])]
 
 
+def tagged_markdown(facts: dict) -> str:
+    """That table with its heading line, as the report and the CLI print it; "" when there is none."""
+    rows = tagged_rows(facts)
+    if not rows:
+        return ""
+    return f"The same on the {facts['with_tags']['n_videos']} held-out videos that have tags:\n\n{markdown_table(rows)}"
+
+
 def markdown_table(rows: list[Row]) -> str:
     lines = [
         "| representation | ARI (PC) | NMI (PC) | ARI (SC) | NMI (SC) | inter/intra (Fig. 3) |",
@@ -200,8 +207,8 @@ def write_report(rows: list[Row], facts: dict, out_dir: Path, title: str) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "table1.md", "json": out_dir / "table1.json", "plot": out_dir / "table1.png"}
     lines = [f"# {title}", "", markdown_table(rows), ""]
-    if tagged_rows(facts):
-        lines += [f"The same on the {facts['with_tags']['n_videos']} held-out videos that have tags:", "", markdown_table(tagged_rows(facts)), ""]
+    if tagged := tagged_markdown(facts):
+        lines += [tagged, ""]
     for part, report in facts.get("topics_per_video", {}).items():
         histogram = ", ".join(f"{k}: {v}" for k, v in report["histogram"].items())
         lines.append(f"- topics per video, {part} videos: mean {report['mean_topics_per_video']:.2f}, "

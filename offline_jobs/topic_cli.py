@@ -60,7 +60,7 @@ def evaluate(
     out: Path | None = typer.Option(None, help="report folder (default: <artifacts>/reports/<dataset>)"),
 ) -> None:
     """Table I and Fig. 3 on a held-out 10%: ARI/NMI of k-means (K = #classes) per representation; Markdown + PNG."""
-    from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, tagged_rows, write_report
+    from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, tagged_markdown, write_report
     from offline_jobs.pipeline import load_dataset
     from offline_jobs.topics import format_topics_per_video_report
 
@@ -71,9 +71,8 @@ def evaluate(
     paths = write_report(rows, facts, out or settings.paths.reports_dir / loaded.name, title)
     typer.echo(title)
     typer.echo(markdown_table(rows))
-    if tagged_rows(facts):
-        typer.echo(f"the same on the {facts['with_tags']['n_videos']} held-out videos that have tags:")
-        typer.echo(markdown_table(tagged_rows(facts)))
+    if tagged := tagged_markdown(facts):
+        typer.echo(tagged)
     for part, report in facts["topics_per_video"].items():
         typer.echo(f"topics per video ({part} videos, K={settings.topics.n_topics}, τ3={settings.topics.assign_threshold}):")
         typer.echo(format_topics_per_video_report(report))

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
-
 import pandas as pd
+import pytest
 
 from offline_jobs.evaluate_topics import (
     REFERENCE_ROW,
