@@ -89,10 +89,12 @@ def synthetic_dataset(settings: Settings, n_users: int = 1000, n_days: int = 7) 
 
 def movielens_dataset(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """MovieLens-100k from the recbole wheel; ratings >= ``rating_threshold`` are clicks, lower ratings are non-clicks."""
-    from topicfs.movielens import load_ml100k
+    from topicfs.movielens import load_ml100k, with_kg_tags
 
     movielens = load_ml100k(settings.paths.movielens)
-    videos, interactions = movielens.videos, movielens.interactions
+    config = settings.rankers
+    videos = with_kg_tags(movielens, config.movielens_kg_tags, config.movielens_kg_min_movies)
+    interactions = movielens.interactions
     if "rating" in interactions.columns:
         label = (interactions["rating"].astype(float) >= settings.rankers.rating_threshold).astype(np.int8)
     else:

@@ -14,12 +14,16 @@ What comes out, in the project's contracts (topicfs/contracts.py):
 - users: ``user_id``, ``age``, ``gender``, ``occupation``, ``zip_code``;
 - the knowledge base: ``item_entities`` (video_id -> Freebase entity) and ``kg`` triples
   (head, relation, tail), the MRLM paper's own KB source.
+
+:func:`with_kg_tags` adds knowledge-graph facts to the videos' tags (``directed_by:m.0bxtg``, ...): the
+tails of chosen relations that at least two linked movies share, beside the genres.
 """
 
 from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +118,35 @@ def load_ml100k(source: str | Path) -> MovieLens100k:
     item_entities = pd.DataFrame({"video_id": link["item_id"].astype(np.int64), "entity": link["entity_id"]})
     kg = _read_part(path, "kg").rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"})[["head", "relation", "tail"]]
     return MovieLens100k(videos=videos, interactions=interactions, users=users, item_entities=item_entities, kg=kg)
+
+
+def with_kg_tags(movielens: MovieLens100k, relations: Sequence[str], min_movies: int = 2) -> pd.DataFrame:
+    """The videos with the KB4Rec facts of ``relations`` appended to their tags.
+
+    A relation is named in full (``film.film.directed_by``) or by its last part (``directed_by``). Each fact
+    (movie --relation--> tail) becomes the tag ``<last part>:<tail>``, kept when at least ``min_movies`` movies
+    hold it (a tag of one movie adds no edge to the co-occurrence graph). Movies without a KB4Rec link keep
+    their genres alone. An unknown relation is an error naming the relations the graph has.
+    """
+    videos = movielens.videos.copy()
+    if not relations:
+        return videos
+    if min_movies < 1:
+        raise ValueError(f"min_movies must be >= 1, got {min_movies}")
+    kg, known = movielens.kg, sorted(movielens.kg["relation"].unique())
+    short = {name.rsplit(".", 1)[-1]: name for name in known}
+    wanted = []
+    for relation in relations:
+        full = relation if relation in known else short.get(relation)
+        if full is None:
+            raise ValueError(f"knowledge-graph relation {relation!r} not in ml-100k.kg; it has: {', '.join(known)}")
+        wanted.append(full)
+    facts = kg[kg["relation"].isin(wanted)].merge(
+        movielens.item_entities.drop_duplicates("video_id"), left_on="head", right_on="entity"
+    )
+    facts = facts.assign(tag=facts["relation"].str.rsplit(".", n=1).str[-1] + ":" + facts["tail"])
+    facts = facts.drop_duplicates(["video_id", "tag"])
+    shared = facts.groupby("tag")["video_id"].transform("size") >= min_movies
+    extra = facts[shared].groupby("video_id")["tag"].agg(sorted)
+    videos["tags"] = [list(tags) + extra.get(video, []) for video, tags in zip(videos["video_id"], videos["tags"])]
+    return videos

@@ -262,6 +262,12 @@ class RankerConfig(BaseModel):
     movielens_n_topics: int = Field(
         20, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres; the catalogue default of 60 gives flat topics)"
     )
+    movielens_kg_tags: list[str] = Field(
+        [],
+        description="KB4Rec relations of ml-100k.kg whose facts Table II adds to the MovieLens tags beside the genres "
+        "(e.g. genre, directed_by, actor: topicfs.movielens.with_kg_tags); empty = genres only",
+    )
+    movielens_kg_min_movies: int = Field(2, ge=1, description="a knowledge-graph fact becomes a tag when at least this many movies hold it")
     user_id_dropout: float = Field(
         0.5, ge=0, lt=1,
         description="share of training rows whose user id is replaced by the unseen-user index, so that index learns what new users get "
