@@ -49,7 +49,7 @@ import pandas as pd
 from offline_jobs.encoders import pretrained_cover_embeddings, pretrained_title_embeddings
 from offline_jobs.pipeline import fit_mmoe, fit_tag_graph
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
-from offline_jobs.topics import TopicModel, topic_representation, topics_per_video_report
+from offline_jobs.topics import TopicModel, representation_halves, topic_representation, topics_per_video_report
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -162,8 +162,9 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
             logger.warning("Table I on the videos with tags skipped: %s", error)
     start = time.perf_counter()
     e_bar_train, _ = tag_graph.transform(train["tags"].tolist())
-    a_train = topic_representation(e_bar_train, mmoe.transform(train) if mmoe is not None else None)
-    topics = TopicModel.from_config(settings.topics, show_progress=False).fit(a_train)
+    z_train = mmoe.transform(train) if mmoe is not None else None
+    a_train = topic_representation(e_bar_train, z_train)
+    topics = TopicModel.from_config(settings.topics, show_progress=False).fit(a_train, representation_halves(e_bar_train, z_train))
     threshold = settings.topics.assign_threshold
     facts["topics_per_video"] = {
         "train": topics_per_video_report(topics.assign(a_train), threshold),

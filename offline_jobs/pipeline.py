@@ -34,6 +34,7 @@ from offline_jobs.topics import (
     TopicAssignment,
     TopicModel,
     format_topics_per_video_report,
+    representation_halves,
     topic_representation,
     topics_per_video_report,
     write_topic_tables,
@@ -147,7 +148,7 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     a = topic_representation(e_bar, z)
     seconds["representation"] = time.perf_counter() - start
     start = time.perf_counter()
-    topics = TopicModel.from_config(settings.topics).fit(a)
+    topics = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z))
     assignment = topics.assign(a)
     seconds["topics"] = time.perf_counter() - start
     models = TopicModels(tag_graph, mmoe, topics)

@@ -10,6 +10,14 @@ Steps:
    pass ``None`` for it and a is the other half alone (with a warning).
 2. :meth:`TopicModel.fit`: spherical k-means (faiss) with K = ``n_topics`` on the row-normalised a, so
    centres are unit vectors and "nearest" means "highest cosine", the measure the paper assigns by.
+   With ``center_halves`` (the default) each half first loses its mean direction over the fitted videos
+   (:meth:`TopicModel.centred`: ē/‖ē‖ minus the mean of the tagged videos' ē/‖ē‖, normalised again; the same
+   for z; a zero half stays zero), so cosines measure how videos differ, not the direction they all share.
+   Why: skip-gram tag embeddings share one direction, the more so the fewer the tags (MovieLens' 19 genres:
+   mean cosine 0.991 between two movies' ē/‖ē‖; KuaiRec's tags: 0.33), and so do the MMoE's expert outputs
+   (0.80 / 0.40). A half whose rows all point one way weighs nothing in the distance and lifts every cosine
+   above τ3: uncentred, MovieLens topics followed the titles alone (NMI 0.16 between a movie's nearest topic
+   and its first genre; 0.52 centred) and every movie got the cap of 8 topics (docs/TABLE2.md step 10).
    Lloyd starts from k-means++ centres drawn on a sample (:func:`kmeans_plusplus_sample`). faiss trains on at most ``max_points_per_centroid`` x K sampled rows (its default 256; all rows at
    1M x K=6000), runs ``kmeans_iterations`` Lloyd steps, and is seeded.
 3. :meth:`TopicModel.assign`: every topic whose centre has cosine similarity >= τ3
@@ -36,14 +44,14 @@ Steps:
 Run it (z from the MMoE job, tags from the videos table)::
 
     from offline_jobs.tag_graph import TagGraphEmbedder
-    from offline_jobs.topics import TopicModel, topic_representation, write_topic_tables, topics_per_video_report
+    from offline_jobs.topics import TopicModel, representation_halves, topic_representation, write_topic_tables, topics_per_video_report
     from topicfs.settings import get_settings
 
     settings = get_settings()
     embedder = TagGraphEmbedder.from_config(settings.tag_graph).fit(videos["tags"])
     e_bar, has_tags = embedder.transform(videos["tags"])          # (n, d_e), (n,)
     a = topic_representation(e_bar, z)                              # (n, d_e + d_z)
-    model = TopicModel.from_config(settings.topics).fit(a)
+    model = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z))
     assignment = model.assign(a)
     print(format_topics_per_video_report(topics_per_video_report(assignment, model.assign_threshold)))
     write_topic_tables(settings.paths.tables_dir, videos["video_id"], embedder, e_bar, has_tags,
@@ -79,7 +87,7 @@ logger = logging.getLogger(__name__)
 
 ARRAYS_FILE = "topic_model.npz"
 META_FILE = "topic_model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: half_sizes / half_means (centring); version 1 models load as uncentred
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
 
@@ -101,6 +109,18 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """[(start, stop)] column ranges of consecutive parts of the given widths."""
+    stops = np.cumsum(sizes)
+    return [(int(stop - size), int(stop)) for size, stop in zip(sizes, stops)]
+
+
+def representation_halves(e_bar: np.ndarray | None, z: np.ndarray | None) -> list[int]:
+    """Widths of the halves :func:`topic_representation` puts in a (a missing modality has none): ``halves`` of
+    :meth:`TopicModel.fit`."""
+    return [int(np.shape(part)[1]) for part in (e_bar, z) if part is not None]
 
 
 def topic_representation(e_bar: np.ndarray | None, z: np.ndarray | None) -> np.ndarray:
@@ -295,17 +315,20 @@ class TopicModel(BaseEstimator):
     - ``cluster_centers_``: (K, D) float32 unit vectors, the topics
     - ``topic_embeddings_``: (K, topic_feature_dim) float32, see :func:`pca_topic_embeddings`
     - ``objective_``: float, faiss's final objective (sum of cosine similarities to the centres)
+    - ``half_sizes_``: the widths of a's halves (``halves`` of :meth:`fit`; one half = all of a by default);
+      ``half_means_``: (D,) float32 their mean directions, removed by :meth:`centred` (zeros without ``center_halves``)
     - ``n_features_in_``: D; ``data_fingerprint_``: fingerprint of the a that ``fit`` saw
     """
 
     def __init__(
         self,
         n_topics: int = 60,
-        assign_threshold: float = 0.6,
+        assign_threshold: float = 0.4,
         max_topics_per_video: int = 8,
         topic_feature_dim: int = 8,
         kmeans_iterations: int = 25,
         seed: int = 23,
+        center_halves: bool = True,
         block_size: int = 65536,
         max_points_per_centroid: int = 256,
         init_sample_per_topic: int = 3,
@@ -317,6 +340,7 @@ class TopicModel(BaseEstimator):
         self.topic_feature_dim = topic_feature_dim
         self.kmeans_iterations = kmeans_iterations
         self.seed = seed
+        self.center_halves = center_halves
         self.block_size = block_size
         self.max_points_per_centroid = max_points_per_centroid
         self.init_sample_per_topic = init_sample_per_topic
@@ -338,11 +362,26 @@ class TopicModel(BaseEstimator):
         if not -1.0 <= float(self.assign_threshold) <= 1.0:
             raise ValueError(f"TopicModel: assign_threshold (τ3) is a cosine similarity in [-1, 1], got {self.assign_threshold!r}")
 
-    def fit(self, a: np.ndarray) -> TopicModel:
-        """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self."""
+    def fit(self, a: np.ndarray, halves: Sequence[int] | None = None) -> TopicModel:
+        """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self.
+
+        ``halves``: the widths of the parts of a centred separately (:func:`representation_halves` gives them for
+        [ē/‖ē‖, z/‖z‖]); None = a is one part.
+        """
         self._check_params()
         a = _as_matrix("a", a)
-        x = normalize_rows(a)
+        sizes = [int(a.shape[1])] if halves is None else [int(h) for h in halves]
+        if any(h < 1 for h in sizes) or sum(sizes) != a.shape[1]:
+            raise ValueError(f"TopicModel.fit: halves {list(sizes)} must be positive widths adding up to a's {a.shape[1]} columns")
+        self.half_sizes_ = sizes
+        self.half_means_ = np.zeros(a.shape[1], dtype=np.float32)
+        if self.center_halves:
+            for part, (start, stop) in zip(np.split(a, np.cumsum(sizes)[:-1], axis=1), _bounds(sizes)):
+                unit = normalize_rows(part)
+                present = np.any(unit != 0, axis=1)
+                if present.any():
+                    self.half_means_[start:stop] = unit[present].mean(axis=0)
+        x = self.centred(a)
         nonzero = np.linalg.norm(x, axis=1) > 0
         if not nonzero.all():
             logger.warning("topic k-means: %d of %d rows of a are all zero (no tags and no z) and are left out", int((~nonzero).sum()), len(x))
@@ -378,6 +417,20 @@ class TopicModel(BaseEstimator):
         if not hasattr(self, "cluster_centers_"):
             raise RuntimeError("TopicModel is not fitted: call fit() or TopicModel.load() first")
 
+    def centred(self, a: np.ndarray) -> np.ndarray:
+        """The rows of a as the model compares them, (n, D) float32 unit rows (zero rows stay zero): each half
+        row-normalised, its mean direction ``half_means_`` removed and normalised again, then the whole row
+        normalised. A half that is zero in a row stays zero (a video without tags); so does one that equals the
+        mean direction exactly, which says nothing that sets the video apart."""
+        if not np.any(self.half_means_):
+            return normalize_rows(a)
+        parts = []
+        for start, stop in _bounds(self.half_sizes_):
+            unit = normalize_rows(a[:, start:stop])
+            present = np.any(unit != 0, axis=1, keepdims=True)
+            parts.append(np.where(present, normalize_rows(unit - self.half_means_[start:stop]), 0.0).astype(np.float32))
+        return normalize_rows(np.concatenate(parts, axis=1))
+
     def assign(self, a: np.ndarray) -> TopicAssignment:
         """Topics of every row of a (n, D) by :func:`select_topics`, scored in blocks with faiss.
 
@@ -393,7 +446,7 @@ class TopicModel(BaseEstimator):
         parts = []
         starts = range(0, len(a), int(self.block_size))
         for start in tqdm(starts, desc="assign topics", unit="block", disable=not self.show_progress or len(starts) < 2):
-            block = normalize_rows(a[start : start + self.block_size])  # (b, D)
+            block = self.centred(a[start : start + self.block_size])  # (b, D) unit rows
             sims, ids = index.search(np.ascontiguousarray(block), k)  # (b, k) each, nearest first
             ids[np.linalg.norm(block, axis=1) == 0] = -1
             parts.append(select_topics(ids, sims, float(self.assign_threshold), int(self.max_topics_per_video)))
@@ -413,7 +466,9 @@ class TopicModel(BaseEstimator):
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / ARRAYS_FILE, cluster_centers=self.cluster_centers_, topic_embeddings=self.topic_embeddings_)
+        np.savez(
+            directory / ARRAYS_FILE, cluster_centers=self.cluster_centers_, topic_embeddings=self.topic_embeddings_, half_means=self.half_means_
+        )
         write_json_atomic(
             directory / META_FILE,
             {
@@ -422,6 +477,7 @@ class TopicModel(BaseEstimator):
                 "config": {k: v for k, v in self.get_params().items() if k != "show_progress"},
                 "data_fingerprint": self.data_fingerprint_,
                 "n_features_in": self.n_features_in_,
+                "half_sizes": self.half_sizes_,
                 "objective": self.objective_,
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             },
@@ -434,13 +490,20 @@ class TopicModel(BaseEstimator):
         """Read a model written by :meth:`save`."""
         directory = Path(directory)
         meta = read_json(directory / META_FILE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{directory / META_FILE}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-        model = cls(**meta["config"])
+        version = meta.get("format_version")
+        if version not in (1, FORMAT_VERSION):
+            raise ValueError(f"{directory / META_FILE}: format_version {version!r}, expected {FORMAT_VERSION} (or 1)")
+        config = dict(meta["config"])
+        if version == 1:  # saved before centring existed: compared raw cosines
+            config.update(center_halves=False)
+        model = cls(**config)
+        n_features = int(meta["n_features_in"])
         with np.load(directory / ARRAYS_FILE) as arrays:
             model.cluster_centers_ = arrays["cluster_centers"]
             model.topic_embeddings_ = arrays["topic_embeddings"]
-        model.n_features_in_ = int(meta["n_features_in"])
+            model.half_means_ = arrays["half_means"] if "half_means" in arrays else np.zeros(n_features, np.float32)
+        model.half_sizes_ = [int(h) for h in meta.get("half_sizes", [n_features])]
+        model.n_features_in_ = n_features
         model.objective_ = float(meta["objective"])
         model.data_fingerprint_ = meta["data_fingerprint"]
         return model

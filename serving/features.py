@@ -319,9 +319,10 @@ def make_video_topics_repo(
 
     Online store: with ``redis_url``, the project's Redis plugin (:mod:`topicfs.online_store`) and a packed
     service, so :func:`online_fetcher` reads with one ``MGET``; without, SQLite (offline use only). The view has
-    no TTL: a video's topics stay valid until the offline jobs write new ones.
+    no TTL: a video's topics stay valid until the offline jobs write new ones. ``repo_dir`` may be relative; the
+    repo's file paths are written absolute (Feast reads a relative registry path against the repo folder).
     """
-    repo_dir = Path(repo_dir)
+    repo_dir = Path(repo_dir).resolve()
     repo_dir.mkdir(parents=True, exist_ok=True)
     if redis_url:
         online = f"online_store:\n    type: topicfs.online_store.TopicRedisOnlineStore\n    url: \"{redis_url}\"\n"

@@ -135,8 +135,8 @@ def prepare_video_topics(video_topics: pd.DataFrame, videos: pd.DataFrame) -> pd
 def topic_settings(dataset: Dataset, settings: Settings) -> Settings:
     """The settings the topic job runs with for ``dataset``.
 
-    MovieLens-100k has 1682 movies over 19 genres: at the catalogue's K = 60 every movie sits within τ3 of about
-    eight near-identical centres, so K = ``rankers.movielens_n_topics`` (chosen on the validation days, see
+    MovieLens-100k has 1682 movies over 19 genres, a smaller catalogue than the job's default K = 60 is meant for, so
+    K = ``rankers.movielens_n_topics`` (40, the best of 12-80 with τ3 = 0.4-0.7 on the validation days, see
     docs/TABLE2.md); the synthetic catalogue keeps the defaults.
     """
     if dataset != "movielens":

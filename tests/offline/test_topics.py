@@ -23,6 +23,7 @@ from offline_jobs.topics import (
     format_topics_per_video_report,
     pca_topic_embeddings,
     select_topics,
+    representation_halves,
     topic_representation,
     topics_per_video_report,
     weighted_topic_features,
@@ -108,6 +109,8 @@ def test_assign_matches_brute_force_cosine(seed: int, threshold: float, cap: int
     model = small_model(n_topics=6, max_topics_per_video=cap, assign_threshold=threshold, block_size=7).fit(points)
     result = model.assign(points)
     unit = points / np.linalg.norm(points, axis=1, keepdims=True)
+    unit -= unit.mean(axis=0)  # the model centres a (one half here) on the mean direction of the rows it was fitted on
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
     cosine = unit @ model.cluster_centers_.T  # (n, K) dense reference
     all_ids = np.tile(np.arange(6), (len(points), 1))
     reference = select_topics(all_ids, cosine, threshold, cap)
@@ -173,6 +176,57 @@ def test_kmeans_on_topic_representation_of_two_modalities() -> None:
     model = small_model(n_topics=12).fit(a)
     assignment = model.assign(a)
     assert adjusted_rand_score(truth, assignment.topic_ids[assignment.offsets[:-1]]) > 0.99
+
+
+def shared_direction_halves(n: int = 600, seed: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ē whose 4 groups differ only slightly around one direction every video shares (as skip-gram tag vectors
+    over few tags do: mean cosine ~0.99), z pure noise: the groups live in the ē half alone."""
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(4, size=n)
+    shared = np.zeros(8)
+    shared[0] = 1.0
+    offsets = 0.15 * rng.standard_normal((4, 8))
+    e_bar = shared + offsets[groups] + 0.01 * rng.standard_normal((n, 8))
+    z = rng.standard_normal((n, 12))
+    return e_bar.astype(np.float32), z.astype(np.float32), groups
+
+
+def test_centring_lets_a_half_with_a_shared_direction_count() -> None:
+    e_bar, z, groups = shared_direction_halves()
+    a, halves = topic_representation(e_bar, z), representation_halves(e_bar, z)
+    assert halves == [8, 12]
+
+    def nearest_ari(model: TopicModel) -> float:
+        assignment = model.assign(a)
+        return adjusted_rand_score(groups, assignment.topic_ids[assignment.offsets[:-1]])
+
+    raw = small_model(n_topics=4, center_halves=False).fit(a, halves)
+    centred = small_model(n_topics=4).fit(a, halves)
+    assert nearest_ari(raw) < 0.2 < 0.9 < nearest_ari(centred)  # raw: the noise half decides; centred: ē's groups
+    assert raw.assign(a).counts.mean() > centred.assign(a).counts.mean()  # raw cosines are all lifted by ē's shared part
+
+
+def test_centred_rows_by_hand() -> None:
+    e_bar = np.array([[1.0, 1.0], [1.0, -1.0], [0.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    z = np.array([[0.0, 3.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]], dtype=np.float32)
+    a = topic_representation(e_bar, z)
+    model = small_model(n_topics=2).fit(a, representation_halves(e_bar, z))
+    # ē half: mean of the 3 tagged unit rows (1/√2, 1/√2), (1/√2, -1/√2), (1, 0) = ((√2 + 1) / 3, 0); z half: mean of 4 rows
+    np.testing.assert_allclose(model.half_means_, [(2**0.5 + 1) / 3, 0.0, 0.0, 0.5], rtol=1e-6)
+    x = model.centred(a)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(x[2, :2], [0.0, 0.0])  # no tags: the ē half stays zero
+    r = 2**-0.5
+    e_half = np.array([[r - (2**0.5 + 1) / 3, r], [r - (2**0.5 + 1) / 3, -r], [0, 0], [1 - (2**0.5 + 1) / 3, 0]])
+    z_half = np.array([[0.0, 0.5], [0.0, 0.5], [1.0, -0.5], [-1.0, -0.5]])
+    halves = [h / np.linalg.norm(h, axis=1, keepdims=True).clip(1e-12) for h in (e_half, z_half)]
+    expected = np.concatenate(halves, axis=1)
+    np.testing.assert_allclose(x, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-6)
+    uncentred = small_model(n_topics=2, center_halves=False).fit(a, representation_halves(e_bar, z))
+    np.testing.assert_array_equal(uncentred.half_means_, np.zeros(4, np.float32))
+    np.testing.assert_allclose(uncentred.centred(a), a / np.linalg.norm(a, axis=1, keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"halves \[2, 3\] must be positive widths adding up to a's 4 columns"):
+        small_model(n_topics=2).fit(a, [2, 3])
 
 
 def test_fit_is_deterministic_and_seed_matters() -> None:
@@ -258,6 +312,26 @@ def test_model_save_load_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(original.topic_ids, restored.topic_ids)
     np.testing.assert_array_equal(model.topic_features(original), loaded.topic_features(restored))
     assert TopicModel.from_config(TopicsConfig(n_topics=7)).n_topics == 7
+
+
+def test_saved_centring_is_used_and_version_1_models_load_uncentred(tmp_path: Path) -> None:
+    e_bar, z, _ = shared_direction_halves(n=200)
+    a, halves = topic_representation(e_bar, z), representation_halves(e_bar, z)
+    model = small_model(n_topics=4).fit(a, halves)
+    loaded = TopicModel.load(model.save(tmp_path / "topics"))
+    assert loaded.half_sizes_ == [8, 12] and loaded.center_halves
+    np.testing.assert_array_equal(loaded.half_means_, model.half_means_)
+    np.testing.assert_array_equal(loaded.assign(a).topic_ids, model.assign(a).topic_ids)
+    # a model saved before centring existed (format 1: no half_means, no center_halves) compares raw cosines
+    meta = json.loads((tmp_path / "topics" / "topic_model.json").read_text())
+    meta["format_version"] = 1
+    del meta["half_sizes"], meta["config"]["center_halves"]
+    (tmp_path / "topics" / "topic_model.json").write_text(json.dumps(meta))
+    with np.load(tmp_path / "topics" / "topic_model.npz") as arrays:
+        np.savez(tmp_path / "topics" / "topic_model.npz", cluster_centers=arrays["cluster_centers"], topic_embeddings=arrays["topic_embeddings"])
+    old = TopicModel.load(tmp_path / "topics")
+    assert not old.center_halves and old.half_sizes_ == [20]
+    np.testing.assert_allclose(old.centred(a), a / np.linalg.norm(a, axis=1, keepdims=True), rtol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -138,3 +139,14 @@ def test_train_ranker_needs_a_feature_repo_for_topics(tmp_path):
         train_ranker(_clicks(), Settings(), None)
     with pytest.raises(ValueError, match="model must be one of"):
         train_ranker(_clicks(), Settings(), tmp_path, model="gbdt")
+
+
+def test_video_topics_repo_under_a_relative_folder(tmp_path, monkeypatch):
+    """`topicfs serve table2` puts its private repo under the relative reports folder: Feast must find the registry."""
+    monkeypatch.chdir(tmp_path)
+    _video_topics(tmp_path / "video_topics.parquet")
+    repo = make_video_topics_repo(Path("reports") / "table2" / "feature_repo", "video_topics.parquet")
+    assert repo.is_absolute() and (repo / "registry.db").exists()
+    from feast import FeatureStore
+
+    assert [view.name for view in FeatureStore(repo_path=str(repo)).list_feature_views()] == ["video_topics"]
