@@ -117,6 +117,21 @@ def _bounds(sizes: Sequence[int]) -> list[tuple[int, int]]:
     return [(int(stop - size), int(stop)) for size, stop in zip(sizes, stops)]
 
 
+def _normalise_rows_in_place(x: np.ndarray) -> np.ndarray:
+    """Divide the rows of the float32 array (or column slice) x by their L2 norms, in place; all-zero rows stay zero.
+    Returns the (n,) mask of non-zero rows."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))  # (n,), no (n, D) temporary
+    nonzero = norms > 0
+    x /= np.where(nonzero, norms, 1.0).astype(np.float32)[:, None]
+    return nonzero
+
+
+def _unit_halves(a: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A float32 copy of a with each half row-normalised, and per half the (n,) mask of rows where it is non-zero."""
+    x = np.array(a, dtype=np.float32, copy=True)
+    return x, [_normalise_rows_in_place(x[:, start:stop]) for start, stop in _bounds(sizes)]
+
+
 def representation_halves(e_bar: np.ndarray | None, z: np.ndarray | None) -> list[int]:
     """Widths of the halves :func:`topic_representation` puts in a (a missing modality has none): ``halves`` of
     :meth:`TopicModel.fit`."""
@@ -376,12 +391,13 @@ class TopicModel(BaseEstimator):
         self.half_sizes_ = sizes
         self.half_means_ = np.zeros(a.shape[1], dtype=np.float32)
         if self.center_halves:
-            for part, (start, stop) in zip(np.split(a, np.cumsum(sizes)[:-1], axis=1), _bounds(sizes)):
-                unit = normalize_rows(part)
-                present = np.any(unit != 0, axis=1)
-                if present.any():
-                    self.half_means_[start:stop] = unit[present].mean(axis=0)
-        x = self.centred(a)
+            x, present = _unit_halves(a, sizes)
+            for (start, stop), rows in zip(_bounds(sizes), present):
+                # rows without this half are zero in x, so the column sums are the sums over the rows that have it
+                self.half_means_[start:stop] = x[:, start:stop].sum(axis=0, dtype=np.float64) / max(int(rows.sum()), 1)
+            self._centre_in_place(x, present)
+        else:
+            x = normalize_rows(a)
         nonzero = np.linalg.norm(x, axis=1) > 0
         if not nonzero.all():
             logger.warning("topic k-means: %d of %d rows of a are all zero (no tags and no z) and are left out", int((~nonzero).sum()), len(x))
@@ -424,12 +440,18 @@ class TopicModel(BaseEstimator):
         mean direction exactly, which says nothing that sets the video apart."""
         if not np.any(self.half_means_):
             return normalize_rows(a)
-        parts = []
-        for start, stop in _bounds(self.half_sizes_):
-            unit = normalize_rows(a[:, start:stop])
-            present = np.any(unit != 0, axis=1, keepdims=True)
-            parts.append(np.where(present, normalize_rows(unit - self.half_means_[start:stop]), 0.0).astype(np.float32))
-        return normalize_rows(np.concatenate(parts, axis=1))
+        x, present = _unit_halves(a, self.half_sizes_)
+        self._centre_in_place(x, present)
+        return x
+
+    def _centre_in_place(self, x: np.ndarray, present: list[np.ndarray]) -> None:
+        """x from :func:`_unit_halves` -> :meth:`centred`'s rows, without another (n, D) array (1M x 128 is 0.5 GB)."""
+        for (start, stop), rows in zip(_bounds(self.half_sizes_), present):
+            half = x[:, start:stop]
+            half -= self.half_means_[start:stop]
+            _normalise_rows_in_place(half)
+            half[~rows] = 0.0
+        _normalise_rows_in_place(x)
 
     def assign(self, a: np.ndarray) -> TopicAssignment:
         """Topics of every row of a (n, D) by :func:`select_topics`, scored in blocks with faiss.
