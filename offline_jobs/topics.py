@@ -21,7 +21,8 @@ Steps:
    Lloyd starts from k-means++ centres drawn on a sample (:func:`kmeans_plusplus_sample`). faiss trains on at most ``max_points_per_centroid`` x K sampled rows (its default 256; all rows at
    1M x K=6000), runs ``kmeans_iterations`` Lloyd steps, and is seeded.
 3. :meth:`TopicModel.assign`: every topic whose centre has cosine similarity >= τ3
-   (``assign_threshold``) with the video, and at least the nearest one, nearest first, at most
+   (``assign_threshold``, 0.4: cosines of centred rows run lower than the paper's raw ones, for which it
+   gives 0.6) with the video's centred row, and at least the nearest one, nearest first, at most
    ``max_topics_per_video``. Rows go through a faiss inner-product index over the centres in blocks of
    ``block_size``, asking each block for its top ``max_topics_per_video`` centres; only (block x K) scores
    exist at a time, never n x K. The selection rule itself is the pure :func:`select_topics`.
