@@ -96,7 +96,7 @@ def movielens_dataset(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     videos = with_kg_tags(movielens, config.movielens_kg_tags, config.movielens_kg_min_movies)
     interactions = movielens.interactions
     if "rating" in interactions.columns:
-        label = (interactions["rating"].astype(float) >= settings.rankers.rating_threshold).astype(np.int8)
+        label = (interactions["rating"].astype(float) >= config.rating_threshold).astype(np.int8)
     else:
         label = interactions["clicked"].astype(np.int8)
     entity = pd.DataFrame(

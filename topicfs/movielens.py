@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +124,12 @@ def load_ml100k(source: str | Path) -> MovieLens100k:
 def with_kg_tags(movielens: MovieLens100k, relations: Sequence[str], min_movies: int = 2) -> pd.DataFrame:
     """The videos with the KB4Rec facts of ``relations`` appended to their tags.
 
-    A relation is named in full (``film.film.directed_by``) or by its last part (``directed_by``). Each fact
-    (movie --relation--> tail) becomes the tag ``<last part>:<tail>``, kept when at least ``min_movies`` movies
-    hold it (a tag of one movie adds no edge to the co-occurrence graph). Movies without a KB4Rec link keep
-    their genres alone. An unknown relation is an error naming the relations the graph has.
+    A relation is named in full (``film.film.directed_by``) or by its last part (``directed_by``) when no other
+    relation of the graph ends the same way. Each fact (movie --relation--> tail) becomes the tag
+    ``<last part>:<tail>`` (``<relation>:<tail>`` when two chosen relations share their last part), kept when at
+    least ``min_movies`` movies hold it (a tag of one movie adds no edge to the co-occurrence graph). Movies
+    without a KB4Rec link keep their genres alone. An unknown or ambiguous relation is an error naming the
+    relations the graph has.
     """
     videos = movielens.videos.copy()
     if not relations:
@@ -134,17 +137,20 @@ def with_kg_tags(movielens: MovieLens100k, relations: Sequence[str], min_movies:
     if min_movies < 1:
         raise ValueError(f"min_movies must be >= 1, got {min_movies}")
     kg, known = movielens.kg, sorted(movielens.kg["relation"].unique())
-    short = {name.rsplit(".", 1)[-1]: name for name in known}
+    last_part = {name: name.rsplit(".", 1)[-1] for name in known}
     wanted = []
     for relation in relations:
-        full = relation if relation in known else short.get(relation)
-        if full is None:
-            raise ValueError(f"knowledge-graph relation {relation!r} not in ml-100k.kg; it has: {', '.join(known)}")
-        wanted.append(full)
+        matches = [relation] if relation in last_part else [name for name in known if last_part[name] == relation]
+        if len(matches) != 1:
+            problem = "not in ml-100k.kg" if not matches else f"is the last part of {len(matches)} relations ({', '.join(matches)}): name one in full"
+            raise ValueError(f"knowledge-graph relation {relation!r} {problem}; it has: {', '.join(known)}")
+        wanted.append(matches[0])
+    uses = Counter(last_part[name] for name in wanted)
+    prefix = {name: name if uses[last_part[name]] > 1 else last_part[name] for name in wanted}
     facts = kg[kg["relation"].isin(wanted)].merge(
         movielens.item_entities.drop_duplicates("video_id"), left_on="head", right_on="entity"
     )
-    facts = facts.assign(tag=facts["relation"].str.rsplit(".", n=1).str[-1] + ":" + facts["tail"])
+    facts = facts.assign(tag=facts["relation"].map(prefix) + ":" + facts["tail"])
     facts = facts.drop_duplicates(["video_id", "tag"])
     shared = facts.groupby("tag")["video_id"].transform("size") >= min_movies
     extra = facts[shared].groupby("video_id")["tag"].agg(sorted)
