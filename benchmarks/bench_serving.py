@@ -264,6 +264,23 @@ def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[in
     print(f"  of which retrieve p99 {np.percentile(stage_ms[:, 0], 99):.2f} ms, packed feature read p99 {np.percentile(stage_ms[:, 1], 99):.2f} ms")
     print(f"baseline: Feast get_online_features  {summary(slow)}")
 
+    # a DCN trained with the user's exposure history, served from the hashes a stream with user_exposure_counts keeps
+    exposure_settings = settings.model_copy(update={"rankers": settings.rankers.model_copy(update={"exposure_history": True})})
+    exposure_ranker = Ranker.load(train_ranker(clicks, exposure_settings, repo, out_dir=work / "dcn_exposures"))
+    all_topics = sorted({t for ts in video_topics.values() for t in ts})
+    pipe = client.pipeline(transaction=False)
+    for u in users[:500]:
+        seen = rng.choice(all_topics, size=min(60, len(all_topics)), replace=False)
+        exposures = rng.integers(1, 200, len(seen))
+        fields = {"e": int(exposures.sum()), "c": int(exposures.sum() // 10)}
+        for t, e in zip(seen, exposures):
+            fields[f"e:{t}"], fields[f"c:{t}"] = int(e), int(e // 10)
+        pipe.hset(keys.user_exposures_key(PREFIX, int(u)), mapping=fields)
+    pipe.execute()
+    with_exposures = RankingService(generator, PackedOnlineFetcher(store, VIDEO_TOPICS_SERVICE), exposure_ranker)
+    exposure_ms = timed(lambda u: with_exposures.rank(u, k=10), [(int(u),) for u in users[:500]])
+    print(f"RankingService.rank, packed read + exposure history (60 topics per user hash)  {summary(exposure_ms)}")
+
 
 if __name__ == "__main__":
     main()

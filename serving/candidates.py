@@ -459,6 +459,15 @@ class CandidateGenerator:
         except redis.RedisError as exc:
             raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
 
+    def exposure_history(self, user_id: int) -> dict:
+        """The raw hash of the user's exposure history (:func:`topicfs.keys.user_exposures_key`, written by a stream
+        with ``stream.user_exposure_counts``); empty for a user never shown anything. Raises
+        :class:`CandidateStoreUnavailable`."""
+        try:
+            return self.client.hgetall(keys.user_exposures_key(self.key_prefix, int(user_id)))
+        except redis.RedisError as exc:
+            raise CandidateStoreUnavailable(f"Redis error while reading the exposure history: {type(exc).__name__}: {exc}") from exc
+
     def _candidates_python_checked(self, user_id: int, n: int) -> CandidateResult:
         try:
             return self._candidates_python(user_id, n)

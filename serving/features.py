@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +188,49 @@ def exposure_history(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[
                     seen[1] += clicked
             start = end
     return user_exposures, user_clicks, topic_exposures, topic_clicks
+
+
+@dataclass
+class UserExposureHistory:
+    """One user's exposure history as the stream keeps it (``stream.user_exposure_counts``; Redis hash
+    :func:`topicfs.keys.user_exposures_key`): the counts :func:`exposure_history` derives from the log offline."""
+
+    exposures: int = 0
+    clicks: int = 0
+    topic_exposures: dict[int, int] = field(default_factory=dict)
+    topic_clicks: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, raw: dict, user_id: int | None = None) -> "UserExposureHistory":
+        """Parse the hash (bytes or str fields and values). A field that is not ``e``, ``c``, ``e:<topic id>`` or
+        ``c:<topic id>`` with an integer value is skipped with a warning naming it: the valid counts still serve."""
+        history = cls()
+        for name, value in raw.items():
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            try:
+                count = int(value)
+                kind, _, topic = name.partition(":")
+                if kind not in ("e", "c") or (topic and not topic.lstrip("-").isdigit()):
+                    raise ValueError("unknown field")
+            except ValueError:
+                logger.warning("user %s: ignoring exposure-history field %r = %r (expected e, c, e:<topic>, c:<topic> with integer counts)", user_id, name, value)
+                continue
+            if not topic:
+                if kind == "e":
+                    history.exposures = count
+                else:
+                    history.clicks = count
+            else:
+                (history.topic_exposures if kind == "e" else history.topic_clicks)[int(topic)] = count
+        return history
+
+    def for_topics(self, topic_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T) int64 exposures and clicks of the user for each topic id in ``topic_ids`` (0 on :data:`PADDING`)."""
+        distinct, where = np.unique(topic_ids, return_inverse=True)
+        known = distinct != PADDING
+        exposures = np.array([self.topic_exposures.get(int(t), 0) if k else 0 for t, k in zip(distinct, known)], dtype=np.int64)
+        clicks = np.array([self.topic_clicks.get(int(t), 0) if k else 0 for t, k in zip(distinct, known)], dtype=np.int64)
+        return exposures[where].reshape(topic_ids.shape), clicks[where].reshape(topic_ids.shape)
 
 
 def build_training_frame(

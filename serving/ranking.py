@@ -5,6 +5,8 @@ One request for user u::
     CandidateGenerator.candidates(u)  ──► N3 candidates + u's last N1 clicks and their topics (already read)
     fetch_features(candidates)        ──► topic ids, weights, 8-dim topic vector per candidate (Feast online store)
     user_features(result)             ──► u's history videos and voted topics, as training computed them
+    exposure history (optional)       ──► u's exposures and clicks, overall and per candidate topic (Redis hash the
+                                          stream keeps with stream.user_exposure_counts), for rankers trained with them
     Ranker.predict_inputs             ──► P(click) per candidate ──► top k
 
 :func:`demo_text` (and :func:`demo`, which prints it) shows a few users' candidates and ranked results.
@@ -20,7 +22,7 @@ import numpy as np
 import redis
 
 from serving.candidates import CandidateGenerator, CandidateResult, vote_topics
-from serving.features import OnlineFetcher, online_fetcher
+from serving.features import OnlineFetcher, UserExposureHistory, online_fetcher
 from serving.rankers import PADDING, Ranker, RankerInputs, pad_lists
 
 logger = logging.getLogger(__name__)
@@ -74,6 +76,12 @@ class RankingService:
             inputs.topic_feature = features.topic_feature
             inputs.history_topic_ids = np.broadcast_to(user_topics, (n, len(user_topics)))
             inputs.history_topic_weights = np.broadcast_to(user_shares, (n, len(user_shares)))
+        if ranker.exposure_history:
+            seen = UserExposureHistory.from_hash(self.generator.exposure_history(user_id), user_id)
+            inputs.user_exposures = np.full(n, seen.exposures, dtype=np.int64)
+            inputs.user_clicks = np.full(n, seen.clicks, dtype=np.int64)
+            if ranker.features == "topic":
+                inputs.topic_exposures, inputs.topic_clicks = seen.for_topics(inputs.topic_ids)
         scores = ranker.predict_inputs(inputs)  # (n,)
         order = np.argsort(-scores, kind="stable")[:k]
         return Ranked(result, video_ids[order], scores[order].astype(np.float32))
@@ -86,6 +94,12 @@ def ranking_service(settings, ranker_dir: str | Path, feature_repo: str | Path |
     with one ``MGET``); None reads the three video_topics features through Feast's SDK.
     """
     ranker = Ranker.load(ranker_dir)
+    if ranker.exposure_history and not settings.stream.user_exposure_counts:
+        raise ValueError(
+            f"the ranker in {ranker_dir} uses the user's exposure history (rankers.exposure_history): the stream filling this "
+            "Redis must keep it (stream.user_exposure_counts = true, e.g. TOPICFS_STREAM__USER_EXPOSURE_COUNTS=true) and so must "
+            "these settings"
+        )
     fetcher = None
     if ranker.features == "topic":
         if feature_repo is None:

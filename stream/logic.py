@@ -259,25 +259,33 @@ class BatchDelta:
     videos: dict[int, Counts] = field(default_factory=dict)
     topics: dict[int, Counts] = field(default_factory=dict)
     user_clicks: dict[int, list[int]] = field(default_factory=dict)  # user → clicked video ids, oldest first
+    user_exposed: dict[int, list[int]] = field(default_factory=dict)  # user → exposed video ids (only with count_user_exposures)
     n_exposures: int = 0
     n_clicks: int = 0
 
 
 def fold_events(
-    events: Iterable[ExposureEvent | ClickEvent], topics_of: Mapping[int, Sequence[int]], half_life_s: float | None
+    events: Iterable[ExposureEvent | ClickEvent],
+    topics_of: Mapping[int, Sequence[int]],
+    half_life_s: float | None,
+    count_user_exposures: bool = False,
 ) -> BatchDelta:
     """Add up a batch of validated events (in each user's order) into per-video, per-topic and per-user deltas.
 
-    An exposure of a video counts once for the video and once for each of its topics; so does a click.
+    An exposure of a video counts once for the video and once for each of its topics; so does a click. With
+    ``count_user_exposures`` the delta also lists, per user, the videos they were shown (``user_exposed``).
     """
     if half_life_s is None:
-        return _fold_events_plain(events, topics_of)
+        return _fold_events_plain(events, topics_of, count_user_exposures)
     delta = BatchDelta()
+    exposed = delta.user_exposed
     videos, topics = delta.videos, delta.topics
     empty = Counts()
     for event in events:
         if isinstance(event, ExposureEvent):
             one = Counts(1.0, 0.0, event.ts)
+            if count_user_exposures:
+                exposed.setdefault(event.user_id, []).extend(event.video_ids)
             for video_id in event.video_ids:
                 videos[video_id] = merge_counts(videos.get(video_id, empty), one, half_life_s)
                 for topic_id in topics_of[video_id]:
@@ -293,18 +301,23 @@ def fold_events(
     return delta
 
 
-def _fold_events_plain(events: Iterable[ExposureEvent | ClickEvent], topics_of: Mapping[int, Sequence[int]]) -> BatchDelta:
+def _fold_events_plain(
+    events: Iterable[ExposureEvent | ClickEvent], topics_of: Mapping[int, Sequence[int]], count_user_exposures: bool = False
+) -> BatchDelta:
     """:func:`fold_events` without decay: plain sums, per video first, then each video's sums added to its topics
     (the hot path: one dict update per exposure, topic work per distinct video rather than per exposure)."""
     delta = BatchDelta()
     videos: dict[int, list[float]] = {}  # id → [exposures, clicks, latest ts]
     get = videos.get
     user_clicks = delta.user_clicks
+    exposed = delta.user_exposed if count_user_exposures else None
     n_exposures = n_clicks = 0
     for event in events:
         ts = event.ts
         if isinstance(event, ExposureEvent):
             video_ids = event.video_ids
+            if exposed is not None:
+                exposed.setdefault(event.user_id, []).extend(video_ids)
             for video_id in video_ids:
                 row = get(video_id)
                 if row is None:

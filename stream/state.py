@@ -15,7 +15,7 @@ offsets are only a hint kept behind Redis's: a starting worker resets the group'
 (:func:`stream.broker.align_committed_offsets`), so an emptied Redis makes the worker re-read the Kafka log from its
 start and rebuild every count and queue exactly.
 
-Keys this module owns, besides those of :mod:`topicfs.keys` that it writes (queue, video topics, user clicks, popular):
+Keys this module owns, besides those of :mod:`topicfs.keys` that it writes (queue, video topics, user clicks and exposures, popular):
 
 =============================================  ======  ===================================================
 key                                            type    content
@@ -139,7 +139,8 @@ return 1
 # so the caller filters again and retries.
 # ARGV[1] = JSON {"p": key prefix, "tau1", "tau2", "n1", "h": half-life s or 0, "push": 0/1,
 #   "offsets": [[key, expected or -1, new]], "videos": [[id, d_exposures, d_clicks, ts or null, [topic ids]]],
-#   "topics": [[id, d_exposures, d_clicks, ts or null]], "users": [[id, [clicked video ids, oldest first]]]};
+#   "topics": [[id, d_exposures, d_clicks, ts or null]], "users": [[id, [clicked video ids, oldest first]]],
+#   "ue": 0/1 count the users' exposure history, "exposed": [[user id, [exposed video ids]]] (empty unless ue)};
 # ids are strings. Reply: "ok", or a JSON list of the stored offsets (-1 = none) when they did not match.
 _APPLY_BATCH = """
 local b = cjson.decode(ARGV[1])
@@ -260,6 +261,32 @@ for _, u in ipairs(b.users) do
   local args = {}
   for _, t in ipairs(voted) do args[#args + 1] = t; args[#args + 1] = votes[t] end
   flush('HSET', hkey, args)
+end
+
+-- users' exposure history (b.ue = 1, stream.user_exposure_counts): exposures and clicks, overall ('e', 'c') and per
+-- topic of the videos ('e:<topic>', 'c:<topic>'), plain counts; serving.features.exposure_history is the offline twin
+if b.ue == 1 then
+  local per_user, users = {}, {}
+  local function bump(user, field, n)
+    local counts = per_user[user]
+    if counts == nil then counts = {fields = {}, n = {}}; per_user[user] = counts; users[#users + 1] = user end
+    local now = counts.n[field]
+    if now == nil then counts.fields[#counts.fields + 1] = field; counts.n[field] = n else counts.n[field] = now + n end
+  end
+  local function add(list, kind)
+    for _, u in ipairs(list) do
+      bump(u[1], kind, #u[2])
+      for _, video in ipairs(u[2]) do
+        for _, t in ipairs(topics_of_video(video)) do bump(u[1], kind .. ':' .. t, 1) end
+      end
+    end
+  end
+  add(b.exposed, 'e')
+  add(b.users, 'c')
+  for _, user in ipairs(users) do
+    local key, counts = p .. ':user:' .. user .. ':exposures', per_user[user]
+    for _, f in ipairs(counts.fields) do redis.call('HINCRBY', key, f, counts.n[f]) end
+  end
 end
 
 for _, entry in ipairs(order) do
@@ -607,7 +634,7 @@ class StreamStore:
                     events.append(event)
                 if errors:
                     dead.append(dead_letter(message, errors, getattr(event, "event_id", None) or _event_id(message)))
-            delta = fold_events(events, self.topics_of, self.config.half_life_s)
+            delta = fold_events(events, self.topics_of, self.config.half_life_s, self.config.user_exposure_counts)
             new_dead = [d for d in dead if (d.partition, d.offset) not in sent_dead_letters]
             if new_dead:
                 await send_dead_letters(new_dead)
@@ -650,6 +677,8 @@ class StreamStore:
             "videos": videos,
             "topics": [[str(topic_id), c.exposures, c.clicks, c.ts] for topic_id, c in delta.topics.items()],
             "users": [[str(user_id), [str(v) for v in clicked]] for user_id, clicked in delta.user_clicks.items()],
+            "ue": int(config.user_exposure_counts),
+            "exposed": [[str(user_id), [str(v) for v in shown]] for user_id, shown in delta.user_exposed.items()],
         }
         return json.dumps(payload, separators=(",", ":"))
 

@@ -11,6 +11,11 @@ key                                         type    content
                                                     by CTR, fresh videos placed by the stream)
 ``{prefix}:video:{video_id}:topics``        STRING  the video's topic ids, comma-separated, nearest first
 ``{prefix}:user:{user_id}:clicks``          LIST    the user's last N1 clicked video ids, newest first
+``{prefix}:user:{user_id}:exposures``       HASH    the user's exposure history, written only with
+                                                    ``stream.user_exposure_counts``: ``e`` / ``c`` their
+                                                    exposures / clicks, ``e:{topic_id}`` / ``c:{topic_id}``
+                                                    those of videos holding the topic (the counts of
+                                                    ``serving.features.exposure_history``)
 ``{prefix}:popular``                        ZSET    topic_id by clicks: the fallback for users with no history
 ==========================================  ======  ====================================================
 """
@@ -28,6 +33,10 @@ def video_topics_key(prefix: str, video_id: int) -> str:
 
 def user_clicks_key(prefix: str, user_id: int) -> str:
     return f"{prefix}:user:{user_id}:clicks"
+
+
+def user_exposures_key(prefix: str, user_id: int) -> str:
+    return f"{prefix}:user:{user_id}:exposures"
 
 
 def popular_topics_key(prefix: str) -> str:

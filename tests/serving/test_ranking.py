@@ -150,3 +150,49 @@ def test_video_topics_repo_under_a_relative_folder(tmp_path, monkeypatch):
     from feast import FeatureStore
 
     assert [view.name for view in FeatureStore(repo_path=str(repo)).list_feature_views()] == ["video_topics"]
+
+
+@pytest.mark.integration
+def test_a_ranker_trained_with_the_exposure_history_is_served_the_streams_counts(served, tmp_path):
+    settings, repo, _, table = served
+    trained = settings.model_copy(update={"rankers": settings.rankers.model_copy(update={"exposure_history": True})})
+    ranker_dir = train_ranker(_clicks(), trained, repo, out_dir=tmp_path / "dcn_exposures")
+    with pytest.raises(ValueError, match="user_exposure_counts"):
+        ranking_service(trained, ranker_dir, repo, VIDEO_TOPICS_SERVICE)
+
+    serving = trained.model_copy(update={"stream": trained.stream.model_copy(update={"user_exposure_counts": True})})
+    client = redis.Redis.from_url(settings.redis.url)
+    # what a stream with user_exposure_counts wrote for user 1; one corrupt field is skipped, the rest still serve
+    client.hset(keys.user_exposures_key(PREFIX, 1), mapping={"e": 40, "c": 9, "e:1": 12, "c:1": 7, "e:2": 30, "c:2": 2, "e:3": 5, "bogus": "x"})
+    service = ranking_service(serving, ranker_dir, repo, VIDEO_TOPICS_SERVICE)
+    ranked = service.rank(1, k=12, n_candidates=12)
+    drawn = [c.video_id for c in ranked.candidates.candidates]
+    assert len(drawn) == 12
+
+    features = table.set_index("video_id").loc[drawn]
+    per_topic = {1: (12, 7), 2: (30, 2), 3: (5, 0)}
+    history, topics, shares = (column[-1] for column in user_history(
+        pd.DataFrame({"user_id": 1, "video_id": [2, 13, 9, 5, 0], "label": [1, 1, 1, 1, 0], "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
+                      "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True)}), 128, 20, 8))
+    offline = pd.DataFrame(
+        {
+            "user_id": 1, "video_id": drawn, "history_video_ids": [history] * len(drawn),
+            "topic_ids": list(features["topic_ids"]), "topic_weights": list(features["topic_weights"]),
+            "topic_feature": list(features["topic_feature"]), "history_topic_ids": [topics] * len(drawn),
+            "history_topic_weights": [shares] * len(drawn),
+            "user_exposures": 40, "user_clicks": 9,
+            "topic_exposures": [[per_topic.get(int(t), (0, 0))[0] for t in ts] for ts in features["topic_ids"]],
+            "topic_clicks": [[per_topic.get(int(t), (0, 0))[1] for t in ts] for ts in features["topic_ids"]],
+        }
+    )
+    expected = service.ranker.predict_proba(offline)
+    order = np.argsort(-expected, kind="stable")
+    np.testing.assert_array_equal(ranked.video_ids, np.asarray(drawn)[order])
+    np.testing.assert_allclose(ranked.scores, expected[order], rtol=1e-5)
+
+    # a user the stream never saw: zero counts, as training gives a user's first row
+    client.delete(keys.user_exposures_key(PREFIX, 1))
+    unseen = service.rank(1, k=12, n_candidates=12)
+    zeros = offline.assign(user_exposures=0, user_clicks=0, topic_exposures=[[0] * len(t) for t in features["topic_ids"]],
+                           topic_clicks=[[0] * len(t) for t in features["topic_ids"]])
+    np.testing.assert_allclose(np.sort(unseen.scores), np.sort(service.ranker.predict_proba(zeros)), rtol=1e-5)

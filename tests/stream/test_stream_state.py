@@ -297,3 +297,63 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_url):
         return checked
 
     assert run(go()) > 40  # most cases compare against the spec exactly
+
+
+def _offline_exposure_totals(events: list[dict]) -> dict[int, tuple]:
+    """Per user, what serving.features.exposure_history gives a row after all of the user's events (the ranker's
+    training counts), on the same log: every shown video a row, labelled 1 when the user clicked it in that refresh."""
+    from serving.features import exposure_history
+
+    clicked = {(e["user_id"], int(e["event_id"][1:].split("-")[0]), e["video_id"]) for e in events if e["type"] == "click"}
+    rows = [
+        (e["user_id"], v, e["ts"], int((e["user_id"], int(e["event_id"][1:]), v) in clicked), TOPICS_OF[v])
+        for e in events
+        if e["type"] == "exposure"
+        for v in e["video_ids"]
+    ]
+    users = sorted({r[0] for r in rows})
+    everything = sorted({t for ts in TOPICS_OF.values() for t in ts})
+    rows += [(u, -1, TS + 1e6, 0, everything) for u in users]  # one row after everything: its counts are the totals
+    frame = pd.DataFrame(rows, columns=["user_id", "video_id", "ts", "label", "topic_ids"])
+    frame["event_timestamp"] = pd.to_datetime(frame["ts"], unit="s", utc=True)
+    exposures, clicks, topic_exposures, topic_clicks = exposure_history(frame)
+    last = frame.index[frame["video_id"] == -1]
+    return {
+        int(frame.at[i, "user_id"]): (int(exposures[i]), int(clicks[i]), dict(zip(everything, topic_exposures[i])), dict(zip(everything, topic_clicks[i])))
+        for i in last
+    }
+
+
+@pytest.mark.parametrize("half_life_s", [None, 3600.0])
+def test_user_exposure_history_equals_the_rankers_offline_counts(redis_url, half_life_s):
+    from serving.features import UserExposureHistory
+
+    events = make_events(300, seed=11)
+    config = StreamConfig(user_exposure_counts=True, half_life_s=half_life_s, seed=3)
+
+    async def go():
+        store = await _store(redis_url, config)
+        await _apply_all(store, as_messages(events), batch=23)
+        await store.client.aclose()
+
+    run(go())
+    client = redis.Redis.from_url(redis_url)
+    expected = _offline_exposure_totals(events)
+    assert len(expected) == 12
+    for user_id, (exposures, clicks, per_topic_exposures, per_topic_clicks) in expected.items():
+        stored = UserExposureHistory.from_hash(client.hgetall(f"{PREFIX}:user:{user_id}:exposures"), user_id)
+        assert (stored.exposures, stored.clicks) == (exposures, clicks), f"user {user_id}"
+        assert stored.topic_exposures == {t: n for t, n in per_topic_exposures.items() if n}, f"user {user_id} topic exposures"
+        assert stored.topic_clicks == {t: n for t, n in per_topic_clicks.items() if n}, f"user {user_id} topic clicks"
+
+
+def test_user_exposure_history_is_off_by_default(redis_url):
+    events = make_events(40, seed=12)
+
+    async def go():
+        store = await _store(redis_url)
+        await _apply_all(store, as_messages(events))
+        await store.client.aclose()
+
+    run(go())
+    assert not redis.Redis.from_url(redis_url).keys(f"{PREFIX}:user:*:exposures")
