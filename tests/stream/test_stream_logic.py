@@ -126,6 +126,15 @@ def test_fold_events_counts_every_exposure_and_click_once(events):
         assert delta.topics.get(topic_id, Counts()).exposures == exposures
 
 
+@given(events_strategy, st.sampled_from([None, 3600.0]))
+def test_fold_lists_each_users_exposed_videos_only_when_asked(events, half_life_s):
+    delta = fold_events(events, TOPICS_OF, half_life_s, count_user_exposures=True)
+    for user_id in range(6):
+        shown = [v for e in events if isinstance(e, ExposureEvent) and e.user_id == user_id for v in e.video_ids]
+        assert delta.user_exposed.get(user_id, []) == shown
+    assert fold_events(events, TOPICS_OF, half_life_s).user_exposed == {}
+
+
 @given(events_strategy, st.integers(0, 30))
 def test_counts_are_monotone(events, split):
     first = fold_events(events[:split], TOPICS_OF, None)
