@@ -116,7 +116,7 @@ def format_ranked(ranked: Ranked, ranker: Ranker, shown_candidates: int = 10) ->
         [
             f"user {result.user_id}: {len(result.candidates)} candidates from {result.source} topics {topics}",
             "  first candidates: " + (" ".join(str(c.video_id) for c in result.candidates[:shown_candidates]) or "-"),
-            f"  ranked by {ranker.model}/{ranker.features}: "
+            f"  ranked by {ranker.model}/{ranker.features}{' + exposure history' if ranker.exposure_history else ''}: "
             + (", ".join(f"{v} ({s:.3f})" for v, s in zip(ranked.video_ids, ranked.scores)) or "-"),
         ]
     )

@@ -22,6 +22,27 @@ from topicfs.tables import VIDEO_TOPICS
 
 logger = logging.getLogger(__name__)
 
+# What a worker writes under the key prefix (stream.state's and topicfs.keys' tables), not the packed Feast records
+# that share the prefix: "{prefix}:packed:..." stays.
+STREAM_KEY_PATTERNS = ("stats:*", "stream:*", "user:*", "queue:*", "video:*", "popular")
+
+
+def clear_stream_state(client: redis.Redis, prefix: str) -> int:
+    """Delete the stream's state under ``prefix`` (counts, queues, user histories, video topics, stored offsets);
+    returns how many keys went. For a demo that starts a new embedded broker over a Redis that kept an earlier run's
+    state: the stored offsets name messages of a log that is gone, so the worker would skip the new replay as applied."""
+    removed = 0
+    for pattern in STREAM_KEY_PATTERNS:
+        batch = []
+        for key in client.scan_iter(match=f"{prefix}:{pattern}", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                removed += client.delete(*batch)
+                batch = []
+        if batch:
+            removed += client.delete(*batch)
+    return removed
+
 
 def run_demo_stream(
     settings: Settings, catalogue_tables_dir: str | Path | None = None, n_events: int = 20000, n_topics_shown: int = 3, top_n: int = 8, timeout_s: float = 180.0
@@ -43,6 +64,11 @@ def run_demo_stream(
         settings.stream.load_video_topics_on_start = False  # loaded below from catalogue_tables_dir, once
         videos, events = synthetic_stream(settings)
         client = redis.Redis.from_url(settings.redis.url)
+        prefix, topic = settings.redis.key_prefix, settings.stream.events_topic
+        cleared = 0
+        if any(client.scan_iter(match=f"{prefix}:stream:offset:{topic}:*", count=1000)):  # offset_key's layout
+            cleared = clear_stream_state(client, prefix)
+            logger.info("cleared %d keys of an earlier run's stream state under %r", cleared, prefix)
         worker = WorkerProcess.start(settings)
 
         async def replay() -> dict[int, int]:
@@ -62,7 +88,6 @@ def run_demo_stream(
         sent = asyncio.run(replay())
         n_messages = sum(sent.values())
         deadline = time.monotonic() + timeout_s
-        prefix, topic = settings.redis.key_prefix, settings.stream.events_topic
         while time.monotonic() < deadline:
             done = sum(int(v) + 1 for v in client.mget([offset_key(prefix, topic, p) for p in sent]) if v is not None)
             if done >= n_messages and not client.smembers(dirty_topics_key(prefix)):
@@ -82,6 +107,9 @@ def run_demo_stream(
         queues = {}
         lines = [f"stream: {n_messages} messages replayed and applied in {time.perf_counter() - started:.1f} s; "
                  f"{client.scard(all_topics_key(prefix))} topic queues"]
+        if cleared:
+            lines.insert(0, f"cleared the stream state an earlier run left under '{prefix}:' ({cleared} keys): its Kafka offsets "
+                            "named messages of an embedded broker that is gone, so this replay would have been skipped as applied")
         for topic_id in topics:
             top = [int(v) for v in client.zrevrange(queue_key(prefix, topic_id), 0, top_n - 1)]
             rows = []

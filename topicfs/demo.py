@@ -9,9 +9,9 @@
 5. the stream: the embedded Kafka broker and a Faust worker consume the same users' feed refreshes and
    clicks, keep exposure/click/CTR counts and the τ1/τ2-pruned topic queues live in Redis, and push the
    fresh statistics into Feast's online store;
-6. a DCN ranker with topic features trained on the click log (point-in-time features from Feast), then a
-   few users' candidates from their top topics' queues ranked by it with online features, and their top
-   videos by MRLM cosine read from Feast.
+6. a DCN ranker with topic features and the users' exposure history trained on the click log (point-in-time
+   features from Feast), then a few users' candidates from their top topics' queues ranked by it with online
+   features and the exposure counts the stream of step 5 kept, and their top videos by MRLM cosine read from Feast.
 
 Everything it starts (Redis when none answers at ``redis.url``, the broker, the worker) it stops.
 """
@@ -49,6 +49,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
     from offline_jobs.pipeline import load_dataset, run_topic_job
     from offline_jobs.topics import format_topics_per_video_report
     from serving.candidates import CandidateGenerator
+    from serving.features import UserExposureHistory
     from serving.ranking import demo_text
     from serving.training import train_ranker
     from stream import synthetic_stream as stream_users
@@ -98,18 +99,26 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         echo("[5/6] stream: embedded Kafka + Faust worker over the users' refreshes and clicks")
         stream_settings = settings.model_copy(deep=True)
         stream_settings.stream.feast_repo_path = settings.feast.repo_path
+        stream_settings.stream.user_exposure_counts = True  # step 6's ranker is served the users' exposure history
         summary = run_demo_stream(stream_settings, settings.paths.tables_dir, stream_messages)
         echo("      " + summary["text"].replace("\n", "\n      "))
 
         echo("[6/6] downstream: a DCN ranker with topic features, candidates from the users' top topics, ranked")
-        ranker_dir = train_ranker(log.interactions, settings, settings.feast.repo_path, model="dcn", with_topics=True)
-        echo(f"      trained DCN with topic features (point-in-time from Feast's offline store) -> {ranker_dir}")
+        ranker_settings = settings.model_copy(deep=True)
+        ranker_settings.rankers.exposure_history = True  # Table II's feature set: clicks and the exposures they came from
+        ranker_settings.stream.user_exposure_counts = True  # kept by the stream of step 5
+        ranker_dir = train_ranker(log.interactions, ranker_settings, settings.feast.repo_path, model="dcn", with_topics=True)
+        echo(f"      trained DCN with topic features (point-in-time from Feast's offline store) and the users' exposure history -> {ranker_dir}")
         users = list(range(n_users_shown))
-        ranked = demo_text(settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
+        ranked = demo_text(ranker_settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
         echo("      " + ranked.replace("\n", "\n      "))
+        generator = CandidateGenerator.from_settings(settings)
+        for user_id in users:
+            seen = UserExposureHistory.from_hash(generator.exposure_history(user_id), user_id)
+            echo(f"      user {user_id}: exposure history kept by the stream: {seen.exposures} exposures, {seen.clicks} clicks, "
+                 f"{len(seen.topic_exposures)} topics shown")
         for user_id, best in top_videos_from_feast(settings, users, k=5, store=store).items():
             echo(f"      user {user_id}: top videos by MRLM cosine (vectors from Feast): " + ", ".join(f"{v} ({c:.3f})" for v, c in best))
-        generator = CandidateGenerator.from_settings(settings)
         stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in generator.candidates(users[0]).candidates[:2]])
         echo("      live statistics pushed by the stream, read through Feast:")
         echo("      " + format_ranker_read(stats).replace("\n", "\n      "))
