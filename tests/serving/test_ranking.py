@@ -70,6 +70,25 @@ def served(redis_url, tmp_path):
     return settings, repo, ranker_dir, table
 
 
+def _offline_rows_of_user_1(table: pd.DataFrame, drawn: list[int]) -> pd.DataFrame:
+    """Training's rows for user 1 (clicks of the ``served`` state) and the ``drawn`` videos: topic features from the
+    table, the history as :func:`user_history` computes it."""
+    features = table.set_index("video_id").loc[drawn]
+    clicks_at_request = pd.DataFrame(
+        {"user_id": 1, "video_id": [2, 13, 9, 5, 0], "label": [1, 1, 1, 1, 0], "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
+         "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True)}
+    )
+    history, topics, shares = (column[-1] for column in user_history(clicks_at_request, 128, 20, 8))
+    return pd.DataFrame(
+        {
+            "user_id": 1, "video_id": drawn, "history_video_ids": [history] * len(drawn),
+            "topic_ids": list(features["topic_ids"]), "topic_weights": list(features["topic_weights"]),
+            "topic_feature": list(features["topic_feature"]), "history_topic_ids": [topics] * len(drawn),
+            "history_topic_weights": [shares] * len(drawn),
+        }
+    )
+
+
 @pytest.mark.integration
 def test_train_ranker_saves_a_dcn_with_topic_features(served):
     settings, _, ranker_dir, _ = served
@@ -91,21 +110,7 @@ def test_ranking_scores_candidates_with_online_features_as_training_would(served
     assert np.all(np.diff(ranked.scores) <= 0)
 
     # the same rows scored offline: features from the table, the history as training computes it
-    features = table.set_index("video_id").loc[drawn]
-    clicks_at_request = pd.DataFrame(
-        {"user_id": 1, "video_id": [2, 13, 9, 5, 0], "label": [1, 1, 1, 1, 0], "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
-         "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True)}
-    )
-    history, topics, shares = (column[-1] for column in user_history(clicks_at_request, 128, 20, 8))
-    offline = pd.DataFrame(
-        {
-            "user_id": 1, "video_id": drawn, "history_video_ids": [history] * len(drawn),
-            "topic_ids": list(features["topic_ids"]), "topic_weights": list(features["topic_weights"]),
-            "topic_feature": list(features["topic_feature"]), "history_topic_ids": [topics] * len(drawn),
-            "history_topic_weights": [shares] * len(drawn),
-        }
-    )
-    expected = service.ranker.predict_proba(offline)
+    expected = service.ranker.predict_proba(_offline_rows_of_user_1(table, drawn))
     order = np.argsort(-expected, kind="stable")[:5]
     np.testing.assert_array_equal(ranked.video_ids, np.asarray(drawn)[order])
     np.testing.assert_allclose(ranked.scores, expected[order], rtol=1e-5)
@@ -171,19 +176,11 @@ def test_a_ranker_trained_with_the_exposure_history_is_served_the_streams_counts
 
     features = table.set_index("video_id").loc[drawn]
     per_topic = {1: (12, 7), 2: (30, 2), 3: (5, 0)}
-    history, topics, shares = (column[-1] for column in user_history(
-        pd.DataFrame({"user_id": 1, "video_id": [2, 13, 9, 5, 0], "label": [1, 1, 1, 1, 0], "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
-                      "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True)}), 128, 20, 8))
-    offline = pd.DataFrame(
-        {
-            "user_id": 1, "video_id": drawn, "history_video_ids": [history] * len(drawn),
-            "topic_ids": list(features["topic_ids"]), "topic_weights": list(features["topic_weights"]),
-            "topic_feature": list(features["topic_feature"]), "history_topic_ids": [topics] * len(drawn),
-            "history_topic_weights": [shares] * len(drawn),
-            "user_exposures": 40, "user_clicks": 9,
-            "topic_exposures": [[per_topic.get(int(t), (0, 0))[0] for t in ts] for ts in features["topic_ids"]],
-            "topic_clicks": [[per_topic.get(int(t), (0, 0))[1] for t in ts] for ts in features["topic_ids"]],
-        }
+    offline = _offline_rows_of_user_1(table, drawn).assign(
+        user_exposures=40,
+        user_clicks=9,
+        topic_exposures=[[per_topic.get(int(t), (0, 0))[0] for t in ts] for ts in features["topic_ids"]],
+        topic_clicks=[[per_topic.get(int(t), (0, 0))[1] for t in ts] for ts in features["topic_ids"]],
     )
     expected = service.ranker.predict_proba(offline)
     order = np.argsort(-expected, kind="stable")
