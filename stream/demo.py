@@ -15,7 +15,7 @@ from stream.process import WorkerProcess
 from stream.replay import produce
 from stream.state import all_topics_key, dirty_topics_key, offset_key, push_pending_key, video_stats_key
 from stream.synthetic_stream import synthetic_stream
-from topicfs.keys import popular_topics_key, queue_key
+from topicfs.keys import popular_topics_key, queue_key, unlink_matching
 from topicfs.services import ensure_redis
 from topicfs.settings import Settings
 from topicfs.tables import VIDEO_TOPICS
@@ -31,17 +31,7 @@ def clear_stream_state(client: redis.Redis, prefix: str) -> int:
     """Delete the stream's state under ``prefix`` (counts, queues, user histories, video topics, stored offsets);
     returns how many keys went. For a demo that starts a new embedded broker over a Redis that kept an earlier run's
     state: the stored offsets name messages of a log that is gone, so the worker would skip the new replay as applied."""
-    removed = 0
-    for pattern in STREAM_KEY_PATTERNS:
-        batch = []
-        for key in client.scan_iter(match=f"{prefix}:{pattern}", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                removed += client.delete(*batch)
-                batch = []
-        if batch:
-            removed += client.delete(*batch)
-    return removed
+    return sum(unlink_matching(client, f"{prefix}:{pattern}") for pattern in STREAM_KEY_PATTERNS)
 
 
 def run_demo_stream(

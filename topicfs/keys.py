@@ -52,3 +52,18 @@ def decode_ids(raw: bytes | str | None) -> list[int]:
         return []
     text = raw.decode() if isinstance(raw, bytes) else raw
     return [int(part) for part in text.split(",") if part]
+
+
+def unlink_matching(client, pattern: str | bytes, batch_size: int = 1000) -> int:
+    """Remove every key matching the glob ``pattern`` (SCAN, then UNLINK in batches, so neither blocks Redis on a
+    large keyspace); returns how many went."""
+    removed = 0
+    batch: list = []
+    for key in client.scan_iter(match=pattern, count=batch_size):
+        batch.append(key)
+        if len(batch) >= batch_size:
+            removed += client.unlink(*batch)
+            batch = []
+    if batch:
+        removed += client.unlink(*batch)
+    return removed

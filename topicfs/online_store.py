@@ -56,6 +56,7 @@ from feast.value_type import ValueType
 from feast.types import Array, Bool, Float32, Float64, Int32, Int64, PrimitiveFeastType
 
 from topicfs.feast_names import MAX_LENGTH_TAG, PACKED_TAG
+from topicfs.keys import unlink_matching
 
 logger = logging.getLogger(__name__)
 
@@ -460,26 +461,13 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         for name, fingerprint in stored.items():
             if layouts.get(name) is None or layouts[name].fingerprint != fingerprint:
                 pattern = f"{config.online_store.packed_key_prefix}:{config.project}:{name}:{fingerprint}:*".encode()
-                removed = self._unlink_matching(client, pattern)
+                removed = unlink_matching(client, pattern)
                 client.delete(self._marker_key(config, name))
                 logger.info("removed %d packed records of the old layout %s of %s", removed, fingerprint, name)
         for name, layout in layouts.items():
             if stored.get(name) != layout.fingerprint:
                 self._backfill(config, layout)
                 client.set(self._marker_key(config, name), layout.fingerprint)
-
-    @staticmethod
-    def _unlink_matching(client: Any, pattern: bytes) -> int:
-        removed = 0
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                removed += client.unlink(*batch)
-                batch = []
-        if batch:
-            removed += client.unlink(*batch)
-        return removed
 
     def _backfill(self, config: RepoConfig, layout: PackedLayout) -> None:
         """Build a new layout's records from the values Feast's hashes already hold."""
@@ -582,7 +570,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             client = self._get_client(config.online_store)
             for layout in self.packed_layouts(config).values():
                 if deleted & {segment.view for segment in layout.segments}:
-                    self._unlink_matching(client, layout.key_prefix + b"*")
+                    unlink_matching(client, layout.key_prefix + b"*")
                     client.delete(self._marker_key(config, layout.service))
         # The registry is committed after this call: derive layouts again on the next write or read.
         self.invalidate_layouts()
@@ -590,7 +578,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
     def teardown(self, config: RepoConfig, tables: Sequence[FeatureView], entities: Sequence[Entity]) -> None:
         super().teardown(config, tables, entities)
         client = self._get_client(config.online_store)
-        self._unlink_matching(client, f"{config.online_store.packed_key_prefix}:{config.project}:*".encode())
+        unlink_matching(client, f"{config.online_store.packed_key_prefix}:{config.project}:*".encode())
         self.invalidate_layouts()
 
     def online_write_batch(
