@@ -60,6 +60,9 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
     from topicfs.synthetic import make_catalogue, make_click_log
 
     started = time.perf_counter()
+    settings = settings.model_copy(deep=True)
+    settings.stream.user_exposure_counts = True  # step 5's stream keeps the users' exposure history ...
+    settings.rankers.exposure_history = True  # ... which step 6's ranker is trained with and served (Table II's feature set)
     with ExitStack() as stack:
         local_redis = ensure_redis(settings.redis.url)
         if local_redis is not None:
@@ -99,18 +102,14 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         echo("[5/6] stream: embedded Kafka + Faust worker over the users' refreshes and clicks")
         stream_settings = settings.model_copy(deep=True)
         stream_settings.stream.feast_repo_path = settings.feast.repo_path
-        stream_settings.stream.user_exposure_counts = True  # step 6's ranker is served the users' exposure history
         summary = run_demo_stream(stream_settings, settings.paths.tables_dir, stream_messages)
         echo("      " + summary["text"].replace("\n", "\n      "))
 
         echo("[6/6] downstream: a DCN ranker with topic features, candidates from the users' top topics, ranked")
-        ranker_settings = settings.model_copy(deep=True)
-        ranker_settings.rankers.exposure_history = True  # Table II's feature set: clicks and the exposures they came from
-        ranker_settings.stream.user_exposure_counts = True  # kept by the stream of step 5
-        ranker_dir = train_ranker(log.interactions, ranker_settings, settings.feast.repo_path, model="dcn", with_topics=True)
+        ranker_dir = train_ranker(log.interactions, settings, settings.feast.repo_path, model="dcn", with_topics=True)
         echo(f"      trained DCN with topic features (point-in-time from Feast's offline store) and the users' exposure history -> {ranker_dir}")
         users = list(range(n_users_shown))
-        ranked = demo_text(ranker_settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
+        ranked = demo_text(settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
         echo("      " + ranked.replace("\n", "\n      "))
         generator = CandidateGenerator.from_settings(settings)
         for user_id in users:
