@@ -24,3 +24,40 @@ def redis_url(redis_server):
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A memory-only 3-master Redis Cluster of this test session (redis-server --cluster-enabled + redis-cli --cluster create)."""
+    from topicfs.services import LocalRedisCluster
+
+    cluster = LocalRedisCluster.start(3)
+    yield cluster
+    cluster.stop()
+
+
+def flush_cluster(cluster) -> None:
+    import redis
+
+    for url in (node.url for node in cluster.nodes):
+        client = redis.Redis.from_url(url)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture(params=["single", "cluster"])
+def redis_deployment(request):
+    """Each test using it runs twice: on a single Redis and on the 3-master cluster, emptied first.
+
+    Yields a :class:`topicfs.settings.RedisConfig` (url, cluster, and 5 shards on the cluster so state spreads
+    over every master).
+    """
+    from topicfs.settings import RedisConfig
+
+    if request.param == "single":
+        url = request.getfixturevalue("redis_url")
+        yield RedisConfig(url=url, cluster=False, shards=1)
+    else:
+        cluster = request.getfixturevalue("redis_cluster")
+        flush_cluster(cluster)
+        yield RedisConfig(url=cluster.url, cluster=True, shards=5)

@@ -74,6 +74,92 @@ class LocalRedis:
         return cls(port, process)
 
 
+@dataclass
+class LocalRedisCluster:
+    """A private, memory-only Redis Cluster of ``n`` masters on loopback (no replicas), for tests and benchmarks.
+
+    Built as a user would: ``redis-server --cluster-enabled yes`` per node, then ``redis-cli --cluster create``.
+    """
+
+    nodes: list[LocalRedis]
+    workdir: str
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node: cluster clients discover the others."""
+        return self.nodes[0].url
+
+    def node_url(self, index: int) -> str:
+        return self.nodes[index].url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def restart_node_empty(self, index: int) -> None:
+        """Kill one master and start it again with the same cluster identity but no data (as after a crash of a
+        master that keeps nothing on disk)."""
+        node = self.nodes[index]
+        node.process.kill()
+        node.process.wait(timeout=10)
+        self.nodes[index] = LocalRedis(node.port, _cluster_node_process(node.port, self.workdir))
+        wait_listening("127.0.0.1", node.port, 10, "redis-server")
+        _wait_cluster_ok(self.ports, 30)
+
+    @classmethod
+    def start(cls, n_masters: int = 3) -> "LocalRedisCluster":
+        binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise RuntimeError("redis-server / redis-cli are not installed (Debian package redis-server)")
+        workdir = tempfile.mkdtemp(prefix="topicfs-redis-cluster-")
+        ports = [free_port() for _ in range(n_masters)]
+        nodes = [LocalRedis(port, _cluster_node_process(port, workdir)) for port in ports]
+        for port in ports:
+            wait_listening("127.0.0.1", port, 10, "redis-server")
+        created = subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports], "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        cluster = cls(nodes, workdir)
+        if created.returncode != 0:
+            cluster.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
+        _wait_cluster_ok(ports, 30)
+        return cluster
+
+
+def _cluster_node_process(port: int, workdir: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir,
+            "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _wait_cluster_ok(ports: list[int], timeout_s: float) -> None:
+    cli = shutil.which("redis-cli") or "redis-cli"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = [
+            subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True, timeout=10).stdout
+            for p in ports
+        ]
+        if all("cluster_state:ok" in s for s in states):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the local Redis Cluster on ports {ports} did not reach cluster_state:ok in {timeout_s:.0f} s")
+
+
 def ensure_redis(url: str) -> LocalRedis | None:
     """Start a local redis-server at ``url``'s port when ``url`` points at this machine and nothing answers.
 

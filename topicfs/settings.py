@@ -156,7 +156,22 @@ class RedisConfig(BaseModel):
     """The Redis that holds Feast's online store, the topic queues and the stream state."""
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis:// or rediss:// URL, password included if any")
-    key_prefix: str = Field("tfs", description="prefix of every key the stream and candidate service write")
+    key_prefix: str = Field("tfs", description="prefix of every key the stream and candidate service write (no braces)")
+    cluster: bool = Field(
+        False,
+        description="url names one node of a Redis Cluster: every process (worker, pusher, candidate library and API, ranking, "
+        "MRLM refresh, the Feast plugin) uses a cluster client that discovers the others",
+    )
+    shards: int = Field(
+        1,
+        ge=1,
+        le=16384,
+        description="logical shards of the live state; each is one cluster hash tag, so one master holds each shard "
+        "(on a cluster use a few per master, e.g. 4 x masters); changing it needs a state rebuild (docs/STATE.md)",
+    )
+    max_connections: int = Field(
+        64, ge=1, description="connections per Redis node a process opens at most; a request beyond waits for a free one"
+    )
 
 
 class KafkaConfig(BaseModel):

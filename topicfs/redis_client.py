@@ -1,0 +1,41 @@
+"""One place that builds Redis clients from settings: a plain client, or a Redis Cluster client when
+``redis.cluster`` is set. Every process (worker, pusher, candidate library and API, ranking service, MRLM refresh)
+gets its client here, so the deployment choice is configuration.
+
+The connection pool is bounded (``redis.max_connections`` per node) and a caller beyond the bound waits for a free
+connection (up to the timeout) instead of failing: a burst of requests queues instead of opening thousands of
+connections.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+from topicfs.settings import RedisConfig
+
+
+def sync_client(config: RedisConfig, timeout_s: float | None = None) -> redis.Redis | RedisCluster:
+    """A synchronous client of ``config``'s Redis (or Redis Cluster)."""
+    options = _timeouts(timeout_s)
+    if config.cluster:
+        return RedisCluster.from_url(config.url, max_connections=config.max_connections, **options)
+    pool = redis.BlockingConnectionPool.from_url(config.url, max_connections=config.max_connections, timeout=timeout_s or 20, **options)
+    return redis.Redis(connection_pool=pool)
+
+
+def async_client(config: RedisConfig, timeout_s: float | None = None) -> aioredis.Redis | AsyncRedisCluster:
+    """An asyncio client of ``config``'s Redis (or Redis Cluster)."""
+    options = _timeouts(timeout_s)
+    if config.cluster:
+        return AsyncRedisCluster.from_url(config.url, max_connections=config.max_connections, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(config.url, max_connections=config.max_connections, timeout=timeout_s or 20, **options)
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _timeouts(timeout_s: float | None) -> dict:
+    if timeout_s is None:
+        return {}
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
