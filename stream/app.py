@@ -17,8 +17,10 @@ per-message bookkeeping of Faust's ``Monitor`` sensor (the worker keeps its own 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -34,7 +36,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from stream.logic import next_rebuild_at, parse_video_event
-from stream.metrics import StreamMetrics
+from stream.metrics import MetricsServer, WorkerMetrics, worker_health
 from stream.records import DeadLetter, VideoPublishedEvent
 from stream.state import RawMessage, StreamStore, dead_letter, offset_key
 from topicfs.settings import Settings
@@ -161,7 +163,7 @@ class StreamRuntime:
     settings: Settings
     app: faust.App
     store: StreamStore
-    metrics: StreamMetrics
+    metrics: WorkerMetrics
     videos_ready: asyncio.Event = field(default_factory=asyncio.Event)
     batch_applied: asyncio.Event = field(default_factory=asyncio.Event)  # wakes the queue rebuild
 
@@ -194,7 +196,7 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
     )
     app.transport = _consumer_transport(config.fetch_max_wait_ms)(app.conf.broker_consumer, app)
     store = StreamStore(redis_client, settings.redis.key_prefix, config, push_enabled=config.feast_repo_path is not None)
-    metrics = StreamMetrics()
+    metrics = WorkerMetrics()
     runtime = StreamRuntime(settings, app, store, metrics)
 
     events_topic = app.topic(config.events_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
@@ -259,13 +261,15 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
     @app.timer(5.0)
     async def measure_lag() -> None:
         consumer = app.consumer
+        lag = {}
         for tp in consumer.assignment():
             if tp.topic != config.events_topic:
                 continue
             highwater = consumer.highwater(tp)
             applied = await redis_client.get(offset_key(store.prefix, tp.topic, tp.partition))
             if highwater is not None:
-                metrics.consumer_lag.labels(str(tp.partition)).set(max(0, highwater - (int(applied) + 1 if applied else 0)))
+                lag[tp.partition] = max(0, highwater - (int(applied) + 1 if applied else 0))
+        metrics.observe_lag(lag)
 
     runtime.count_events = count_events  # type: ignore[attr-defined]
     return runtime
@@ -389,11 +393,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         redis_client = aioredis.Redis.from_url(settings.redis.url)
         loop.run_until_complete(prepare(settings, redis_client))
         runtime = create_app(settings, redis_client)
-        if settings.stream.metrics_port:
-            runtime.metrics.serve(settings.stream.metrics_port)
+        if settings.stream.metrics_port:  # /metrics and /health on this loop (see stream.metrics)
+            server = MetricsServer(runtime.metrics.registry, health=functools.partial(worker_health, runtime, time.monotonic()))
+            loop.run_until_complete(server.start(settings.stream.metrics_host, settings.stream.metrics_port))
         if settings.stream.feast_repo_path is not None and settings.stream.start_pusher:
             pusher = start_pusher_process(settings)
         worker = faust.Worker(runtime.app, loop=loop, loglevel=loglevel, override_logging=False)
+        if not sys.stdout.isatty():
+            worker.spinner = None  # Faust's spinner writes cursor escape codes and backspaces even into log files
         freeze_startup_heap()  # full GC passes over the imported libraries stalled batches (see stream.pusher)
         worker.execute_from_commandline()
     finally:

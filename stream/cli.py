@@ -19,16 +19,30 @@ app = typer.Typer(help="Streaming updater: Faust workers keep topic queues, CTR 
 
 
 @app.command("broker")
-def broker_command(port: int = typer.Option(9092, help="port of the embedded tansu broker")) -> None:
-    """Run the embedded Kafka-protocol broker (tansu, in memory) in the foreground until Ctrl-C."""
-    from stream.broker import EmbeddedBroker
+def broker_command(port: int = typer.Option(9092, min=1, max=65535, help="port of the embedded tansu broker")) -> None:
+    """Run the embedded Kafka-protocol broker (tansu, in memory) in the foreground; Ctrl-C or SIGTERM stops it."""
+    import threading
 
+    from stream.broker import EmbeddedBroker
+    from topicfs.services import is_listening
+
+    if is_listening("127.0.0.1", port):
+        typer.echo(f"error: port {port} is already in use on 127.0.0.1 (choose another with --port)", err=True)
+        raise typer.Exit(2)
+    # The broker runs in a session of its own (a terminal's Ctrl-C reaches only us), so we stop it on either signal.
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     broker = EmbeddedBroker.start(port)
-    typer.echo(f"embedded broker on {broker.bootstrap_servers} (Ctrl-C stops it)")
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        typer.echo(f"embedded broker on {broker.bootstrap_servers} (Ctrl-C stops it)")
+        while not stop.wait(1.0):
+            if broker.process.poll() is not None:
+                typer.echo(f"error: the broker exited on its own with code {broker.process.returncode}", err=True)
+                raise typer.Exit(1)
     finally:
         broker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @app.command("worker")
@@ -50,6 +64,34 @@ def pusher_command(parent_pid: int = typer.Option(None, help="exit when this pro
     run_pusher(get_settings(), parent_pid=parent_pid)
 
 
+@app.command("health")
+def health_command(
+    pusher: bool = typer.Option(False, "--pusher", help="ask the pusher (stream.pusher_metrics_port) instead of the worker (stream.metrics_port)"),
+    timeout: float = typer.Option(3.0, min=0.1, help="seconds to wait for the answer"),
+) -> None:
+    """Print the /health report of the worker (or pusher) on this host; exit 1 when it does not answer (the image's HEALTHCHECK)."""
+    import urllib.error
+    import urllib.request
+
+    config = get_settings().stream
+    port = config.pusher_metrics_port if pusher else config.metrics_port
+    if not port:
+        setting = "PUSHER_METRICS_PORT" if pusher else "METRICS_PORT"
+        typer.echo(f"error: TOPICFS_STREAM__{setting} is 0: the {'pusher' if pusher else 'worker'} serves no /health", err=True)
+        raise typer.Exit(2)
+    host = "127.0.0.1" if config.metrics_host in {"0.0.0.0", "::", ""} else config.metrics_host
+    url = f"http://{host}:{port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            report = json.loads(response.read())
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: no health report from {url}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(report))
+    if not report.get("alive"):
+        raise typer.Exit(1)
+
+
 @app.command("replay")
 def replay_command(
     events_file: Path = typer.Option(None, help="JSON-lines event file; without it a synthetic click stream is replayed"),
@@ -57,21 +99,33 @@ def replay_command(
     n_users: int = typer.Option(500, help="synthetic: users"),
     n_days: int = typer.Option(7, help="synthetic: days of refreshes"),
     max_messages: int = typer.Option(None, help="stop after this many messages"),
-    publish_videos: bool = typer.Option(True, help="synthetic: publish the catalogue's videos with their true topics first"),
+    publish_true_topics: bool = typer.Option(
+        False,
+        "--publish-true-topics",
+        help="synthetic: first publish the catalogue's videos with their TRUE topics on the videos topic; workers then "
+        "replace the learned topics in Redis with them (only for a stream without a topic job)",
+    ),
 ) -> None:
-    """Produce events into the events topic, keyed by user id, at a given rate."""
+    """Produce events into the events topic, keyed by user id, at a given rate.
+
+    Publishes no video topics unless --publish-true-topics: the workers must know the videos already (the learned
+    topics they load from paths.tables_dir, or `topicfs stream load-topics`); events naming unknown videos are dead-lettered.
+    """
     from itertools import islice
 
     from stream.replay import produce, read_event_file
     from stream.synthetic_stream import synthetic_stream
 
+    if events_file is not None and publish_true_topics:
+        typer.echo("error: --publish-true-topics applies to the synthetic stream only, not to --events-file", err=True)
+        raise typer.Exit(2)
     settings = get_settings()
     config = settings.stream
     if events_file is not None:
         messages = read_event_file(events_file)
     else:
         videos, messages = synthetic_stream(settings, n_users=n_users, n_days=n_days)
-        if publish_videos:
+        if publish_true_topics:
             asyncio.run(produce(settings.kafka.bootstrap_servers, config.videos_topic, videos, key_field="video_id"))
     if max_messages:
         messages = islice(messages, max_messages)
@@ -111,5 +165,7 @@ def demo_command(
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from topicfs.logs import configure_logging
+
+    configure_logging(get_settings().logging)
     app()

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.logic import push_pause_s
-from stream.metrics import StreamMetrics
+from stream.metrics import MetricsServer, PusherMetrics, pusher_health
 from stream.sinks import FeastPushSink, StatsSink
 from stream.state import StreamStore
 from topicfs.settings import Settings, StreamConfig
@@ -41,7 +42,7 @@ from topicfs.settings import Settings, StreamConfig
 logger = logging.getLogger(__name__)
 
 
-async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: StreamConfig, metrics: StreamMetrics | None = None) -> int:
+async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: StreamConfig, metrics: PusherMetrics | None = None) -> int:
     """One push per push source of every statistic changed since the last push; returns the rows pushed."""
     taken = await store.take_pending_push()
     if not taken:
@@ -61,21 +62,20 @@ async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: S
         return 0
     await store.finish_push(taken, succeeded=True)
     if metrics is not None:
-        metrics.push_latency.observe(time.perf_counter() - started)
-        metrics.pushed_rows.inc(rows)
+        metrics.record_push(time.perf_counter() - started, rows)
     return rows
 
 
-async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None, metrics: StreamMetrics | None = None) -> None:
+async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None, metrics: PusherMetrics | None = None) -> None:
     """Push every ``stream.push_interval_s`` (at most ``push_max_busy_share`` of the time) until ``stop`` is set.
 
     ``parent_pid``: exit when this process is no longer our parent (the worker that started us died).
-    ``metrics``: where push durations and rows are recorded (``run_pusher`` serves them on ``stream.pusher_metrics_port``).
+    ``metrics``: where push durations and rows are recorded (``run_pusher`` serves them on ``stream.metrics_host``:``stream.pusher_metrics_port``).
     """
     config = settings.stream
     client = aioredis.Redis.from_url(settings.redis.url)
     store = StreamStore(client, settings.redis.key_prefix, config, push_enabled=True)
-    metrics = metrics if metrics is not None else StreamMetrics()
+    metrics = metrics if metrics is not None else PusherMetrics()
     pushes = rows = 0
     busy_total = busy_max = 0.0
     report_at = time.monotonic() + 30.0
@@ -134,11 +134,12 @@ def run_pusher(settings: Settings, parent_pid: int | None = None) -> None:
         if os.getppid() != parent_pid:
             return
     sink = FeastPushSink(settings.stream.feast_repo_path)
-    metrics = StreamMetrics()
-    if settings.stream.pusher_metrics_port:
-        metrics.serve(settings.stream.pusher_metrics_port)
+    metrics = PusherMetrics()
     freeze_startup_heap()
     loop = asyncio.new_event_loop()
+    if settings.stream.pusher_metrics_port:
+        server = MetricsServer(metrics.registry, health=partial(pusher_health, metrics, time.monotonic()))
+        loop.run_until_complete(server.start(settings.stream.metrics_host, settings.stream.pusher_metrics_port))
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import typer
 
@@ -18,11 +17,18 @@ app = typer.Typer(
 
 @app.callback()
 def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug messages")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        # gensim logs every skip-gram epoch and Feast every registry step at INFO; progress bars show those already
-        for chatty in ("gensim", "feast", "smart_open", "httpx"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    from pydantic import ValidationError
+
+    from topicfs.logs import configure_logging
+
+    try:
+        settings = get_settings()
+    except ValidationError as exc:  # one line per bad TOPICFS_* variable, no traceback
+        for error in exc.errors():
+            typer.echo(f"error: TOPICFS_{'__'.join(str(part).upper() for part in error['loc'])}: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    # text or JSON lines (TOPICFS_LOGGING__FORMAT); gensim, Feast and httpx's per-step INFO lines only with -v
+    configure_logging(settings.logging, verbose)
 
 
 @app.command("settings")

@@ -249,7 +249,13 @@ class StreamConfig(BaseModel):
     max_clock_skew_s: float = Field(86400.0, ge=0, description="events later than now + this many seconds are refused as absurd")
     rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout; a group's first join waits about half of it")
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout: a silent worker leaves the group after this")
-    metrics_port: int = Field(0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a worker; 0 = off")
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="port of a worker's HTTP endpoint: Prometheus /metrics and /health (alive, assigned partitions, lag); 0 = off"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's and the pusher's /metrics and /health endpoints listen on; 0.0.0.0 = every interface (containers)",
+    )
     pusher_metrics_port: int = Field(
         0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a Feast pusher (push latency, pushed rows); 0 = off"
     )
@@ -385,6 +391,16 @@ class MRLMConfig(BaseModel):
     seed: int = Field(37, description="random seed of the split, k-means, sampling and initialisation")
 
 
+class LoggingConfig(BaseModel):
+    """How every process (CLI, worker, pusher, API) writes its log lines to stderr."""
+
+    format: str = Field(
+        "text",
+        pattern="^(text|json)$",
+        description="text: 'time level logger: message' lines; json: one JSON object per line (ts, level, logger, message, exc_info) for log collectors",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of one process, read from ``TOPICFS_*`` environment variables."""
 
@@ -403,6 +419,7 @@ class Settings(BaseSettings):
     serving: ServingConfig = ServingConfig()
     rankers: RankerConfig = RankerConfig()
     mrlm: MRLMConfig = MRLMConfig()
+    logging: LoggingConfig = LoggingConfig()
 
 
 @lru_cache(maxsize=1)

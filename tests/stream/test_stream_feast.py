@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.slow
 def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
-    from stream.metrics import StreamMetrics
+    from stream.metrics import PusherMetrics
     from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
@@ -39,7 +39,7 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
         second = await push_changed_statistics(store, sink, config, metrics)  # nothing changed since: no push at all
         return first, second
 
-    metrics = StreamMetrics()
+    metrics = PusherMetrics()
     first, second = asyncio.run(go())
     assert (first, second) == (3 + 3 + 1, 0)
     text = metrics.text()

@@ -244,18 +244,25 @@ def test_cold_topic_serves_fresh_videos():
 
 
 def test_metrics_are_exposed_in_prometheus_format():
-    from stream.metrics import StreamMetrics
+    from stream.metrics import PusherMetrics, WorkerMetrics
 
-    metrics = StreamMetrics()
+    metrics = WorkerMetrics()
     metrics.record_events(100, 7)
     metrics.record_events(50, 3)
     metrics.dead_letters.inc(2)
-    metrics.consumer_lag.labels("0").set(12)
+    metrics.observe_lag({0: 12, 1: 3})
+    metrics.observe_lag({0: 12})  # partition 1 was revoked: it leaves the gauge
     text = metrics.text()
     assert 'topicfs_stream_events_total{type="exposure"} 150.0' in text
     assert "topicfs_stream_dead_letters_total 2.0" in text
-    assert 'topicfs_stream_consumer_lag{partition="0"} 12.0' in text
-    assert "topicfs_stream_push_latency_seconds_bucket" in text and "topicfs_stream_events_per_second" in text
+    assert 'topicfs_stream_consumer_lag{partition="0"} 12.0' in text and 'partition="1"' not in text
+    assert "topicfs_stream_events_per_second" in text
+    assert "topicfs_stream_push" not in text  # each process exports only its own metrics: pushes are the pusher's
+    pusher = PusherMetrics()
+    pusher.record_push(0.05, 7)
+    text = pusher.text()
+    assert "topicfs_stream_pushed_rows_total 7.0" in text and "topicfs_stream_push_latency_seconds_count 1.0" in text
+    assert "topicfs_stream_events" not in text and "topicfs_stream_consumer_lag" not in text
 
 
 @given(st.one_of(st.just(0.0), st.floats(1e-6, 100.0)), st.floats(0.01, 1.0))
