@@ -11,19 +11,29 @@ Flow of one request, for user u::
 The pure functions (:func:`vote_topics`, :func:`split_quota`, :func:`draw_candidates`) hold the logic
 and are property-tested. Fresh videos need no special case: the stream places them in the queues.
 
-Two readers of the Redis layout (:mod:`topicfs.keys`) give the same answer:
+The state is read through :class:`topicfs.keys.KeyLayout`: the user's clicks in the user's shard, each clicked
+video's topic list in the video's shard, each topic's queue in the topic's shard, and the popular topics as one
+ZSET per shard (merged: the top N2 by clicks, equal clicks in the order one ZSET would give, the larger member
+first). Two readers give the same answer:
 
-* the server-side path (default on a single Redis): :data:`CANDIDATES_LUA` runs the whole flow above inside
-  Redis in ONE round trip (EVALSHA) and answers with a few joined strings. It exists for latency: the
-  Python reader below spends most of its ~3 ms building and parsing 130+ pipelined commands and running
-  the draw loop in Python, while the same work takes Redis well under a millisecond;
-* the Python path (three round trips, pipelines of single-key commands), which works on a Redis Cluster
-  too (the script reads keys it cannot declare, so it needs one Redis) and is the reference the script is
-  tested against. The script hands a request over to it whenever the state holds anything but canonical
-  integer ids (a malformed click entry, topic list or queue member), so odd states keep the reference
-  semantics, warnings included.
+* the **Python reader** (the reference, :func:`_reader`): three round trips (clicks; their topic lists or the
+  popular topics; the queues, read deeper only when the draw uses up what was read). Each round trip is one
+  pipeline; on a Redis Cluster redis-py splits it by node and sends to every node before reading any reply, so
+  a round trip costs about one node's latency however the keys spread. It serves any deployment;
+* the **server-side script** ``serving/lua/candidates.lua`` (default on a single Redis with ``redis.shards = 1``):
+  the whole flow inside Redis in ONE round trip (EVALSHA), for latency. With one shard every key shares one hash
+  tag; the user's keys arrive in ``KEYS``, the keys that depend on what the user clicked are built from
+  templates :class:`~topicfs.keys.KeyLayout` makes. It is tested against the Python reader on random states.
 
-:class:`AsyncCandidateGenerator` is the server-side path on an asyncio client, for the HTTP API.
+Corrupt entries in any key read (a click or queue member that is not an id in 0..2^63-1, a malformed topic list,
+a popular entry whose member is not a topic id or whose score is not a count in [0, 2^53], a key of the wrong
+type) are skipped: each request logs one warning per kind and the Prometheus counter
+``topicfs_candidates_corrupt_values_total{kind}`` (:data:`CORRUPT_VALUES`) counts them. They never raise.
+A skipped entry changes neither reader's answer differently; the two may count a corrupt queue member deeper
+than the draw reached differently (the Python reader reads queues in whole chunks).
+
+:class:`AsyncCandidateGenerator` runs either reader on an asyncio client, for the HTTP API, with at most
+``max_concurrency`` requests using Redis at once (the rest wait their turn).
 """
 
 from __future__ import annotations
@@ -31,23 +41,72 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
 from typing import Any, Literal
 
 import redis
-import redis.asyncio as aioredis
+from prometheus_client import Counter as PrometheusCounter
+from redis.exceptions import RedisClusterException
 
-from topicfs import keys
+from topicfs.keys import KeyLayout, is_cluster
 
 logger = logging.getLogger(__name__)
 
 Source = Literal["history", "popular", "none"]
 
+INT64_MAX = 2**63 - 1
+MAX_VOTES = 2.0**53  # a popular score above this is not a click count (and would overflow the quota arithmetic)
+_ID = re.compile(rb"(?:0|[1-9][0-9]{0,18})\Z")
+
+CORRUPT_KINDS = {
+    "click": "click list entries that are not video ids",
+    "topic_list": "video topic lists that are not comma-separated topic ids",
+    "popular": "popular-topic entries whose member is not a topic id or whose score is not a click count",
+    "queue_member": "queue members that are not video ids",
+    "wrong_type": "keys holding the wrong Redis type",
+}
+# Not registered anywhere by default: a process that exports metrics registers it (the HTTP API does, in its own
+# registry), so the library adds no global state to a process that does not.
+CORRUPT_VALUES = PrometheusCounter(
+    "topicfs_candidates_corrupt_values",
+    "Corrupt entries candidate generation skipped in the Redis state, by kind (" + ", ".join(CORRUPT_KINDS) + ")",
+    ["kind"],
+    registry=None,
+)
+_UNAVAILABLE = (redis.RedisError, RedisClusterException, OSError)
+
 
 class CandidateStoreUnavailable(RuntimeError):
     """Redis, which holds the queues and the users' clicks, cannot be reached or answered with an error."""
+
+
+def parse_id(raw: bytes | str | int | None) -> int | None:
+    """The id a stored entry holds: a canonical decimal integer in 0..2^63-1 (no sign, no leading zero, no space), or
+    None for anything else."""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    elif isinstance(raw, int):
+        return raw if 0 <= raw <= INT64_MAX else None
+    if not isinstance(raw, bytes) or _ID.match(raw) is None:
+        return None
+    value = int(raw)
+    return value if value <= INT64_MAX else None
+
+
+def _valid_votes(score: float) -> bool:
+    return math.isfinite(score) and 0 <= score <= MAX_VOTES
+
+
+@lru_cache(maxsize=None)
+def lua_source(name: str) -> str:
+    """The text of a script shipped in the package (``serving/lua/<name>``)."""
+    return resources.files("serving").joinpath("lua", name).read_text(encoding="utf-8")
 
 
 def vote_topics(clicked_video_topics: Sequence[Sequence[int]], topics_per_user: int) -> list[tuple[int, int]]:
@@ -178,197 +237,245 @@ class CandidateResult:
     # the state read on the way, which the ranker's user features reuse (no second read)
     clicked: list[int] = field(default_factory=list)  # the user's last N1 clicked videos, newest first
     clicked_topics: list[list[int]] = field(default_factory=list)  # topic ids of each, same order
+    # corrupt entries skipped on the way, by kind (CORRUPT_KINDS); not part of the answer
+    skipped: dict[str, int] = field(default_factory=dict, compare=False)
 
 
-# The whole of CandidateGenerator._candidates_python as one Redis script: same votes, ties, quotas, draw order and
-# fallback, read atomically. KEYS[1] = the user's click list, KEYS[2] = the popular topics; ARGV = key prefix, N1,
-# N2, n. Ids stay strings: the script only compares them, and canonical decimal strings are equal exactly when the
-# integers are; topic ids (compared numerically for ties) must also fit a double exactly (<= 15 characters).
-# Reply: {"ok", source, {topic_id...}, {votes...}, {candidates per topic...}, "video,video,...", "topic,topic,...",
-# "clicked,clicked,...", "topics of clicked 1;topics of clicked 2;..."}, or {"python", why} when an id is not
-# canonical: the caller then runs the Python path, which decides what such an entry means.
-CANDIDATES_LUA = r"""
-local prefix, n1, n2, n = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local find, floor, huge = string.find, math.floor, math.huge
-
-local function is_id(s) return s == '0' or find(s, '^%-?[1-9]%d*$') ~= nil end
-local function is_topic(s) return #s <= 15 and is_id(s) end
-
--- split_quota: largest remainder; remainder ties go to the earlier entry
-local function split_quota(weights, slots)
-  local quota, total = {}, 0.0
-  for i = 1, #weights do total = total + weights[i] end
-  if total <= 0 or slots == 0 then
-    for i = 1, #weights do quota[i] = 0 end
-    return quota
-  end
-  local remainder, order, left = {}, {}, slots
-  for i = 1, #weights do
-    local share = slots * weights[i] / total
-    if share ~= share or share == huge then return nil end
-    local whole = floor(share)
-    quota[i], remainder[i], order[i] = whole, share - whole, i
-    left = left - whole
-  end
-  table.sort(order, function(a, b)
-    if remainder[a] ~= remainder[b] then return remainder[a] > remainder[b] end
-    return a < b
-  end)
-  for k = 1, math.min(left, #order) do quota[order[k]] = quota[order[k]] + 1 end
-  return quota
-end
-
--- the user's last N1 clicks (newest first) and their topic lists
-local clicked = redis.call('LRANGE', KEYS[1], 0, n1 - 1)
-local exclude, n_exclude = {}, 0
-for i = 1, #clicked do
-  local v = clicked[i]
-  if not is_id(v) then return {'python', 'click entry ' .. v} end
-  if not exclude[v] then exclude[v] = true; n_exclude = n_exclude + 1 end
-end
-
-local raw_topics, topics, weights, vote_text = {}, {}, {}, {}
-local source = 'none'
-if #clicked > 0 then
-  source = 'history'
-  local count, newest, ids = {}, {}, {}
-  for i = 1, #clicked do
-    local raw = redis.call('GET', prefix .. ':video:' .. clicked[i] .. ':topics')
-    if not raw then raw = '' end
-    raw_topics[i] = raw
-    if raw ~= '' then
-      local once = {}
-      for part in string.gmatch(raw .. ',', '([^,]*),') do
-        if not is_topic(part) then return {'python', 'topic list ' .. raw} end
-        if not once[part] then
-          once[part] = true
-          local c = count[part]
-          if c then count[part] = c + 1 else count[part] = 1; newest[part] = i; ids[#ids + 1] = part end
-        end
-      end
-    end
-  end
-  -- the top N2 by (votes desc, newest click asc, id asc): a partial selection sort, not a sort of every topic
-  for pick = 1, math.min(n2, #ids) do
-    local best = pick
-    local bc, bn, bi = count[ids[pick]], newest[ids[pick]], tonumber(ids[pick])
-    for j = pick + 1, #ids do
-      local t = ids[j]
-      local c = count[t]
-      if c > bc or (c == bc and (newest[t] < bn or (newest[t] == bn and tonumber(t) < bi))) then
-        best, bc, bn, bi = j, c, newest[t], tonumber(t)
-      end
-    end
-    ids[pick], ids[best] = ids[best], ids[pick]
-  end
-  for i = 1, math.min(n2, #ids) do
-    topics[i], weights[i], vote_text[i] = ids[i], count[ids[i]], tostring(count[ids[i]])
-  end
-end
-if #topics == 0 then
-  local popular = redis.call('ZREVRANGE', KEYS[2], 0, n2 - 1, 'WITHSCORES')
-  for i = 1, #popular, 2 do
-    local t, score = popular[i], popular[i + 1]
-    local x = tonumber(score)
-    if not is_topic(t) or x == nil or x ~= x or x == huge or x == -huge then return {'python', 'popular ' .. t .. ' ' .. score} end
-    if x > 0 then topics[#topics + 1], weights[#weights + 1], vote_text[#vote_text + 1] = t, x, score end
-  end
-  if #topics > 0 then source = 'popular' else source = 'none' end
-end
-
--- draw_candidates on the topics' whole queues, each read lazily in growing chunks from its head
-local k = #topics
-local taken, out_video, out_topic = {}, {}, {}
-for i = 1, k do taken[i] = 0 end
-if k > 0 and n > 0 then
-  local quota = split_quota(weights, n)
-  if not quota then return {'python', 'quota'} end
-  local queue, loaded, complete, position, depth = {}, {}, {}, {}, {}
-  for i = 1, k do
-    -- first read: the quota plus what may be skipped there; of the clicked videos only those of topic i (its votes)
-    -- can stand in queue i. Only a first guess: a queue the draw uses up is read deeper.
-    local skip = n_exclude
-    if source == 'history' then skip = math.min(n_exclude, weights[i]) end
-    queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + skip + 16
-  end
-  -- true: queue i has an entry at position[i]; false: it is exhausted. Members are checked (is_id) when the
-  -- draw visits them: one never visited changes neither this answer nor the Python reader's.
-  local function available(i)
-    while position[i] >= loaded[i] and not complete[i] do
-      local start, stop = loaded[i], depth[i] - 1
-      local members = redis.call('ZREVRANGE', prefix .. ':queue:' .. topics[i], start, stop)
-      local q = queue[i]
-      for j = 1, #members do q[start + j] = members[j] end
-      loaded[i] = start + #members
-      if #members < stop - start + 1 then complete[i] = true end
-      depth[i] = 2 * depth[i] + n
-    end
-    return position[i] < loaded[i]
-  end
-  local seen, drawn = {}, 0
-  local live = {}
-  for i = 1, k do if weights[i] > 0 then live[#live + 1] = i end end
-  while drawn < n and #live > 0 do
-    local progressed = false
-    for li = 1, #live do
-      local i = live[li]
-      if taken[i] < quota[i] then
-        local q = queue[i]
-        while true do
-          if position[i] >= loaded[i] and not available(i) then break end  -- loads more, or the queue is dry
-          local p = position[i] + 1
-          position[i] = p
-          local v = q[p]
-          if not is_id(v) then return {'python', 'queue member ' .. v} end
-          if not exclude[v] and not seen[v] then
-            seen[v] = true
-            drawn = drawn + 1
-            out_video[drawn], out_topic[drawn] = v, topics[i]
-            taken[i] = taken[i] + 1
-            progressed = true
-            break
-          end
-        end
-      end
-    end
-    local exhausted, any = {}, false
-    for li = 1, #live do
-      local i = live[li]
-      if taken[i] < quota[i] and position[i] >= loaded[i] and not available(i) then  -- a queue with entries left is not dry
-        exhausted[i] = true; any = true
-      end
-    end
-    if any then
-      -- pass a dry queue's unfilled slots on to the topics that can still fill them
-      local still, still_weights, missing = {}, {}, n
-      for i in pairs(exhausted) do quota[i] = taken[i] end
-      for _, i in ipairs(live) do
-        if not exhausted[i] then still[#still + 1] = i; still_weights[#still_weights + 1] = weights[i] end
-      end
-      for i = 1, k do missing = missing - quota[i] end
-      live = still
-      local extra = split_quota(still_weights, missing)
-      if not extra then return {'python', 'quota'} end
-      for j, i in ipairs(live) do quota[i] = quota[i] + extra[j] end
-    elseif not progressed then
-      break
-    end
-  end
-end
-return {'ok', source, topics, vote_text, taken, table.concat(out_video, ','), table.concat(out_topic, ','),
-        table.concat(clicked, ','), table.concat(raw_topics, ';')}
-"""
+# --------------------------------------------------------------------------- corrupt entries
 
 
-class _NeedsPython(Exception):
-    """The script met a non-canonical id and handed the request over to the Python path."""
+class Skipped:
+    """Corrupt entries one request met: a count and a first example per kind."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+        self.example: dict[str, Any] = {}
+
+    def add(self, kind: str, example: Any, count: int = 1) -> None:
+        if kind not in self.count:
+            self.count[kind] = 0
+            self.example[kind] = example
+        self.count[kind] += count
+
+    def report(self, user_id: int) -> dict[str, int]:
+        """Log one warning per kind, add to :data:`CORRUPT_VALUES`; returns the counts."""
+        for kind, count in self.count.items():
+            CORRUPT_VALUES.labels(kind).inc(count)
+            logger.warning("user %d: skipped %d corrupt %s (e.g. %r)", user_id, count, CORRUPT_KINDS.get(kind, kind), self.example[kind])
+        return dict(self.count)
+
+
+# --------------------------------------------------------------------------- the Python reader (reference)
+
+# One command of a round trip: (redis-py method, args, kwargs). A round trip is a list of them.
+Command = tuple[str, tuple, dict]
+Reader = Generator[list[Command], list, CandidateResult]
+
+
+def _reader(layout: KeyLayout, recent_clicks: int, topics_per_user: int, user_id: int, n: int) -> Reader:
+    """The candidate read as a generator: it yields each round trip's commands and receives their replies (a
+    :class:`redis.ResponseError` for a key of the wrong type), so one implementation runs on a sync or an asyncio
+    client (:func:`_run_sync`, :func:`_run_async`). Returns the :class:`CandidateResult`."""
+    skipped = Skipped()
+    raw_clicked = _checked((yield [("lrange", (layout.user_clicks(user_id), 0, recent_clicks - 1), {})])[0], [], skipped, layout.user_clicks(user_id))
+    clicked: list[int] = []
+    for item in raw_clicked:
+        video_id = parse_id(item)
+        if video_id is None:
+            skipped.add("click", item)
+        else:
+            clicked.append(video_id)
+    votes: list[tuple[int, float]] = []
+    clicked_topics: list[list[int]] = []
+    source: Source = "none"
+    if clicked:
+        replies = yield [("get", (layout.video_topics(v),), {}) for v in clicked]
+        clicked_topics = [_topic_list(_checked(raw, None, skipped, layout.video_topics(v)), skipped) for v, raw in zip(clicked, replies)]
+        votes = [(t, float(c)) for t, c in vote_topics(clicked_topics, topics_per_user)]
+        source = "history"
+    if not votes:
+        votes = yield from _popular_reader(layout, topics_per_user, skipped)
+        source = "popular" if votes else "none"
+    draw = yield from _draw_reader(layout, votes, n, frozenset(clicked), source, skipped)
+    counts = Counter(c.topic_id for c in draw.candidates)
+    shares = [TopicShare(t, v, counts.get(t, 0)) for t, v in votes]
+    return CandidateResult(user_id, source, shares, draw.candidates, clicked, clicked_topics, skipped.report(user_id))
+
+
+def _checked(reply: Any, empty: Any, skipped: Skipped, key: str) -> Any:
+    """A reply, or ``empty`` (counted as corrupt) when the key holds another type."""
+    if isinstance(reply, redis.ResponseError):
+        skipped.add("wrong_type", key)
+        return empty
+    return reply
+
+
+def _topic_list(raw: bytes | None, skipped: Skipped) -> list[int]:
+    if not raw:
+        return []
+    parts = [part for part in raw.split(b",") if part]
+    ids = [parse_id(part) for part in parts]
+    if None in ids:
+        skipped.add("topic_list", raw)
+        return []
+    return ids  # type: ignore[return-value]
+
+
+def _popular_reader(layout: KeyLayout, topics_per_user: int, skipped: Skipped) -> Generator[list[Command], list, list[tuple[int, float]]]:
+    """The top N2 popular topics with clicks, over every shard's ZSET: each shard read in chunks of N2 (all shards in
+    one round trip) until it gave N2 valid topics, a zero score ended them or the ZSET did, so corrupt entries never
+    hide valid ones. Merged by clicks, equal clicks in the order one ZSET would give (the larger member first)."""
+    found: dict[int, list] = {s: [] for s in layout.all_shards()}
+    start = dict.fromkeys(found, 0)
+    pending = list(found)
+    while pending:
+        replies = yield [("zrevrange", (layout.popular(s), start[s], start[s] + topics_per_user - 1), {"withscores": True}) for s in pending]
+        still = []
+        for shard, reply in zip(pending, replies):
+            reply = _checked(reply, [], skipped, layout.popular(shard))
+            done = len(reply) < topics_per_user
+            for member, score in reply:
+                topic_id = parse_id(member)
+                if topic_id is None or not _valid_votes(score):
+                    skipped.add("popular", (member, score))
+                elif score > 0:
+                    if len(found[shard]) < topics_per_user:
+                        found[shard].append((score, member, topic_id))
+                else:
+                    done = True
+            if not done and len(found[shard]) < topics_per_user:
+                start[shard] += topics_per_user
+                still.append(shard)
+        pending = still
+    votes: dict[int, float] = {}
+    for score, _, topic_id in sorted((entry for entries in found.values() for entry in entries), reverse=True):
+        votes.setdefault(topic_id, float(score))
+    return list(votes.items())[:topics_per_user]
+
+
+def _draw_reader(
+    layout: KeyLayout, votes: list[tuple[int, float]], n: int, exclude: frozenset[int], source: Source, skipped: Skipped
+) -> Generator[list[Command], list, Draw]:
+    if not votes or n == 0:
+        return Draw([], {t: 0 for t, _ in votes})
+    quota = split_quota(votes, n)
+    # Read each queue only as deep as its quota plus what may be skipped there (of the clicked videos only those
+    # of the topic, its votes, can stand in its queue), plus 16; read deeper only when draw_candidates used up a
+    # prefix that is shorter than the whole queue. The script reads the same chunks.
+    depth = {t: quota[t] + (min(len(exclude), int(w)) if source == "history" else len(exclude)) + 16 for t, w in votes}
+    queues: dict[int, list[int]] = {t: [] for t, _ in votes}
+    read: dict[int, int] = {}  # members read from each queue (corrupt ones are read but not kept)
+    complete: set[int] = set()
+    while True:
+        wanted = [t for t, _ in votes if t not in complete and read.get(t, 0) < depth[t]]
+        if wanted:
+            replies = yield [("zrevrange", (layout.queue(t), read.get(t, 0), depth[t] - 1), {}) for t in wanted]
+            for t, members in zip(wanted, replies):
+                start = read.get(t, 0)
+                members = _checked(members, [], skipped, layout.queue(t))
+                read[t] = start + len(members)
+                queue = queues[t]
+                for member in members:
+                    video_id = parse_id(member)
+                    if video_id is None:
+                        skipped.add("queue_member", member)
+                    else:
+                        queue.append(video_id)
+                if len(members) < depth[t] - start:
+                    complete.add(t)
+        draw = draw_candidates(votes, queues, n, exclude)
+        short = [t for t, _ in votes if t not in complete and draw.consumed.get(t, 0) >= len(queues[t])]
+        if not short:
+            return draw
+        for t in short:
+            depth[t] = 2 * depth[t] + n
+
+
+def _run_sync(client, reader: Reader) -> CandidateResult:
+    """Drive :func:`_reader` on a sync client: a round trip of one command is a plain call, more is one pipeline."""
+    try:
+        batch = next(reader)
+        while True:
+            if len(batch) == 1:
+                name, args, kwargs = batch[0]
+                try:
+                    replies = [getattr(client, name)(*args, **kwargs)]
+                except redis.ResponseError as exc:
+                    replies = [_wrong_type(exc)]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for name, args, kwargs in batch:
+                    getattr(pipe, name)(*args, **kwargs)
+                replies = [_wrong_type(r) if isinstance(r, Exception) else r for r in pipe.execute(raise_on_error=False)]
+            batch = reader.send(replies)
+    except StopIteration as done:
+        return done.value
+
+
+async def _run_async(client, reader: Reader) -> CandidateResult:
+    """:func:`_run_sync` on an asyncio client."""
+    try:
+        batch = next(reader)
+        while True:
+            if len(batch) == 1:
+                name, args, kwargs = batch[0]
+                try:
+                    replies = [await getattr(client, name)(*args, **kwargs)]
+                except redis.ResponseError as exc:
+                    replies = [_wrong_type(exc)]
+            else:
+                pipe = client.pipeline(transaction=False)
+                for name, args, kwargs in batch:
+                    getattr(pipe, name)(*args, **kwargs)
+                replies = [_wrong_type(r) if isinstance(r, Exception) else r for r in await pipe.execute(raise_on_error=False)]
+            batch = reader.send(replies)
+    except StopIteration as done:
+        return done.value
+
+
+def _wrong_type(exc: Exception) -> redis.ResponseError:
+    """A WRONGTYPE reply is a corrupt key (the reader skips it); any other error is raised."""
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE"):
+        return exc
+    raise exc
+
+
+# --------------------------------------------------------------------------- the server-side script
+
+class _ScriptSetup:
+    """KEYS and ARGV of ``candidates.lua`` for one layout with one shard."""
+
+    PROBE = 8_675_309_123_456_789  # an id whose digits appear nowhere else in a key
+
+    def __init__(self, layout: KeyLayout) -> None:
+        if layout.shards != 1:
+            raise ValueError(f"the server-side candidate script needs one shard (redis.shards = 1), not {layout.shards}")
+        self.layout = layout
+        self.templates = [*self._split(layout.video_topics), *self._split(layout.queue)]
+
+    def _split(self, key_of: Callable[[int], str]) -> list[str]:
+        parts = key_of(self.PROBE).split(str(self.PROBE))
+        if len(parts) != 2:
+            raise ValueError(f"cannot make a key template of {key_of(self.PROBE)!r}")
+        return parts
+
+    def keys(self, user_id: int) -> list[str]:
+        return [self.layout.user_clicks(user_id), self.layout.popular(0)]
+
+    def args(self, recent_clicks: int, topics_per_user: int, n: int) -> list:
+        return [*self.templates, recent_clicks, topics_per_user, n]
+
+
+def _skipped_of_reply(user_id: int, flat: list) -> dict[str, int]:
+    skipped = Skipped()
+    for i in range(0, len(flat), 3):
+        skipped.add(flat[i].decode(), flat[i + 2], int(flat[i + 1]))
+    return skipped.report(user_id)
 
 
 def _result_from_reply(user_id: int, reply: list) -> CandidateResult:
-    """A :data:`CANDIDATES_LUA` reply as a :class:`CandidateResult` (raises :class:`_NeedsPython` for a hand-over)."""
-    if reply[0] != b"ok":
-        raise _NeedsPython(reply[1].decode(errors="replace"))
-    _, source, topic_ids, vote_text, taken, videos, video_topics, clicked_text, topics_text = reply
+    """A ``candidates.lua`` reply as a :class:`CandidateResult`."""
+    source, topic_ids, vote_text, taken, videos, video_topics, clicked_text, topics_text, skipped = reply
     candidates = list(map(Candidate, map(int, videos.split(b",")), map(int, video_topics.split(b",")))) if videos else []
     shares = [TopicShare(int(t), float(v), c) for t, v, c in zip(topic_ids, vote_text, taken)]
     if clicked_text:
@@ -376,7 +483,7 @@ def _result_from_reply(user_id: int, reply: list) -> CandidateResult:
         clicked_topics = [list(map(int, raw.split(b","))) if raw else [] for raw in topics_text.split(b";")]
     else:
         clicked, clicked_topics = [], []
-    return CandidateResult(user_id, source.decode(), shares, candidates, clicked, clicked_topics)
+    return CandidateResult(user_id, source.decode(), shares, candidates, clicked, clicked_topics, _skipped_of_reply(user_id, skipped) if skipped else {})
 
 
 def result_json(result: CandidateResult) -> bytes:
@@ -391,11 +498,11 @@ def result_json(result: CandidateResult) -> bytes:
 
 
 def _json_from_reply(user_id: int, reply: list) -> bytes:
-    """:func:`result_json` of a :data:`CANDIDATES_LUA` reply, formatted from the reply's text without building the
+    """:func:`result_json` of a ``candidates.lua`` reply, formatted from the reply's text without building the
     result's objects (the script only returns canonical integer ids, which are JSON numbers as they are)."""
-    if reply[0] != b"ok":
-        raise _NeedsPython(reply[1].decode(errors="replace"))
-    _, source, topic_ids, vote_text, taken, videos, video_topics = reply[:7]
+    source, topic_ids, vote_text, taken, videos, video_topics = reply[:6]
+    if reply[8]:
+        _skipped_of_reply(user_id, reply[8])
     topics = b",".join(
         b'{"topic_id":%s,"votes":%s,"n_candidates":%d}' % (t, json.dumps(float(v)).encode(), c) for t, v, c in zip(topic_ids, vote_text, taken)
     )
@@ -403,196 +510,191 @@ def _json_from_reply(user_id: int, reply: list) -> bytes:
     return b'{"user_id":%d,"source":"%s","topics":[%s],"candidates":[%s]}' % (user_id, source, topics, candidates)
 
 
+# --------------------------------------------------------------------------- generators
+
+
+def _check_request(user_id: int, n: int) -> None:
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0 <= user_id <= INT64_MAX:
+        raise ValueError(f"user_id must be in 0..2^63-1, got {user_id}")
+
+
+def _unavailable(exc: BaseException, what: str = "candidates") -> CandidateStoreUnavailable:
+    return CandidateStoreUnavailable(f"Redis error while reading {what}: {type(exc).__name__}: {exc}")
+
+
+def _configure(self, client, layout: KeyLayout, recent_clicks: int, topics_per_user: int, n_candidates: int, server_side: bool | None) -> None:
+    """The settings both generators share, checked."""
+    if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
+        raise ValueError(
+            f"need recent_clicks >= 1, topics_per_user >= 1, n_candidates >= 0; got {recent_clicks}, {topics_per_user}, {n_candidates}"
+        )
+    if not isinstance(layout, KeyLayout):
+        raise TypeError(f"layout must be a topicfs.keys.KeyLayout, got {type(layout).__name__}")
+    self.client = client
+    self.layout = layout
+    self.recent_clicks = recent_clicks
+    self.topics_per_user = topics_per_user
+    self.n_candidates = n_candidates
+    if server_side is None:
+        server_side = layout.shards == 1 and not is_cluster(client)
+    if server_side and is_cluster(client):
+        raise ValueError("the server-side candidate script needs a single Redis; on a Redis Cluster use server_side=False")
+    self.server_side = server_side
+    self._setup = _ScriptSetup(layout) if server_side else None
+    self._script = client.register_script(lua_source("candidates.lua")) if server_side else None
+
+
 class CandidateGenerator:
     """Reads a user's clicks and the topic queues from Redis and draws candidates.
 
-    ``server_side`` (default: on unless ``client`` is a ``redis.RedisCluster``) runs :data:`CANDIDATES_LUA`,
-    one round trip; off, the Python path reads with three round trips of pipelined single-key commands, so
-    keys may live on different cluster slots. Both give the same :class:`CandidateResult`.
+    ``client`` is a ``redis.Redis`` or ``redis.RedisCluster`` (:func:`topicfs.redis_client.sync_client`), ``layout``
+    the :class:`~topicfs.keys.KeyLayout` the stream writes. ``server_side`` (default: on a single Redis with one
+    shard) runs ``candidates.lua``, one round trip; off, the Python reader (three pipelined round trips, any
+    deployment). Both give the same :class:`CandidateResult`.
     """
 
     def __init__(
         self,
-        client: redis.Redis,
-        key_prefix: str,
+        client,
+        layout: KeyLayout,
         recent_clicks: int = 128,
         topics_per_user: int = 4,
         n_candidates: int = 600,
         server_side: bool | None = None,
     ) -> None:
-        if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
-            raise ValueError(
-                f"need recent_clicks >= 1, topics_per_user >= 1, n_candidates >= 0; got {recent_clicks}, {topics_per_user}, {n_candidates}"
-            )
-        self.client = client
-        self.key_prefix = key_prefix
-        self.recent_clicks = recent_clicks
-        self.topics_per_user = topics_per_user
-        self.n_candidates = n_candidates
-        if server_side is None:
-            server_side = not isinstance(client, redis.RedisCluster)
-        self.server_side = server_side
-        self._script = client.register_script(CANDIDATES_LUA) if server_side else None
+        _configure(self, client, layout, recent_clicks, topics_per_user, n_candidates, server_side)
 
     @classmethod
-    def from_settings(cls, settings) -> "CandidateGenerator":
-        """Build from :class:`topicfs.settings.Settings` (Redis URL, key prefix, N1, N2, N3)."""
+    def from_settings(cls, settings, client=None) -> "CandidateGenerator":
+        """Build from :class:`topicfs.settings.Settings` (the Redis deployment, key layout, N1, N2, N3); ``client``
+        defaults to :func:`topicfs.redis_client.sync_client` of ``settings.redis``."""
+        from topicfs.redis_client import sync_client
+
         serving = settings.serving
-        client = redis.Redis.from_url(
-            settings.redis.url, socket_timeout=serving.redis_timeout_s, socket_connect_timeout=serving.redis_timeout_s
-        )
-        return cls(client, settings.redis.key_prefix, serving.recent_clicks, serving.topics_per_user, serving.n_candidates)
+        if client is None:
+            try:
+                client = sync_client(settings.redis, timeout_s=serving.redis_timeout_s)
+            except _UNAVAILABLE as exc:  # a cluster client asks a node for the topology when built
+                raise _unavailable(exc, "the cluster topology") from exc
+        return cls(client, KeyLayout.from_config(settings.redis), serving.recent_clicks, serving.topics_per_user, serving.n_candidates)
 
     def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Up to ``n`` (default N3) candidates for ``user_id``; raises :class:`CandidateStoreUnavailable`."""
         n = self.n_candidates if n is None else n
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
         user_id = int(user_id)
+        _check_request(user_id, n)
         try:
             if self._script is not None:
-                try:
-                    return _result_from_reply(user_id, self._script(keys=self.script_keys(user_id), args=self.script_args(n)))
-                except _NeedsPython as why:
-                    logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
-            return self._candidates_python(user_id, n)
-        except redis.RedisError as exc:
-            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
+                reply = self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
+                return _result_from_reply(user_id, reply)
+            return _run_sync(self.client, self.reader(user_id, n))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    def reader(self, user_id: int, n: int) -> Reader:
+        """The Python reader of one request (see :func:`_reader`)."""
+        return _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n)
+
+    def python_candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
+        """:meth:`candidates` by the Python reader whatever ``server_side`` says (the reference the script is tested
+        against)."""
+        n = self.n_candidates if n is None else n
+        _check_request(int(user_id), n)
+        try:
+            return _run_sync(self.client, self.reader(int(user_id), n))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    def script_reply(self, user_id: int, n: int) -> list:
+        """The raw reply of ``candidates.lua`` (tests and benchmarks)."""
+        return self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
 
     def exposure_history(self, user_id: int) -> dict:
-        """The raw hash of the user's exposure history (:func:`topicfs.keys.user_exposures_key`, written by a stream
-        with ``stream.user_exposure_counts``); empty for a user never shown anything. Raises
+        """The raw hash of the user's exposure history (:meth:`topicfs.keys.KeyLayout.user_exposures`, written by a
+        stream with ``stream.user_exposure_counts``); empty for a user never shown anything. Raises
         :class:`CandidateStoreUnavailable`."""
+        key = self.layout.user_exposures(int(user_id))
         try:
-            return self.client.hgetall(keys.user_exposures_key(self.key_prefix, int(user_id)))
-        except redis.RedisError as exc:
-            raise CandidateStoreUnavailable(f"Redis error while reading the exposure history: {type(exc).__name__}: {exc}") from exc
-
-    def _candidates_python_checked(self, user_id: int, n: int) -> CandidateResult:
-        try:
-            return self._candidates_python(user_id, n)
-        except redis.RedisError as exc:
-            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
-
-    def script_keys(self, user_id: int) -> list[str]:
-        return [keys.user_clicks_key(self.key_prefix, user_id), keys.popular_topics_key(self.key_prefix)]
-
-    def script_args(self, n: int) -> list:
-        return [self.key_prefix, self.recent_clicks, self.topics_per_user, n]
-
-    def _candidates_python(self, user_id: int, n: int) -> CandidateResult:
-        prefix = self.key_prefix
-        clicked = self._clicked_videos(user_id)
-        votes: list[tuple[int, float]] = []
-        clicked_topics: list[list[int]] = []
-        source: Source = "none"
-        if clicked:
-            pipe = self.client.pipeline(transaction=False)
-            for video_id in clicked:
-                pipe.get(keys.video_topics_key(prefix, video_id))
-            clicked_topics = self._decode_topics(clicked, pipe.execute())
-            votes = [(t, float(c)) for t, c in vote_topics(clicked_topics, self.topics_per_user)]
-            source = "history"
-        if not votes:
-            popular = self.client.zrevrange(keys.popular_topics_key(prefix), 0, self.topics_per_user - 1, withscores=True)
-            votes = [(int(t), float(score)) for t, score in popular if score > 0]
-            source = "popular" if votes else "none"
-        exclude = frozenset(clicked)
-        draw = self._draw(votes, n, exclude)
-        counts = Counter(c.topic_id for c in draw.candidates)
-        shares = [TopicShare(t, v, counts.get(t, 0)) for t, v in votes]
-        return CandidateResult(user_id, source, shares, draw.candidates, clicked, clicked_topics)
-
-    def _clicked_videos(self, user_id: int) -> list[int]:
-        raw = self.client.lrange(keys.user_clicks_key(self.key_prefix, user_id), 0, self.recent_clicks - 1)
-        clicked = []
-        for item in raw:
-            try:
-                clicked.append(int(item))
-            except ValueError:
-                logger.warning("user %d: ignoring a click list entry that is not a video id: %r", user_id, item)
-        return clicked
-
-    def _decode_topics(self, clicked: list[int], raw_topics: list) -> list[list[int]]:
-        topics = []
-        for video_id, raw in zip(clicked, raw_topics):
-            try:
-                topics.append(keys.decode_ids(raw))
-            except ValueError:
-                logger.warning("video %d: ignoring malformed topic list %r", video_id, raw)
-                topics.append([])
-        return topics
-
-    def _draw(self, votes: list[tuple[int, float]], n: int, exclude: frozenset[int]) -> Draw:
-        if not votes or n == 0:
-            return Draw([], {t: 0 for t, _ in votes})
-        quota = split_quota(votes, n)
-        # Read each queue only as deep as its quota plus what may be skipped; read deeper only when
-        # draw_candidates used up a prefix that is shorter than the whole queue.
-        depth = {t: quota[t] + len(exclude) + 16 for t, _ in votes}
-        queues: dict[int, list[int]] = {}
-        read: dict[int, int] = {}  # members read from each queue (malformed ones are read but not kept)
-        complete: set[int] = set()
-        while True:
-            wanted = [t for t, _ in votes if t not in complete and read.get(t, 0) < depth[t]]
-            if wanted:
-                pipe = self.client.pipeline(transaction=False)
-                for t in wanted:
-                    pipe.zrevrange(keys.queue_key(self.key_prefix, t), read.get(t, 0), depth[t] - 1)
-                for t, members in zip(wanted, pipe.execute()):
-                    start = read.get(t, 0)
-                    read[t] = start + len(members)
-                    queue = queues.setdefault(t, [])
-                    for member in members:
-                        try:
-                            queue.append(int(member))
-                        except ValueError:
-                            logger.warning("topic %d: ignoring a queue member that is not a video id: %r", t, member)
-                    if len(members) < depth[t] - start:
-                        complete.add(t)
-            draw = draw_candidates(votes, queues, n, exclude)
-            short = [t for t, _ in votes if t not in complete and draw.consumed.get(t, 0) >= len(queues[t])]
-            if not short:
-                return draw
-            for t in short:
-                depth[t] = 2 * depth[t] + n
+            return self.client.hgetall(key)
+        except redis.ResponseError as exc:
+            _wrong_type(exc)
+            skipped = Skipped()
+            skipped.add("wrong_type", key)
+            skipped.report(int(user_id))
+            return {}
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "the exposure history") from exc
 
 
 class AsyncCandidateGenerator:
-    """The server-side path of ``generator``'s settings on a ``redis.asyncio`` client (one EVALSHA per request).
+    """:class:`CandidateGenerator` on a ``redis.asyncio`` client (:func:`topicfs.redis_client.async_client`): the
+    script (one EVALSHA) when ``server_side``, else the Python reader with awaited pipelines (on a Redis Cluster
+    each round trip is sent to every node concurrently).
 
-    A request the script hands over (non-canonical ids in the state) runs ``generator``'s Python path in a
-    worker thread, so there is one Python reference implementation.
+    At most ``max_concurrency`` requests use Redis at once; the others wait for their turn. Keep it at most the
+    client's ``max_connections``: each request holds at most one connection per node, so the pool is never
+    exhausted (redis-py's asyncio cluster client fails instead of waiting when it is).
     """
 
-    def __init__(self, client: "aioredis.Redis", generator: CandidateGenerator) -> None:
-        self.client = client
-        self.generator = generator
-        self._script = client.register_script(CANDIDATES_LUA)
+    def __init__(
+        self,
+        client,
+        layout: KeyLayout,
+        recent_clicks: int = 128,
+        topics_per_user: int = 4,
+        n_candidates: int = 600,
+        server_side: bool | None = None,
+        max_concurrency: int = 64,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        _configure(self, client, layout, recent_clicks, topics_per_user, n_candidates, server_side)
+        self.max_concurrency = max_concurrency
+        self._turns = asyncio.Semaphore(max_concurrency)
+
+    @classmethod
+    def from_settings(cls, settings) -> "AsyncCandidateGenerator":
+        """Build from :class:`topicfs.settings.Settings`; call inside the event loop that will use it."""
+        from topicfs.redis_client import async_client
+
+        serving = settings.serving
+        client = async_client(settings.redis, timeout_s=serving.redis_timeout_s)
+        return cls(
+            client, KeyLayout.from_config(settings.redis), serving.recent_clicks, serving.topics_per_user, serving.n_candidates,
+            max_concurrency=settings.redis.max_connections,
+        )
 
     async def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Same answer and errors as :meth:`CandidateGenerator.candidates`."""
         return await self._run(user_id, n, _result_from_reply, lambda result: result)
 
     async def candidates_json(self, user_id: int, n: int | None = None) -> bytes:
-        """:func:`result_json` of :meth:`candidates`, straight from the script's reply (no per-candidate objects)."""
+        """:func:`result_json` of :meth:`candidates` (from the script's reply without per-candidate objects)."""
         return await self._run(user_id, n, _json_from_reply, result_json)
 
     async def _run(self, user_id: int, n: int | None, from_reply: Callable[[int, list], Any], from_result: Callable[[CandidateResult], Any]) -> Any:
-        """The script's answer through ``from_reply``, or (a hand-over) the Python path's through ``from_result``."""
-        generator = self.generator
-        n = generator.n_candidates if n is None else n
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        n = self.n_candidates if n is None else n
         user_id = int(user_id)
+        _check_request(user_id, n)
         try:
-            reply = await self._script(keys=generator.script_keys(user_id), args=generator.script_args(n))
-            return from_reply(user_id, reply)
-        except redis.RedisError as exc:
-            raise CandidateStoreUnavailable(f"Redis error while reading candidates: {type(exc).__name__}: {exc}") from exc
-        except _NeedsPython as why:
-            logger.debug("user %d: candidates by the Python path (%s)", user_id, why)
-        return from_result(await asyncio.to_thread(generator._candidates_python_checked, user_id, n))
+            async with self._turns:
+                if self._script is not None:
+                    reply = await self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
+                    return from_reply(user_id, reply)
+                result = await _run_async(self.client, _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+        return from_result(result)
+
+    async def ping(self) -> None:
+        """Raises :class:`CandidateStoreUnavailable` unless Redis (every cluster node) answers."""
+        try:
+            async with self._turns:
+                await self.client.ping()
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "PING") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
