@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 
 import faust
 import pandas as pd
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
+from stream.security import aiokafka_params, faust_params
 from faust.sensors.monitor import Monitor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -38,7 +38,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from stream.logic import next_rebuild_at, parse_video_event
 from stream.metrics import MetricsServer, WorkerMetrics, worker_health
 from stream.records import DeadLetter, VideoPublishedEvent
-from stream.state import RawMessage, StreamStore, dead_letter, offset_key
+from stream.state import RawMessage, StateLost, StreamStore, dead_letter
+from topicfs.keys import KeyLayout
+from topicfs.redis_client import async_client
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -166,21 +168,25 @@ class StreamRuntime:
     metrics: WorkerMetrics
     videos_ready: asyncio.Event = field(default_factory=asyncio.Event)
     batch_applied: asyncio.Event = field(default_factory=asyncio.Event)  # wakes the queue rebuild
+    recovery_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one rebuild of lost state at a time
+    recoveries: int = 0  # rebuilds of lost state done by this worker
 
 
 def _dead_letter_bytes(letter: DeadLetter) -> bytes:
     return json.dumps({k: v for k, v in letter.asdict().items()}, ensure_ascii=False).encode()
 
 
-def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntime:
+def create_app(settings: Settings, redis_client, epochs: list[str] | None = None) -> StreamRuntime:
     """Build the Faust app of one worker from settings (topics, agents, timers).
 
     With ``stream.feast_repo_path`` set, every batch also marks its changed ids for the pusher (:mod:`stream.pusher`).
+    ``epochs`` are the shards' epochs :func:`prepare` read before the group offsets were aligned (so a loss of state
+    after that is detected); None reads them at the first batch.
     """
     config = settings.stream
     app = faust.App(
         config.app_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+        **faust_params(settings.kafka),  # broker=[kafka://...] and broker_credentials (TLS / SASL, stream.security)
         store="memory://",
         topic_partitions=config.partitions,
         broker_rebalance_timeout=config.rebalance_timeout_s,
@@ -195,7 +201,8 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
         monitor=_QuietMonitor(),
     )
     app.transport = _consumer_transport(config.fetch_max_wait_ms)(app.conf.broker_consumer, app)
-    store = StreamStore(redis_client, settings.redis.key_prefix, config, push_enabled=config.feast_repo_path is not None)
+    store = StreamStore(redis_client, KeyLayout.from_config(settings.redis), config, push_enabled=config.feast_repo_path is not None)
+    store.epochs = list(epochs) if epochs is not None else None
     metrics = WorkerMetrics()
     runtime = StreamRuntime(settings, app, store, metrics)
 
@@ -216,12 +223,15 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
             messages = [RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value, e.message.key) for e in batch]
             started = time.perf_counter()
             while True:
+                seen_recoveries = runtime.recoveries
                 try:
                     result = await store.apply_batch(messages, send_dead_letters)
                     break
                 except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # the batch is not acked: retry, lose nothing
                     logger.warning("Redis unavailable (%s); retrying the batch in 1 s", exc)
                     await asyncio.sleep(1.0)
+                except StateLost as exc:  # stop applying; rebuild from the log, then apply this batch (skipped where replayed)
+                    await recover_lost_state(runtime, exc, seen_recoveries, send_dead_letters, extra_partitions={m.partition for m in messages})
             metrics.batch_latency.observe(time.perf_counter() - started)
             metrics.messages.inc(result.applied_messages)
             metrics.batch_retries.inc(result.retries)
@@ -258,6 +268,19 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
     async def rotate_fresh_videos() -> None:
         await store.mark_all_topics_dirty()
 
+    @app.timer(config.state_check_interval_s)
+    async def check_state() -> None:
+        """Notice a loss of Redis state even when no batch touches the lost shard (a quiet partition)."""
+        if not runtime.videos_ready.is_set() or store.epochs is None:
+            return
+        seen_recoveries = runtime.recoveries
+        try:
+            lost = await store.lost_shards()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            return
+        if lost:
+            await recover_lost_state(runtime, StateLost(lost, "epoch missing or changed"), seen_recoveries, send_dead_letters)
+
     @app.timer(5.0)
     async def measure_lag() -> None:
         consumer = app.consumer
@@ -266,9 +289,9 @@ def create_app(settings: Settings, redis_client: aioredis.Redis) -> StreamRuntim
             if tp.topic != config.events_topic:
                 continue
             highwater = consumer.highwater(tp)
-            applied = await redis_client.get(offset_key(store.prefix, tp.topic, tp.partition))
+            applied = await store.applied_offset(tp.topic, tp.partition)
             if highwater is not None:
-                lag[tp.partition] = max(0, highwater - (int(applied) + 1 if applied else 0))
+                lag[tp.partition] = max(0, highwater - (applied + 1))
         metrics.observe_lag(lag)
 
     runtime.count_events = count_events  # type: ignore[attr-defined]
@@ -325,15 +348,120 @@ async def handle_video_messages(runtime: StreamRuntime, messages: list[RawMessag
     return len(topics_by_video)
 
 
+async def _load_table(settings: Settings, store: StreamStore) -> int:
+    """Register the offline VIDEO_TOPICS table's videos when ``stream.load_video_topics_on_start`` and it exists."""
+    table = settings.paths.tables_dir
+    if settings.stream.load_video_topics_on_start and (table / "video_topics.parquet").exists():
+        return await store.load_video_topics_table(table, show_progress=False)
+    if settings.stream.load_video_topics_on_start:
+        logger.warning("no %s: video topics come only from the videos topic", table / "video_topics.parquet")
+    return 0
+
+
+async def recover_lost_state(
+    runtime: StreamRuntime, lost: StateLost, seen_recoveries: int, send_dead_letters, extra_partitions: set[int] = frozenset()
+) -> None:
+    """Rebuild Redis state that was lost under this running worker, exactly.
+
+    Stops applying (the events agent waits here), logs an error and counts it, starts the lost shards' new epochs
+    (or adopts those another worker started), registers the video topics again (the offline table and the whole
+    videos topic), then replays every events partition this worker holds from the start of the Kafka log up to its
+    end through the normal per-shard exactly-once path: shards that kept their state skip what they applied, lost
+    shards apply everything again. The Faust consumer's position is untouched; messages it delivers afterwards that
+    the replay covered are skipped by the stored offsets. Needs the events topic retained from its first event.
+    """
+    async with runtime.recovery_lock:
+        if runtime.recoveries != seen_recoveries:
+            return  # another task rebuilt meanwhile
+        settings, store, metrics = runtime.settings, runtime.store, runtime.metrics
+        config = settings.stream
+        logger.error("%s; stopping and rebuilding it from the Kafka log", lost)
+        metrics.state_losses.inc()
+        metrics.state_rebuilding.set(1)
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    await store.init_epochs()
+                    store.forget_offsets()
+                    registered = await _load_table(settings, store) + await _register_videos_topic(runtime, send_dead_letters)
+                    assigned = {tp.partition for tp in runtime.app.consumer.assignment() if tp.topic == config.events_topic}
+                    replayed = await _replay_partitions(runtime, sorted(assigned | set(extra_partitions)), send_dead_letters)
+                    break
+                except StateLost as again:
+                    logger.error("%s during the rebuild; starting it again", again)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    logger.warning("Redis unavailable during the rebuild (%s); retrying in 1 s", exc)
+                    await asyncio.sleep(1.0)
+            runtime.recoveries += 1
+            runtime.batch_applied.set()
+            logger.error(
+                "rebuilt lost Redis state: %d videos registered again, %d messages replayed in %.1f s", registered, replayed, time.monotonic() - started
+            )
+        finally:
+            metrics.state_rebuilding.set(0)
+
+
+async def _register_videos_topic(runtime: StreamRuntime, send_dead_letters) -> int:
+    """Register every video of the videos topic again (read from its start to its end)."""
+    registered = 0
+    async for messages in _read_log(runtime.settings, runtime.settings.stream.videos_topic, None):
+        registered += await handle_video_messages(runtime, messages, send_dead_letters)
+    return registered
+
+
+async def _replay_partitions(runtime: StreamRuntime, partitions: list[int], send_dead_letters) -> int:
+    """Apply events-topic ``partitions`` from the start of the log to its end, batch by batch; returns messages read."""
+    if not partitions:
+        return 0
+    read = 0
+    topic = runtime.settings.stream.events_topic
+    # at least up to every offset this worker has delivered (the log's end offsets are not trusted alone)
+    targets = {p: runtime.store.highest_applied.get((topic, p), -1) + 1 for p in partitions}
+    async for messages in _read_log(runtime.settings, topic, partitions, targets):
+        await runtime.store.apply_batch(messages, send_dead_letters)
+        read += len(messages)
+    return read
+
+
+async def _read_log(settings: Settings, topic: str, partitions: list[int] | None, targets: dict[int, int] | None = None):
+    """Batches of a topic's messages from the start of the log to its end when the read began (and at least to
+    ``targets[partition]``, exclusive): a partition is done when a fetch returns nothing more and its position has
+    reached both (tansu's end offsets alone are not trusted)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(**aiokafka_params(settings.kafka), enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        ids = partitions if partitions is not None else await partition_ids(settings.kafka, topic)
+        tps = [TopicPartition(topic, p) for p in ids]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        if targets:
+            ends = {tp: max(ends[tp], targets.get(tp.partition, 0)) for tp in tps}
+        left = set(tps)
+        while left:
+            fetched = await consumer.getmany(*left, timeout_ms=300, max_records=settings.stream.batch_max_messages)
+            messages = [RawMessage(m.topic, m.partition, m.offset, m.value, m.key) for records in fetched.values() for m in records]
+            for tp in list(left):
+                if not fetched.get(tp) and await consumer.position(tp) >= ends[tp]:
+                    left.discard(tp)
+            if messages:
+                yield messages
+    finally:
+        await consumer.stop()
+
+
 async def _follow_videos(runtime: StreamRuntime, send_dead_letters) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     settings = runtime.settings
     topic = settings.stream.videos_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(**aiokafka_params(settings.kafka), enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in await partition_ids(settings.kafka.bootstrap_servers, topic)]
+        partitions = [TopicPartition(topic, p) for p in await partition_ids(settings.kafka, topic)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         registered = 0
@@ -359,19 +487,17 @@ async def _follow_videos(runtime: StreamRuntime, send_dead_letters) -> None:
         await consumer.stop()
 
 
-async def prepare(settings: Settings, redis_client: aioredis.Redis) -> None:
-    """Before a worker joins its group: create the topics, load video topics, align the group's offsets with Redis."""
+async def prepare(settings: Settings, redis_client) -> list[str]:
+    """Before a worker joins its group: create the topics, start or learn the shards' epochs, load video topics, and
+    align the group's offsets with Redis (per partition the lowest offset over the shards, so no shard misses a
+    message). Returns the epochs, for :func:`create_app`."""
     config = settings.stream
-    servers = settings.kafka.bootstrap_servers
+    servers = settings.kafka  # the cluster's settings, security included (stream.security)
     await create_topics(servers, {config.events_topic: config.partitions, config.videos_topic: config.partitions, config.dead_letter_topic: config.partitions})
-    store = StreamStore(redis_client, settings.redis.key_prefix, config)
-    table = settings.paths.tables_dir
-    if config.load_video_topics_on_start and (table / "video_topics.parquet").exists():
-        await store.load_video_topics_table(table)
-    applied = {}
-    for partition in await partition_ids(servers, config.events_topic):
-        raw = await redis_client.get(offset_key(settings.redis.key_prefix, config.events_topic, partition))
-        applied[partition] = int(raw) if raw is not None else None
+    store = StreamStore(redis_client, KeyLayout.from_config(settings.redis), config)
+    epochs = await store.init_epochs()
+    await _load_table(settings, store)
+    applied = await store.stored_offsets(config.events_topic, await partition_ids(servers, config.events_topic))
     await align_committed_offsets(servers, config.app_id, config.events_topic, applied, wait_s=config.session_timeout_s + config.rebalance_timeout_s + 10, rebalance_timeout_s=config.rebalance_timeout_s)
 
 
@@ -390,9 +516,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        redis_client = aioredis.Redis.from_url(settings.redis.url)
-        loop.run_until_complete(prepare(settings, redis_client))
-        runtime = create_app(settings, redis_client)
+        redis_client = async_client(settings.redis)
+        epochs = loop.run_until_complete(prepare(settings, redis_client))
+        runtime = create_app(settings, redis_client, epochs)
         if settings.stream.metrics_port:  # /metrics and /health on this loop (see stream.metrics)
             server = MetricsServer(runtime.metrics.registry, health=functools.partial(worker_health, runtime, time.monotonic()))
             loop.run_until_complete(server.start(settings.stream.metrics_host, settings.stream.metrics_port))

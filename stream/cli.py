@@ -49,8 +49,12 @@ def broker_command(port: int = typer.Option(9092, min=1, max=65535, help="port o
 def worker_command(loglevel: str = typer.Option("info", help="Faust log level")) -> None:
     """Run one worker (starts the embedded broker / a local Redis when settings allow and none answers)."""
     from stream.app import run_worker
+    from stream.security import KafkaSecurityError
 
-    run_worker(get_settings(), loglevel=loglevel)
+    try:
+        run_worker(get_settings(), loglevel=loglevel)
+    except KafkaSecurityError as exc:  # a wrong CA, password or port: one line, not a traceback
+        _kafka_user_error(exc)
 
 
 @app.command("pusher")
@@ -126,26 +130,27 @@ def replay_command(
     else:
         videos, messages = synthetic_stream(settings, n_users=n_users, n_days=n_days)
         if publish_true_topics:
-            asyncio.run(produce(settings.kafka.bootstrap_servers, config.videos_topic, videos, key_field="video_id"))
+            asyncio.run(produce(settings.kafka, config.videos_topic, videos, key_field="video_id"))
     if max_messages:
         messages = islice(messages, max_messages)
-    sent = asyncio.run(produce(settings.kafka.bootstrap_servers, config.events_topic, messages, rate_per_s=rate, show_progress=True))
+    sent = asyncio.run(produce(settings.kafka, config.events_topic, messages, rate_per_s=rate, show_progress=True))
     typer.echo(json.dumps({"sent": sum(sent.values()), "per_partition": sent}))
 
 
 @app.command("load-topics")
 def load_topics_command(tables_dir: Path = typer.Option(None, help="folder holding video_topics.parquet (default: paths.tables_dir)")) -> None:
     """Load the offline VIDEO_TOPICS table into Redis ({prefix}:video:{id}:topics and the topic indexes)."""
-    import redis.asyncio as aioredis
-
     from stream.state import StreamStore
+    from topicfs.keys import KeyLayout
+    from topicfs.redis_client import async_client
 
     settings = get_settings()
 
     async def load() -> int:
-        client = aioredis.Redis.from_url(settings.redis.url)
+        client = async_client(settings.redis)
         try:
-            return await StreamStore(client, settings.redis.key_prefix, settings.stream).load_video_topics_table(tables_dir or settings.paths.tables_dir)
+            store = StreamStore(client, KeyLayout.from_config(settings.redis), settings.stream)
+            return await store.load_video_topics_table(tables_dir or settings.paths.tables_dir)
         finally:
             await client.aclose()
 
@@ -162,6 +167,101 @@ def demo_command(
 
     summary = run_demo_stream(get_settings(), tables_dir, n_messages)
     typer.echo(summary["text"])
+
+
+def _kafka_user_error(exc: Exception) -> None:
+    """One line ``error: ...`` and exit 2 for a setting, file or cluster problem the user can fix."""
+    typer.echo(f"error: {' '.join(str(exc).split())}" if not str(exc).count("\n") else f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command("produce")
+def produce_command(
+    interactions: Path = typer.Option(..., "--interactions", help="click log in the interactions contract (user_id, video_id, clicked or rating, ts): Parquet or CSV"),
+    window: float = typer.Option(60.0, min=0.001, help="seconds: a user's rows less than this after a refresh's first row belong to that refresh"),
+    rate: float = typer.Option(None, min=0.001, help="messages per second (default: as fast as possible)"),
+    speedup: float = typer.Option(None, min=0.001, help="replay at the log's own pace divided by this (1 = real time, 60 = an hour per minute)"),
+    shift_to_now: bool = typer.Option(False, "--shift-to-now", help="move every timestamp by the same amount so the log's last event is now (for logs older than stream.min_event_ts_s)"),
+    on_error: str = typer.Option("raise", help="raise: stop at bad rows, listing the first ten; skip: drop them, with a count per reason"),
+    id_prefix: str = typer.Option(None, help="prefix of the event ids (default: the file's name without extension)"),
+) -> None:
+    """Replay a click log into Kafka as the stream's events: feed refreshes per user and time window, one exposure
+    message each plus one click message per click, keyed by user, in timestamp order (kafka-python producer)."""
+    import time as _time
+
+    from stream.kafka_tools import KafkaToolError, check_event_times, interactions_to_events, produce_events, read_interactions_file
+    from stream.security import KafkaSecurityError
+    from topicfs.contracts import ContractError
+
+    settings = get_settings()
+    if rate is not None and speedup is not None:
+        _kafka_user_error(ValueError("--rate and --speedup exclude each other: give one"))
+    if on_error not in {"raise", "skip"}:
+        _kafka_user_error(ValueError(f"--on-error must be raise or skip, got {on_error!r}"))
+    try:
+        log = read_interactions_file(interactions, settings, on_error)
+        events = interactions_to_events(log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem)
+        if shift_to_now and events:
+            shift = _time.time() - max(e["ts"] for e in events)
+            events = interactions_to_events(log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem, ts_shift_s=shift)
+        check_event_times(events, settings)
+        sent = produce_events(settings.kafka, settings.stream.events_topic, events, rate_per_s=rate, speedup=speedup, total=len(events), show_progress=True)
+    except (ContractError, KafkaSecurityError, KafkaToolError) as exc:
+        _kafka_user_error(exc)
+    exposures = sum(1 for e in events if e["type"] == "exposure")
+    typer.echo(json.dumps({"rows": len(log), "exposure_messages": exposures, "click_messages": len(events) - exposures,
+                           "sent": sum(sent.values()), "topic": settings.stream.events_topic, "per_partition": sent}))
+
+
+@app.command("dead-letters")
+def dead_letters_command(
+    samples: int = typer.Option(2, min=0, help="example letters printed per reason"),
+    reinject: str = typer.Option(
+        None, help="send letters back to their source topic: 'all' (what the worker did not count, as it was) or 'corrected' "
+        "(after automatic corrections, only those that then validate); each letter is re-injected once"
+    ),
+    from_start: bool = typer.Option(False, "--from-start", help="with --reinject: also the letters an earlier --reinject sent back already"),
+) -> None:
+    """Summarise the dead-letter topic by reason with samples; optionally re-inject letters into the events topic."""
+    from stream.kafka_tools import KafkaToolError, read_dead_letters, reinjected_upto, reinject as reinject_letters, summarise
+    from stream.security import KafkaSecurityError
+
+    settings = get_settings()
+    if reinject is not None and reinject not in {"all", "corrected"}:
+        _kafka_user_error(ValueError(f"--reinject must be 'all' or 'corrected', got {reinject!r}"))
+    try:
+        letters = read_dead_letters(settings.kafka, settings.stream.dead_letter_topic)
+        typer.echo(summarise(letters, samples).text())
+        if reinject is None:
+            return
+        done = {} if from_start else reinjected_upto(settings)
+        pending = [letter for letter in letters if letter.offset >= done.get(letter.partition, 0)]
+        plan, sent = reinject_letters(settings, pending, reinject)
+    except (KafkaSecurityError, KafkaToolError) as exc:
+        _kafka_user_error(exc)
+    typer.echo(f"re-injected {sum(sent.values())} messages from {len(pending)} letters ({reinject})"
+               + "".join(f"; {n} to {topic}" for topic, n in sorted(sent.items()))
+               + (f"; {len(letters) - len(pending)} letters were re-injected before (--from-start sends them again)" if len(pending) < len(letters) else ""))
+    for why, n in plan.skipped.most_common():
+        typer.echo(f"not re-injected: {n} letters: {why}")
+
+
+@app.command("topics")
+def topics_command(create: bool = typer.Option(False, "--create", help="create the missing topics with the settings' partitions, replication and retention")) -> None:
+    """Check the stream's topics (events, videos, dead letters) against the settings: partition count, replication,
+    retention.ms; say what differs (exit 1), create the missing ones with --create."""
+    from stream.kafka_tools import KafkaToolError, check_topics
+    from stream.security import KafkaSecurityError
+
+    settings = get_settings()
+    try:
+        checks = check_topics(settings, create=create)
+    except (KafkaSecurityError, KafkaToolError) as exc:
+        _kafka_user_error(exc)
+    for check in checks:
+        typer.echo(check.line(settings.kafka.replication_factor, settings.kafka.topic_retention_ms))
+    if any(check.partitions is None or check.differences for check in checks):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

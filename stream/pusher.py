@@ -37,6 +37,8 @@ from stream.logic import push_pause_s
 from stream.metrics import MetricsServer, PusherMetrics, pusher_health
 from stream.sinks import FeastPushSink, StatsSink
 from stream.state import StreamStore
+from topicfs.keys import KeyLayout
+from topicfs.redis_client import async_client
 from topicfs.settings import Settings, StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -73,8 +75,8 @@ async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event,
     ``metrics``: where push durations and rows are recorded (``run_pusher`` serves them on ``stream.metrics_host``:``stream.pusher_metrics_port``).
     """
     config = settings.stream
-    client = aioredis.Redis.from_url(settings.redis.url)
-    store = StreamStore(client, settings.redis.key_prefix, config, push_enabled=True)
+    client = async_client(settings.redis)
+    store = StreamStore(client, KeyLayout.from_config(settings.redis), config, push_enabled=True)
     metrics = metrics if metrics is not None else PusherMetrics()
     pushes = rows = 0
     busy_total = busy_max = 0.0

