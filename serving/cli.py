@@ -31,6 +31,23 @@ def run_api(
     uvicorn.run(create_app(settings), host=host or settings.serving.api_host, port=port or settings.serving.api_port, log_level="warning")
 
 
+@app.command("ui")
+def run_ui(
+    host: Optional[str] = typer.Option(None, help="listen address (default: serving.ui_host)"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="listen port (default: serving.ui_port)"),
+) -> None:
+    """Serve the topic browser: topics, queues, videos, users, stream health and plots (reads Redis, the tables, Feast)."""
+    import uvicorn
+
+    from serving.ui import create_ui_app
+
+    settings = get_settings()
+    host, port = host or settings.serving.ui_host, port or settings.serving.ui_port
+    app = create_ui_app(settings)
+    typer.echo(f"topic browser at http://{host}:{port}/ (tables: {settings.paths.tables_dir}, Redis: {settings.redis.url.split('@')[-1]}); Ctrl-C stops it")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
 @app.command("candidates")
 def show_candidates(user_id: int = typer.Argument(..., min=0), n: Optional[int] = typer.Option(None, min=1, help="default N3")) -> None:
     """Print one user's candidates as JSON (reads the Redis in TOPICFS_REDIS__URL)."""

@@ -319,6 +319,16 @@ class ServingConfig(BaseModel):
     redis_timeout_s: float = Field(1.0, gt=0, description="connect and read timeout of the candidate service's Redis calls, seconds")
     api_host: str = Field("127.0.0.1", description="address the candidate API listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port the candidate API listens on")
+    ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
+    ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")
+    ui_ranker_dir: Path | None = Field(
+        None, description="saved ranker the browser's user page ranks candidates with; None = the newest ranker_* folder under paths.models_dir, if any"
+    )
+    ui_metrics_urls: list[str] = Field(
+        [],
+        description="Prometheus endpoints (worker, pusher) the browser's stream page reads; empty = http://127.0.0.1:<port>/metrics "
+        "of stream.metrics_port and stream.pusher_metrics_port when those are set",
+    )
     access_log: bool = Field(True, description="log one line per HTTP request of the candidate API (method, path, status)")
     ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
     ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")

@@ -17,6 +17,9 @@ TAG_EMBEDDINGS = "tag_embeddings.parquet"
 VIDEO_TAG_EMBEDDINGS = "video_tag_embeddings.parquet"
 # topic_id int64 | centroid list<float32>[dim of a] | topic_embedding list<float32>[8] | n_videos int64 | event_timestamp | created
 TOPIC_CENTROIDS = "topic_centroids.parquet"
+# video_id int64 | x float32 | y float32 (2-D map position) | topic_id int64 (nearest, -1 = none) | title str
+# | tags list<str> | cover_image str (absolute path, or null) | created: what the topic browser draws (not a Feast table)
+VIDEO_MAP = "video_map.parquet"
 # user_id int64 | user_vector list<float32>[d4] | event_timestamp | created
 MRLM_USER_VECTORS = "mrlm_user_vectors.parquet"
 # video_id int64 | item_vector list<float32>[d4] | event_timestamp | created
