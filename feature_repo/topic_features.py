@@ -186,3 +186,9 @@ user_context_v1 = FeatureService(
     features=[user_recent_topics, mrlm_user_vectors],
     description="Per-request user features",
 )
+
+# The push views' offline logs (their batch sources) are created empty when missing, so a stock
+# `feast apply && feast materialize-incremental <now>` reads every view right after the offline jobs.
+from topicfs.feature_registry import ensure_stream_logs  # noqa: E402
+
+ensure_stream_logs([video_stats, topic_stats, user_recent_topics], [video, topic, user])

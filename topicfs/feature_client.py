@@ -7,18 +7,20 @@ Read "the features of a feature service for N candidate videos" as one array bat
 
     store = FeatureStore(repo_path="feature_repo")
     client = PackedFeatureClient(store, "ranker_v1")
-    batch = client.read(candidate_ids)           # one Redis round trip (HGET layout + MGET records)
-    batch.values["topic_feature"]                # (N, 8) float32
+    batch = client.read(candidate_ids)           # one Redis round trip (MGET of layout marker + records; per node on a cluster)
+    batch.values["topic_feature"]                # (N, 8) float32 masked array, masked where Feast gives None
+    batch.values["ctr"].tolist()                 # [0.25, None, ...]: None for an id Feast does not know
     batch.values["topic_ids"], batch.lengths["topic_ids"]   # (N, max_topics) int64 padded with 0, (N,) lengths
     batch.null["ctr"]                            # (N,) bool: True where get_online_features gives None
-    batch.to_matrix()                            # (N, D) float32: every numeric value side by side
+    batch.to_matrix()                            # (N, D) float32: every numeric value side by side, nulls 0 (fill=...)
     batch.to_dict()                              # == store.get_online_features(service, rows).to_dict()
 
 The service must be tagged ``topicfs.packed: "true"`` and the store must use
 :class:`topicfs.online_store.TopicRedisOnlineStore`, which keeps the packed records. Values are
 exactly those :meth:`FeatureStore.get_online_features` returns: a candidate with no row in a view
-reads as null (None) for that view's features, and rows older than a view's ``ttl`` are returned as
-Feast's Redis store returns them (online reads do not apply the view ttl; expiry in Redis is
+reads as null (None) for that view's features; a candidate whose packed record is missing,
+undecodable or partial is read from Feast's hashes in the same call (one more round trip) and its
+record repaired; and rows older than a view's ``ttl`` are returned as Feast's Redis store returns them (online reads do not apply the view ttl; expiry in Redis is
 ``key_ttl_seconds`` of the online store, after which both paths read the row as missing).
 """
 
@@ -50,12 +52,17 @@ class PackedLayoutUnavailable(RuntimeError):
 
 @dataclass
 class PackedBatch:
-    """Features of one feature service for N entities, as arrays (row i = ``entity_ids[i]``)."""
+    """Features of one feature service for N entities, as arrays (row i = ``entity_ids[i]``).
+
+    ``values[name]`` is a NumPy masked array, masked where Feast returns None (an id Feast does not know, a view
+    with no row for the id, a None value): ``values["ctr"].tolist()`` gives None there, ``values["ctr"][i]`` is
+    ``numpy.ma.masked``, and ``.data`` holds 0 there. ``null[name]`` is the same mask, one flag per row.
+    """
 
     service: str
     join_key: str
     entity_ids: np.ndarray  # (N,)
-    values: dict[str, np.ndarray]  # feature -> (N,) scalars or (N, max_length) lists padded with 0
+    values: dict[str, np.ma.MaskedArray]  # feature -> (N,) scalars or (N, max_length) lists padded with 0; masked where null
     lengths: dict[str, np.ndarray]  # list feature -> (N,) int number of valid values
     null: dict[str, np.ndarray]  # feature -> (N,) bool, True where Feast returns None
     found: dict[str, np.ndarray]  # view -> (N,) bool, the entity has a row of that view online
@@ -65,19 +72,20 @@ class PackedBatch:
     def __len__(self) -> int:
         return len(self.entity_ids)
 
-    def to_matrix(self, dtype: Any = np.float32) -> np.ndarray:
-        """(N, D) matrix of every feature in service order; lists take their max_length columns, nulls are 0."""
+    def to_matrix(self, dtype: Any = np.float32, fill: float = 0.0) -> np.ndarray:
+        """(N, D) matrix of every feature in service order; a list takes its ``max_length`` columns (0 past its
+        length); a null value (an id Feast does not know, a view without a row for it, a None feature) is ``fill``."""
         columns = []
         for name in self.feature_order:
-            column = np.where(self.null[name][:, None] if self.values[name].ndim == 2 else self.null[name], 0, self.values[name])
-            columns.append(column.reshape(len(self), -1).astype(dtype, copy=False))
+            column = self.values[name].astype(dtype).filled(fill)
+            columns.append(column.reshape(len(self), -1))
         return np.concatenate(columns, axis=1) if columns else np.zeros((len(self), 0), dtype=dtype)
 
     def to_dict(self) -> dict[str, list[Any]]:
         """The same mapping :meth:`feast.online_response.OnlineResponse.to_dict` gives for these rows."""
         result: dict[str, list[Any]] = {self.join_key: self.entity_ids.tolist()}
         for name in self.feature_order:
-            column = self.values[name]
+            column = self.values[name].data
             null = self.null[name].tolist()
             if name in self.lengths:
                 lengths = self.lengths[name].tolist()
@@ -126,13 +134,21 @@ class PackedFeatureClient:
         self._dtype = self.layout.numpy_dtype()
         self._empty_record = bytes(self.layout.record_size)
 
-    def read(self, entity_ids: Sequence[Any] | np.ndarray) -> PackedBatch:
-        """Features of the service for ``entity_ids`` (duplicates allowed), as a :class:`PackedBatch`."""
+    def read(self, entity_ids: Sequence[Any] | np.ndarray, repair: bool = True) -> PackedBatch:
+        """Features of the service for ``entity_ids`` (duplicates allowed), as a :class:`PackedBatch`.
+
+        Ids whose packed record is missing, undecodable or not known to hold every view (a record a segment write
+        created) are read from Feast's own hashes in the same call and, with ``repair``, their records are
+        rewritten; ``repair=False`` returns the packed records as stored (``topicfs feast verify`` compares those).
+        """
         ids = np.asarray(entity_ids)
         if self.layout.join_key_dtype != "str":
             ids = ids.astype(np.int64, copy=False)
         records = self._read_records(ids)
-        return self._decode(ids, records)
+        table, suspect, corrupt = self._table(records)
+        if repair and suspect.any():
+            table = self._from_hashes(ids, table, suspect, corrupt)
+        return self._decode(ids, table)
 
     def _read_records(self, ids: np.ndarray) -> list[bytes | None]:
         config = self.store.config
@@ -149,14 +165,48 @@ class PackedFeatureClient:
             f"packed records of {self.service} (layout {self.layout.fingerprint}) are not in Redis; run `topicfs feast register`"
         )
 
-    def _decode(self, ids: np.ndarray, records: list[bytes | None]) -> PackedBatch:
+    def _table(self, records: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(the records as one structured array, (N,) bool: rows to read from Feast's hashes instead, (N,) bool:
+        the suspect rows whose stored bytes are wrong, not merely missing or partial).
+
+        A row is suspect when its record is missing, has another size, lacks the complete mark, or holds a
+        flag other than 0 / 1 or a list length above its capacity (bytes no writer of this layout produces).
+        """
         size = self.layout.record_size
         empty = self._empty_record
         buffer = b"".join([empty if raw is None else raw for raw in records])
+        wrong_size = None
         if len(buffer) != size * len(records):
-            # Records are written at full size; one of another size predates that: pad or cut it.
-            buffer = b"".join(empty if raw is None else raw[:size].ljust(size, b"\0") for raw in records)
+            wrong_size = np.array([raw is not None and len(raw) != size for raw in records])
+            buffer = b"".join(empty if raw is None or len(raw) != size else raw for raw in records)
         table = np.frombuffer(buffer, dtype=self._dtype)  # (N,) structured
+        corrupt = table["__complete"] > 1
+        if wrong_size is not None:
+            corrupt |= wrong_size
+        for segment in self.layout.segments:
+            corrupt |= table[f"{segment.view}.__written"] > 1
+            for feature in segment.features:
+                corrupt |= table[f"{feature.name}.__null"] > 1
+                if feature.is_list:
+                    corrupt |= table[f"{feature.name}.__len"] > feature.max_length
+        return table, corrupt | (table["__complete"] != 1), corrupt
+
+    def _from_hashes(self, ids: np.ndarray, table: np.ndarray, suspect: np.ndarray, corrupt: np.ndarray) -> np.ndarray:
+        """``table`` with the suspect rows rebuilt from Feast's hashes (one pipeline), their records repaired."""
+        rows = np.flatnonzero(suspect)
+        unique, inverse = np.unique(ids[rows], return_inverse=True)
+        # A stored record holding wrong bytes is replaced; a missing or partial one is completed (newer wins).
+        replace = np.zeros(len(unique), dtype=bool)
+        replace[inverse[corrupt[rows]]] = True
+        rebuilt = self._online_store.records_from_hashes(self.store.config, self.layout, unique.tolist(), repair=True, replace=replace.tolist())
+        n_missing = sum(record is None for record in rebuilt)
+        logger.debug("%d ids of %s read from Feast's hashes (%d unknown to Feast)", len(unique), self.service, n_missing)
+        fixed = np.frombuffer(b"".join(self._empty_record if r is None else r for r in rebuilt), dtype=self._dtype)
+        table = table.copy()
+        table[rows] = fixed[inverse]
+        return table
+
+    def _decode(self, ids: np.ndarray, table: np.ndarray) -> PackedBatch:
         values: dict[str, np.ndarray] = {}
         lengths: dict[str, np.ndarray] = {}
         null: dict[str, np.ndarray] = {}
@@ -174,8 +224,10 @@ class PackedFeatureClient:
                 column = table[feature.name]
                 if feature.proto_field.startswith("bool"):
                     column = column.astype(bool)
-                values[feature.name] = np.ascontiguousarray(column)
-                null[feature.name] = ~written | (table[f"{feature.name}.__null"] == 1)
+                is_null = ~written | (table[f"{feature.name}.__null"] == 1)
+                null[feature.name] = is_null
+                mask = np.repeat(is_null[:, None], feature.max_length, axis=1) if feature.is_list else is_null
+                values[feature.name] = np.ma.MaskedArray(np.ascontiguousarray(column), mask=mask)
                 if feature.is_list:
                     lengths[feature.name] = table[f"{feature.name}.__len"].astype(np.int64)
         return PackedBatch(self.service, self.layout.join_key, ids, values, lengths, null, found, timestamps, order)

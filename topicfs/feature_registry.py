@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView, Project
+from feast import Entity, FeatureStore, FeatureView, Project, ValueType
 from feast.diff.property_diff import TransitionType
 from feast.infra.registry.registry import FeastObjectType
 from feast.repo_contents import RepoContents
@@ -175,23 +175,57 @@ def check_table_schema(view: FeatureView, path: Path) -> None:
             raise RegistrationError(f"schema mismatch: {path.name} column {name!r} is {actual}, view {view.name} declares {dtype}")
 
 
-def _empty_log_table(view: FeatureView) -> pa.Table:
+_JOIN_KEY_ARROW = {ValueType.INT64: pa.int64(), ValueType.INT32: pa.int32(), ValueType.STRING: pa.string()}
+
+
+def _empty_log_table(view: FeatureView, entities: Sequence[Entity]) -> pa.Table:
+    """An empty table with the view's join keys (from ``entities``: before ``feast apply`` infers them a view
+    has no entity columns), features and event timestamp."""
+    by_name = {entity.name: entity for entity in entities}
     fields = []
-    for name, dtype in _expected_columns(view).items():
-        fields.append(pa.field(name, _arrow_types_for(dtype)[0]))
+    for entity_name in view.entities:
+        entity = by_name.get(entity_name)
+        if entity is None or entity.value_type not in _JOIN_KEY_ARROW:
+            raise RegistrationError(f"view {view.name}: entity {entity_name!r} is not defined with an int or string join key")
+        fields.append(pa.field(entity.join_key, _JOIN_KEY_ARROW[entity.value_type]))
+    for feature in view.features:
+        fields.append(pa.field(feature.name, _arrow_types_for(feature.dtype)[0]))
     fields.append(pa.field(view.batch_source.timestamp_field, pa.timestamp("us", tz="UTC")))
     return pa.schema(fields).empty_table()
+
+
+def ensure_stream_logs(views: Sequence[FeatureView], entities: Sequence[Entity]) -> list[str]:
+    """Create the offline log (the push source's batch source) of each stream-fed view when it is missing, or
+    empty and lacking a column (an older empty log), so ``feast materialize-incremental`` of every view reads it;
+    returns the file names written. Called by the repo definitions, so a stock ``feast apply`` creates them."""
+    created = []
+    for view in views:
+        path = Path(getattr(view.batch_source, "path", "") or "")
+        if not path.name:
+            continue
+        table = _empty_log_table(view, entities)
+        if path.exists():
+            existing = pq.read_metadata(path)
+            if existing.num_rows > 0 or set(table.schema.names) <= set(existing.schema.names):
+                continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        created.append(path.name)
+    return created
 
 
 def is_stream_fed(view: FeatureView) -> bool:
     return str(view.tags.get(STREAM_FED_TAG, "")).lower() == "true"
 
 
-def check_offline_tables(views: Sequence[FeatureView], optional_tables: Sequence[str]) -> tuple[list[FeatureView], list[str], list[str]]:
+def check_offline_tables(
+    views: Sequence[FeatureView], optional_tables: Sequence[str], entities: Sequence[Entity] = ()
+) -> tuple[list[FeatureView], list[str], list[str]]:
     """(views to materialize, skipped "view: reason" lines, stream logs created).
 
     A missing table fails fast with one line, unless it is optional (skipped with a warning) or the
-    offline log of a stream-fed view (created empty, so ``feast materialize`` can read it).
+    offline log of a stream-fed view (created empty with the join keys of ``entities``, so ``feast
+    materialize`` can read it).
     """
     to_materialize: list[FeatureView] = []
     skipped: list[str] = []
@@ -203,10 +237,7 @@ def check_offline_tables(views: Sequence[FeatureView], optional_tables: Sequence
             skipped.append(f"{view.name}: its batch source is not a file")
             continue
         if is_stream_fed(view):
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                pq.write_table(_empty_log_table(view), path)
-                created.append(path.name)
+            created += ensure_stream_logs([view], entities)
             skipped.append(f"{view.name}: written by the stream through push")
             continue
         if not path.exists():
@@ -313,7 +344,7 @@ def register_and_materialize(settings: Settings, end_date: datetime | None = Non
     check_online_store(store)
     repo_path = Path(store.repo_path)
     contents = parse_feature_repo(repo_path, store.project)
-    views, skipped, created_logs = check_offline_tables(contents.feature_views, settings.feast.optional_tables)
+    views, skipped, created_logs = check_offline_tables(contents.feature_views, settings.feast.optional_tables, contents.entities)
     changes, schema_changes, changed_views = describe_diff(store, contents)
     for line in schema_changes:
         logger.warning("schema changed: %s", line)

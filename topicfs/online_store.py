@@ -49,7 +49,7 @@ from pydantic import StrictStr, model_validator
 from feast import Entity, FeatureService, FeatureView, RepoConfig, utils
 from feast.infra.key_encoding_utils import deserialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, _redis_key, _redis_key_prefix
-from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, _versioned_fv_name
+from feast.infra.online_stores.redis import RedisOnlineStore, RedisOnlineStoreConfig, RedisType, _versioned_fv_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
@@ -62,14 +62,22 @@ logger = logging.getLogger(__name__)
 
 PLUGIN_TYPE = "topicfs.online_store.TopicRedisOnlineStore"
 _SEGMENT_HEADER_BYTES = 9  # event_ts uint64 BE (8) + written flag (1)
+# Record header: one byte, 1 when the record was built from every view of Feast's hash (backfill, repair) and
+# kept by segment writes since; 0 when a segment write created it (the other views' segments are unknown).
+_RECORD_HEADER_BYTES = 1
 _BACKFILL_BATCH_KEYS = 500
 
 _SCRIPT_KEYS_PER_CALL = 256  # segments one script call writes (bounds the time Redis is busy with one call)
 
-# One hash field of many keys: ARGV[1] = the field; the reply has one entry per key (false where absent).
-_READ_FIELD_LUA = """
+# Hash fields of many keys: ARGV = the fields; the reply has, key after key, one entry per field (false where
+# absent).
+_READ_FIELDS_LUA = """
 local out = {}
-for k = 1, #KEYS do out[k] = redis.call('HGET', KEYS[k], ARGV[1]) end
+local n = #ARGV
+for k = 1, #KEYS do
+  local values = redis.call('HMGET', KEYS[k], unpack(ARGV))
+  for i = 1, n do out[(k - 1) * n + i] = values[i] end
+end
 return out
 """
 
@@ -91,17 +99,20 @@ end
 return #KEYS
 """
 
-# Write many segments. ARGV[1] = "1" to write unconditionally; then per key: offset, record size,
-# segment. A segment is kept only if its header (big-endian ts + written flag) is greater, byte by
-# byte (= later in time), than the one stored; a record is padded to its full size so readers
-# always get whole records.
+# Write many segments. ARGV[1] = "1" to write unconditionally; then per key: offset, record size, complete
+# ("1": the record then holds every view Feast's hash holds, so it gets the complete mark), segment. A
+# segment is kept only if its header (big-endian ts + written flag) is greater, byte by byte (= later in
+# time), than the one stored; a record is padded to its full size so readers always get whole records, and
+# one created here without the complete mark starts with header byte 0 (readers then rebuild it from the
+# hashes). The mark is never cleared here.
 _WRITE_SEGMENTS_LUA = """
 local unconditional = ARGV[1] == '1'
 local written = 0
 for k = 1, #KEYS do
-  local off = tonumber(ARGV[3 * k - 1])
-  local size = tonumber(ARGV[3 * k])
-  local seg = ARGV[3 * k + 1]
+  local off = tonumber(ARGV[4 * k - 2])
+  local size = tonumber(ARGV[4 * k - 1])
+  local complete = ARGV[4 * k] == '1'
+  local seg = ARGV[4 * k + 1]
   local keep = true
   if not unconditional then
     local cur = redis.call('GETRANGE', KEYS[k], off, off + 8)
@@ -118,21 +129,36 @@ for k = 1, #KEYS do
     if redis.call('STRLEN', KEYS[k]) < size then redis.call('SETRANGE', KEYS[k], size - 1, '\\0') end
     written = written + 1
   end
+  if complete then redis.call('SETRANGE', KEYS[k], 0, '\\1') end
 end
 return written
 """
 
 
 class TopicRedisOnlineStoreConfig(RedisOnlineStoreConfig):
-    """Feast's Redis online-store config plus the address as one URL and the packed-layout knobs."""
+    """Feast's Redis online-store config (``connection_string``, ``redis_type``, ``key_ttl_seconds``, ...
+    with Feast's meaning) plus the address as one URL and the packed-layout knobs.
+
+    Where the address comes from, first match wins:
+
+    1. ``connection_string`` and ``redis_type`` written in ``feature_store.yaml``: used exactly as Feast's
+       own Redis store uses them.
+    2. ``url`` (a redis:// or rediss:// URL, usually ``${TOPICFS_REDIS__URL}``).
+    3. The project's setting ``redis.url`` (``TOPICFS_REDIS__URL``, default ``redis://127.0.0.1:6379/0``).
+
+    A second source naming another server than ``connection_string`` (``url``, or a ``redis.url`` set in the
+    environment) is an error naming both. Without ``redis_type`` in the yaml, an address taken from ``url`` /
+    ``redis.url`` is a cluster when the setting ``redis.cluster`` is true; a ``redis_type`` contradicting an
+    explicitly set ``redis.cluster`` is an error naming both.
+    """
 
     type: Literal["topicfs.online_store.TopicRedisOnlineStore"] = PLUGIN_TYPE  # type: ignore[assignment]
     """Online store type selector (this plugin)."""
 
     url: Optional[StrictStr] = None
     """redis://[user:password@]host:port/db or rediss:// (TLS); usually ``${TOPICFS_REDIS__URL}``.
-    Unset, or a ``${VAR}`` left unexpanded because the variable is not set, means the project's
-    setting ``redis.url``. When given it replaces ``connection_string``."""
+    Unset, or a ``${VAR}`` left unexpanded because the variable is not set, means: ``connection_string`` when
+    the yaml sets it, else the project's setting ``redis.url``."""
 
     packed_key_prefix: StrictStr = "tfs:packed"
     """Prefix of the packed records' keys: ``<prefix>:<project>:<service>:<layout>:<entity>``."""
@@ -141,29 +167,57 @@ class TopicRedisOnlineStoreConfig(RedisOnlineStoreConfig):
     """How long layouts read from the registry are trusted before it is read again."""
 
     @model_validator(mode="after")
-    def _url_to_connection_string(self) -> "TopicRedisOnlineStoreConfig":
-        url = self.url
-        if url is None or "${" in url:
-            from topicfs.settings import get_settings
+    def _resolve_address(self) -> "TopicRedisOnlineStoreConfig":
+        from topicfs.settings import get_settings
 
-            url = get_settings().redis.url
-        self.connection_string = redis_url_to_connection_string(url)
+        redis_settings = get_settings().redis
+        explicit = self.model_fields_set
+        given_string = "connection_string" in explicit
+        source: Optional[tuple[str, str]] = None  # (where the URL comes from, the URL)
+        if self.url is not None and "${" not in self.url:
+            source = ("online_store.url", self.url)
+        elif "url" in redis_settings.model_fields_set or not given_string:
+            source = ("the setting redis.url (TOPICFS_REDIS__URL)", redis_settings.url)
+        if "redis_type" in explicit or source is None:  # Feast's redis_type (default: redis) rules
+            if "cluster" in redis_settings.model_fields_set and redis_settings.cluster != (self.redis_type == RedisType.redis_cluster):
+                raise ValueError(
+                    f"online_store.redis_type is {self.redis_type.value} but the setting redis.cluster (TOPICFS_REDIS__CLUSTER) "
+                    f"is {str(redis_settings.cluster).lower()}: make them agree or remove one"
+                )
+        else:
+            self.redis_type = RedisType.redis_cluster if redis_settings.cluster else RedisType.redis
+        if source is None:
+            return self
+        what, url = source
+        derived = redis_url_to_connection_string(url, cluster=self.redis_type == RedisType.redis_cluster)
+        if given_string:
+            if not same_redis_address(derived, self.connection_string):
+                raise ValueError(
+                    f"online_store.connection_string ({mask_connection_string(self.connection_string)}) and {what} "
+                    f"({mask_url(url)}) name different Redis servers: set only one of them"
+                )
+        else:
+            self.connection_string = derived
         self.url = url
         return self
 
 
-def redis_url_to_connection_string(url: str) -> str:
-    """Feast's ``host:port,db=0,password=...,ssl=true`` form of a redis:// or rediss:// URL."""
+def redis_url_to_connection_string(url: str, cluster: bool = False) -> str:
+    """Feast's ``host:port,db=0,password=...,ssl=true`` form of a redis:// or rediss:// URL (no ``db`` for a
+    cluster, which has only database 0)."""
     parsed = urlparse(url)
     if parsed.scheme not in {"redis", "rediss"}:
-        raise ValueError(f"Redis URL must start with redis:// or rediss://, got {url!r}")
+        raise ValueError(f"Redis URL must start with redis:// or rediss://, got {mask_url(url)!r}")
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 6379
     parts = [f"{host}:{port}"]
     database = (parsed.path or "/0").lstrip("/") or "0"
     if not database.isdigit():
-        raise ValueError(f"Redis URL database must be a number, got {database!r} in {url!r}")
-    parts.append(f"db={database}")
+        raise ValueError(f"Redis URL database must be a number, got {database!r} in {mask_url(url)!r}")
+    if not cluster:
+        parts.append(f"db={database}")
+    elif database != "0":
+        raise ValueError(f"a Redis Cluster has only database 0, got {database!r} in {mask_url(url)!r}")
     for name, value in (("username", parsed.username), ("password", parsed.password)):
         if value:
             value = unquote(value)
@@ -174,6 +228,41 @@ def redis_url_to_connection_string(url: str) -> str:
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
     return ",".join(parts)
+
+
+# Connection parameters that decide which server (and database, account, transport) a client reaches.
+_ADDRESS_PARAMS = {"db": 0, "username": None, "password": None, "ssl": False}
+
+
+def same_redis_address(derived: str, connection_string: str) -> bool:
+    """Whether a URL's connection string (``derived``, one node) reaches the same Redis as ``connection_string``:
+    its node is one of the string's nodes and database, user, password and TLS agree (Feast's defaults for absent
+    ones)."""
+    nodes_a, params_a = RedisOnlineStore._parse_connection_string(derived)
+    nodes_b, params_b = RedisOnlineStore._parse_connection_string(connection_string)
+    node_set = {(node.get("host"), str(node.get("port"))) for node in nodes_b}
+    if not all((node.get("host"), str(node.get("port"))) in node_set for node in nodes_a):
+        return False
+    for name, default in _ADDRESS_PARAMS.items():
+        a, b = params_a.get(name, default), params_b.get(name, default)
+        if str(a).lower() != str(b).lower():
+            return False
+    return True
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parsed = urlparse(url)
+    if not parsed.password:
+        return url
+    netloc = parsed.netloc.rsplit("@", 1)
+    user = parsed.username or ""
+    return parsed._replace(netloc=f"{user}:***@{netloc[-1]}").geturl()
+
+
+def mask_connection_string(connection_string: str) -> str:
+    """A Feast connection string with its password replaced by ``***``."""
+    return ",".join("password=***" if part.startswith("password=") else part for part in connection_string.split(","))
 
 
 # --- packed layouts ------------------------------------------------------------------------------
@@ -248,11 +337,11 @@ class PackedLayout:
         return [feature for segment in self.segments for feature in segment.features]
 
     def numpy_dtype(self) -> np.dtype:
-        """Structured dtype of one record: ``<view>.__ts``, ``<view>.__written``, ``<feature>``,
+        """Structured dtype of one record: ``__complete``, ``<view>.__ts``, ``<view>.__written``, ``<feature>``,
         ``<feature>.__null`` and, for lists, ``<feature>.__len``."""
-        names: list[str] = []
-        formats: list[Any] = []
-        offsets: list[int] = []
+        names: list[str] = ["__complete"]
+        formats: list[Any] = ["u1"]
+        offsets: list[int] = [0]
         for segment in self.segments:
             names += [f"{segment.view}.__ts", f"{segment.view}.__written"]
             formats += [">u8", "u1"]
@@ -296,7 +385,7 @@ def build_layout(service: FeatureService, views: dict[str, FeatureView], project
     join_keys: set[tuple[str, str]] = set()
     segments: list[PackedSegment] = []
     seen_features: set[str] = set()
-    offset = 0
+    offset = _RECORD_HEADER_BYTES
     for projection in service.feature_view_projections:
         view = views.get(projection.name)
         if view is None:
@@ -344,6 +433,7 @@ def build_layout(service: FeatureService, views: dict[str, FeatureView], project
         raise PackedLayoutError(f"feature service {service.name}: its views must share one join key, got {sorted(join_keys)}")
     (join_key, join_key_dtype) = join_keys.pop()
     description = [
+        "record header 1",
         join_key,
         join_key_dtype,
         [[s.view, [[f.name, f.proto_field, f.max_length] for f in s.features]] for s in segments],
@@ -400,7 +490,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         self._layouts_loaded_at = 0.0
         self._registry: Any = None
         self._write_script: Any = None
-        self._read_ts_script: Any = None
+        self._read_fields_script: Any = None
         self._hset_script: Any = None
 
     # layouts ------------------------------------------------------------------
@@ -474,51 +564,16 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         client = self._get_client(config.online_store)
         project_bytes = config.project.encode("utf8")
         pattern = _redis_key_prefix([layout.join_key]) + b"*" + project_bytes
-        hash_fields = [
-            [_mmh3(f"{segment.view}:{feature.name}") for feature in segment.features] + [f"_ts:{segment.view}".encode()]
-            for segment in layout.segments
-        ]
         written = 0
         batch: list[bytes] = []
 
         def flush() -> None:
             nonlocal written
-            with client.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    for fields in hash_fields:
-                        pipe.hmget(key, fields)
-                replies = pipe.execute()
-            ttls = client.pipeline(transaction=False)
-            for key in batch:
-                ttls.pttl(key)
-            key_ttls_ms = ttls.execute()
-            items: list[tuple[bytes, int, int, bytes]] = []
-            expiries: list[tuple[bytes, int]] = []
-            with client.pipeline(transaction=False) as pipe:
-                for key_index, key in enumerate(batch):
-                    entity_key = deserialize_entity_key(key[: -len(project_bytes)], config.entity_key_serialization_version)
-                    packed_key = layout.key_prefix + layout.entity_bytes(_entity_value(entity_key.entity_values[0]))
-                    for segment_index, segment in enumerate(layout.segments):
-                        reply = replies[key_index * len(layout.segments) + segment_index]
-                        if reply[-1] is None:
-                            continue  # this entity has no row of this view
-                        ts = Timestamp()
-                        ts.ParseFromString(reply[-1])
-                        values = {}
-                        for feature, raw in zip(segment.features, reply[:-1]):
-                            value = ValueProto()
-                            if raw:
-                                value.ParseFromString(raw)
-                            values[feature.name] = value
-                        segment_bytes = encode_segment(segment, values, ts.seconds * 1_000_000_000 + ts.nanos)
-                        items.append((packed_key, segment.offset, layout.record_size, segment_bytes))
-                        written += 1
-                    if key_ttls_ms[key_index] and key_ttls_ms[key_index] > 0:
-                        expiries.append((packed_key, key_ttls_ms[key_index]))
-                self._queue_segments(pipe, config, items, unconditional=False)
-                for packed_key, ttl_ms in expiries:
-                    pipe.pexpire(packed_key, ttl_ms)
-                pipe.execute()
+            entities = [
+                _entity_value(deserialize_entity_key(key[: -len(project_bytes)], config.entity_key_serialization_version).entity_values[0])
+                for key in batch
+            ]
+            written += self._write_from_hashes(config, layout, entities, self._read_hashes(config, layout, batch), replace=False)
 
         for key in client.scan_iter(match=pattern, count=1000):
             if not key.endswith(project_bytes):
@@ -529,27 +584,131 @@ class TopicRedisOnlineStore(RedisOnlineStore):
                 batch = []
         if batch:
             flush()
-        logger.info("packed layout %s of %s built: %d segments backfilled", layout.fingerprint, layout.service, written)
+        logger.info("packed layout %s of %s built: %d records backfilled", layout.fingerprint, layout.service, written)
 
-    def _queue_segments(self, pipe: Any, config: RepoConfig, items: list[tuple[bytes, int, int, bytes]], unconditional: bool) -> None:
-        """Queue writes of (packed key, segment offset, record size, segment bytes) on ``pipe``.
+    # records from Feast's hashes ----------------------------------------------------
+
+    def hash_keys(self, config: RepoConfig, layout: PackedLayout, entity_values: Sequence[Any]) -> list[bytes]:
+        """Feast's Redis hash keys of ``entity_values`` of the layout's join key."""
+        field = {"<i8": "int64_val", "<i4": "int32_val", "str": "string_val"}[layout.join_key_dtype]
+        convert = str if layout.join_key_dtype == "str" else int
+        entity_keys = [EntityKeyProto(join_keys=[layout.join_key], entity_values=[ValueProto(**{field: convert(v)})]) for v in entity_values]
+        return redis_keys(config.project, entity_keys, config.entity_key_serialization_version)
+
+    def _read_hashes(self, config: RepoConfig, layout: PackedLayout, hash_keys: list[bytes]) -> list[tuple[list[list[Optional[bytes]]], int]]:
+        """Per hash key: (per segment, the HMGET of its features' fields then its ``_ts:<view>``; the key's PTTL in
+        ms), in one pipeline (one round trip per node on a cluster)."""
+        client = self._get_client(config.online_store)
+        fields = [
+            [_mmh3(f"{segment.view}:{feature.name}") for feature in segment.features] + [f"_ts:{segment.view}".encode()]
+            for segment in layout.segments
+        ]
+        with client.pipeline(transaction=False) as pipe:
+            for key in hash_keys:
+                for segment_fields in fields:
+                    pipe.hmget(key, segment_fields)
+                pipe.pttl(key)
+            replies = pipe.execute()
+        step = len(fields) + 1
+        return [(replies[i * step : i * step + len(fields)], replies[i * step + len(fields)]) for i in range(len(hash_keys))]
+
+    @staticmethod
+    def _segments_of(layout: PackedLayout, segment_replies: list[list[Optional[bytes]]]) -> list[tuple[PackedSegment, bytes]]:
+        """The encoded segments of the views a hash holds (HMGET replies of :meth:`_read_hashes`)."""
+        out = []
+        for segment, reply in zip(layout.segments, segment_replies):
+            if reply[-1] is None:
+                continue  # this entity has no row of this view
+            ts = Timestamp()
+            ts.ParseFromString(reply[-1])
+            values = {}
+            for feature, raw in zip(segment.features, reply[:-1]):
+                value = ValueProto()
+                if raw:
+                    value.ParseFromString(raw)
+                values[feature.name] = value
+            out.append((segment, encode_segment(segment, values, ts.seconds * 1_000_000_000 + ts.nanos)))
+        return out
+
+    @staticmethod
+    def record_of(layout: PackedLayout, segments: list[tuple[PackedSegment, bytes]]) -> Optional[bytes]:
+        """A whole record (complete mark set) holding ``segments``; None when there is none."""
+        if not segments:
+            return None
+        record = bytearray(layout.record_size)
+        record[0] = 1
+        for segment, data in segments:
+            record[segment.offset : segment.offset + len(data)] = data
+        return bytes(record)
+
+    def _write_from_hashes(
+        self,
+        config: RepoConfig,
+        layout: PackedLayout,
+        entity_values: Sequence[Any],
+        hashes: list[tuple[list[list[Optional[bytes]]], int]],
+        replace: bool | Sequence[bool],
+    ) -> int:
+        """Write the records of ``entity_values`` from their hashes (complete mark set, expiry = the hash's).
+
+        Segments are written with the newer-wins rule, so a concurrent newer write is kept; an entity whose
+        ``replace`` is true has its record deleted first (undecodable or wrong records), and one Feast has no
+        row for loses its record. Returns the records written.
+        """
+        client = self._get_client(config.online_store)
+        replace_flags = [replace] * len(entity_values) if isinstance(replace, bool) else list(replace)
+        items: list[tuple[bytes, int, int, bool, bytes]] = []
+        written = 0
+        with client.pipeline(transaction=False) as pipe:
+            for entity, (segment_replies, ttl_ms), drop in zip(entity_values, hashes, replace_flags):
+                packed_key = layout.key_prefix + layout.entity_bytes(entity)
+                segments = self._segments_of(layout, segment_replies)
+                if drop or not segments:
+                    pipe.delete(packed_key)
+                if not segments:
+                    continue
+                items += [(packed_key, segment.offset, layout.record_size, True, data) for segment, data in segments]
+                written += 1
+            self._queue_segments(pipe, config, items, unconditional=False)
+            for (segment_replies, ttl_ms), entity in zip(hashes, entity_values):
+                if ttl_ms is not None and ttl_ms > 0 and any(reply[-1] is not None for reply in segment_replies):
+                    pipe.pexpire(layout.key_prefix + layout.entity_bytes(entity), ttl_ms)
+            pipe.execute()
+        return written
+
+    def records_from_hashes(
+        self, config: RepoConfig, layout: PackedLayout, entity_values: Sequence[Any], repair: bool = True, replace: bool | Sequence[bool] = False
+    ) -> list[Optional[bytes]]:
+        """The records of ``entity_values`` built from Feast's hashes (None where Feast has no row of any view of
+        the layout), read in one pipeline; with ``repair`` they are also written to Redis (see
+        :meth:`_write_from_hashes`)."""
+        hashes = self._read_hashes(config, layout, self.hash_keys(config, layout, entity_values))
+        if repair:
+            self._write_from_hashes(config, layout, entity_values, hashes, replace)
+        return [self.record_of(layout, self._segments_of(layout, segment_replies)) for segment_replies, _ in hashes]
+
+    def _queue_segments(self, pipe: Any, config: RepoConfig, items: list[tuple[bytes, int, int, bool, bytes]], unconditional: bool) -> None:
+        """Queue writes of (packed key, segment offset, record size, complete, segment bytes) on ``pipe``; ``complete``
+        marks a record as holding every view Feast's hash holds for its entity.
 
         Many keys go in one script call on a single Redis; on a Redis Cluster each key gets its own
         call, since one call may only touch keys of one slot.
         """
         if not items:
             return
-        client = self._get_client(config.online_store)
-        if self._write_script is None:
-            self._write_script = client.register_script(_WRITE_SEGMENTS_LUA)
-        per_call = 1 if _is_cluster(client) else _SCRIPT_KEYS_PER_CALL
-        flag = 1 if unconditional else 0
+        per_call = 1 if _is_cluster(config) else _SCRIPT_KEYS_PER_CALL
+        if self._write_script is None and per_call > 1:
+            self._write_script = self._get_client(config.online_store).register_script(_WRITE_SEGMENTS_LUA)
         for start in range(0, len(items), per_call):
             chunk = items[start : start + per_call]
-            args: list[Any] = [flag]
-            for _, offset, size, segment in chunk:
-                args += [offset, size, segment]
-            self._write_script(keys=[key for key, _, _, _ in chunk], args=args, client=pipe)
+            args: list[Any] = [1 if unconditional else 0]
+            for _, offset, size, complete, segment in chunk:
+                args += [offset, size, 1 if complete else 0, segment]
+            keys = [item[0] for item in chunk]
+            if per_call == 1:  # EVAL: a node that restarted or joined has no script cache for EVALSHA
+                pipe.execute_command("EVAL", _WRITE_SEGMENTS_LUA, len(keys), *keys, *args)
+            else:
+                self._write_script(keys=keys, args=args, client=pipe)
 
     # Feast interface -----------------------------------------------------------
 
@@ -604,6 +763,9 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             if segment.view == table.name
         ]
         same_entity = [layout for layout in layouts if join_keys == [layout.join_key]]
+        # A record this write creates is complete when the entity's hash holds no other view of its layout.
+        other_ts = [[f"_ts:{other.view}" for other in layout.segments if other.view != table.name] for layout, _ in targets]
+        extra_fields = sorted({name for names in other_ts for name in names})
 
         keys = redis_keys(project, [entity_key for entity_key, _, _, _ in data], config.entity_key_serialization_version)
         # Encode every packed segment before anything is written, so a bad row fails the whole batch
@@ -618,12 +780,18 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             ts_nanos = converted[1]
             encoded.append([encode_segment(segment, values, ts_nanos) for _, segment in targets])
 
+        stored: list[list[Optional[bytes]]] = []
+        if not online_config.skip_dedup or extra_fields:
+            fields = ([] if online_config.skip_dedup else [ts_key]) + extra_fields
+            stored = self._stored_fields(client, keys, fields, _is_cluster(config))
+        extra_at = 0 if online_config.skip_dedup else 1
+        present = [dict(zip(extra_fields, (value is not None for value in row[extra_at:]))) for row in stored]
         if online_config.skip_dedup:
             prev_nanos = [0] * len(data)
         else:
-            previous = self._stored_timestamps(client, keys, ts_key)
             prev_nanos = []
-            for raw in previous:
+            for row_values in stored:
+                raw = row_values[0]
                 if raw:
                     prev_ts = Timestamp()
                     prev_ts.ParseFromString(raw)
@@ -632,7 +800,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
                     prev_nanos.append(0)
 
         batch_latest_nanos: dict[bytes, int] = {}
-        items: list[tuple[bytes, int, int, bytes]] = []
+        items: list[tuple[bytes, int, int, bool, bytes]] = []
         hashes: list[tuple[bytes, tuple[Any, ...], list[bytes]]] = []  # (key, fields, values) of the HSETs
         fields_of: dict[str, Any] = {}  # feature -> its hash field (murmur3 of "<view>:<feature>"), hashed once
         with client.pipeline(transaction=False) as pipe:
@@ -655,29 +823,32 @@ class TopicRedisOnlineStore(RedisOnlineStore):
                     serialized.append(value.SerializeToString())
                 hashes.append((key, tuple(fields), serialized))
                 entity_value = _entity_value(entity_key.entity_values[0]) if same_entity else None
-                for (layout, segment), segment_bytes in zip(targets, encoded[row]):
-                    items.append((layout.key_prefix + layout.entity_bytes(entity_value), segment.offset, layout.record_size, segment_bytes))
+                for (layout, segment), others, segment_bytes in zip(targets, other_ts, encoded[row]):
+                    complete = not any(present[row][name] for name in others) if others else True
+                    items.append((layout.key_prefix + layout.entity_bytes(entity_value), segment.offset, layout.record_size, complete, segment_bytes))
                 if online_config.key_ttl_seconds:
                     for layout in same_entity:
                         pipe.expire(name=layout.key_prefix + layout.entity_bytes(entity_value), time=online_config.key_ttl_seconds)
-            self._queue_hashes(pipe, client, hashes, online_config.key_ttl_seconds or 0)
+            self._queue_hashes(pipe, client, hashes, online_config.key_ttl_seconds or 0, _is_cluster(config))
             # The segments are queued after the loop's EXPIREs: expire the records they may create.
             self._queue_segments(pipe, config, items, online_config.skip_dedup)
             if online_config.key_ttl_seconds:
-                for packed_key in {key for key, _, _, _ in items}:
+                for packed_key in {item[0] for item in items}:
                     pipe.expire(name=packed_key, time=online_config.key_ttl_seconds)
             pipe.execute()
         if progress:
             progress(len(data))
 
-    def _queue_hashes(self, pipe: Any, client: Any, hashes: list[tuple[bytes, tuple[Any, ...], list[bytes]]], ttl_seconds: int) -> None:
+    def _queue_hashes(
+        self, pipe: Any, client: Any, hashes: list[tuple[bytes, tuple[Any, ...], list[bytes]]], ttl_seconds: int, cluster: bool
+    ) -> None:
         """Queue Feast's HSET (and EXPIRE when ``ttl_seconds``) of every (key, fields, values) on ``pipe``.
 
         On a single Redis, rows with the same fields (every row of a push) go in one script call per
         ``_SCRIPT_KEYS_PER_CALL * 4`` keys, so the reply is one integer instead of one per key; on a
         Redis Cluster each key gets its own HSET.
         """
-        if _is_cluster(client):
+        if cluster:
             for key, fields, values in hashes:
                 pipe.hset(key, mapping=dict(zip(fields, values)))
                 if ttl_seconds:
@@ -698,20 +869,22 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             self._hset_script(keys=[key for key, _, _ in hashes[start:end]], args=args, client=pipe)
             start = end
 
-    def _stored_timestamps(self, client: Any, keys: list[bytes], ts_key: str) -> list[Optional[bytes]]:
-        """The ``_ts:<view>`` field of every hash in ``keys`` (None where absent): one script call per
-        ``_SCRIPT_KEYS_PER_CALL`` keys on a single Redis (one reply to parse, not one per key), a pipeline of
-        HGETs on a Redis Cluster (keys of many slots)."""
-        if _is_cluster(client):
+    def _stored_fields(self, client: Any, keys: list[bytes], fields: list[str], cluster: bool) -> list[list[Optional[bytes]]]:
+        """``fields`` of every hash in ``keys`` (None where absent): one script call per ``_SCRIPT_KEYS_PER_CALL * 8``
+        keys on a single Redis (one reply to parse, not one per key), a pipeline of HMGETs on a Redis Cluster (keys of
+        many slots, one round trip per node)."""
+        if cluster:
             with client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.hget(key, ts_key)
+                    pipe.hmget(key, fields)
                 return pipe.execute()
-        if self._read_ts_script is None:
-            self._read_ts_script = client.register_script(_READ_FIELD_LUA)
-        out: list[Optional[bytes]] = []
+        if self._read_fields_script is None:
+            self._read_fields_script = client.register_script(_READ_FIELDS_LUA)
+        n = len(fields)
+        out: list[list[Optional[bytes]]] = []
         for start in range(0, len(keys), _SCRIPT_KEYS_PER_CALL * 8):
-            out += [value or None for value in self._read_ts_script(keys=keys[start : start + _SCRIPT_KEYS_PER_CALL * 8], args=[ts_key])]
+            flat = self._read_fields_script(keys=keys[start : start + _SCRIPT_KEYS_PER_CALL * 8], args=fields)
+            out += [[value or None for value in flat[i : i + n]] for i in range(0, len(flat), n)]
         return out
 
     async def online_write_batch_async(
@@ -729,11 +902,13 @@ class TopicRedisOnlineStore(RedisOnlineStore):
     # packed reads ---------------------------------------------------------------
 
     def read_packed(self, config: RepoConfig, layout: PackedLayout, keys: list[bytes]) -> tuple[Optional[bytes], list[Optional[bytes]]]:
-        """(fingerprint of the service's built layout, raw records of ``keys``): one MGET."""
+        """(fingerprint of the service's built layout, raw records of ``keys``) in one round trip: one MGET on a
+        single Redis; on a Redis Cluster the keys are grouped by the node owning their slot and each node gets
+        one pipeline of GETs (one round trip per node)."""
         client = self._get_client(config.online_store)
         all_keys = [self._marker_key(config, layout.service), *keys]
-        if _is_cluster(client):  # Redis Cluster: keys live in many slots
-            values = client.mget_nonatomic(all_keys)
+        if _is_cluster(config):
+            values = _get_per_node(client, all_keys)
         else:
             values = client.mget(all_keys)
         return values[0], values[1:]
@@ -749,9 +924,47 @@ class TopicRedisOnlineStore(RedisOnlineStore):
             raise ConnectionError(f"Redis at {address} is unreachable ({error.__class__.__name__}: {error})") from error
 
 
-def _is_cluster(client: Any) -> bool:
-    """A ``redis.RedisCluster`` (keys spread over slots: no multi-key script calls or MGETs across them)."""
-    return hasattr(client, "mget_nonatomic")
+def _is_cluster(config: RepoConfig) -> bool:
+    """Whether the online store is a Redis Cluster (Feast's ``redis_type: redis_cluster``): keys spread over
+    slots, so no multi-key script calls or MGETs across them."""
+    return config.online_store.redis_type == RedisType.redis_cluster
+
+
+def _get_per_node(client: Any, keys: list[bytes]) -> list[Optional[bytes]]:
+    """GET of every key on a ``RedisCluster``, one pipeline per node owning some of them (the nodes are asked one
+    after the other). A key that moved (MOVED / ASK after a resharding, a node that went away) makes the whole read
+    go through the cluster client's own pipeline, which follows redirections."""
+    import redis
+
+    from redis.crc import key_slot
+
+    groups: dict[str, tuple[Any, list[int], list[bytes]]] = {}
+    node_of_slot: dict[int, Any] = {}
+    for index, key in enumerate(keys):
+        slot = key_slot(key)
+        node = node_of_slot.get(slot)
+        if node is None:
+            node = node_of_slot[slot] = client.nodes_manager.get_node_from_slot(slot)
+        group = groups.get(node.name)
+        if group is None:
+            group = groups[node.name] = (node, [], [])
+        group[1].append(index)
+        group[2].append(key)
+    out: list[Optional[bytes]] = [None] * len(keys)
+    try:
+        for node, indices, node_keys in groups.values():
+            with client.get_redis_connection(node).pipeline(transaction=False) as pipe:
+                for key in node_keys:
+                    pipe.get(key)
+                for index, value in zip(indices, pipe.execute()):
+                    out[index] = value
+    except (redis.exceptions.AskError, redis.exceptions.TryAgainError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+        client.nodes_manager.initialize()
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            return pipe.execute()
+    return out
 
 
 def redis_keys(project: str, entity_keys: Sequence[EntityKeyProto], serialization_version: int) -> list[bytes]:

@@ -47,7 +47,8 @@ def test_layout_offsets_are_contiguous_and_keys_vectorised():
     layout = _layout(TOPICS, STATS)
     assert [segment.view for segment in layout.segments] == ["topics", "stats"]
     assert layout.segments[1].offset == layout.segments[0].offset + layout.segments[0].size
-    assert layout.record_size == sum(segment.size for segment in layout.segments)
+    assert layout.segments[0].offset == 1  # byte 0: the record's complete mark
+    assert layout.record_size == 1 + sum(segment.size for segment in layout.segments)
     assert layout.numpy_dtype().itemsize == layout.record_size
     keys = layout.keys(np.array([1, -2], dtype=np.int64))
     assert keys == [layout.key_prefix + layout.entity_bytes(1), layout.key_prefix + layout.entity_bytes(-2)]
@@ -89,7 +90,8 @@ def test_segment_round_trip(ids, feature, count, ts_nanos):
     }
     record = encode_segment(segment, values, ts_nanos)
     assert len(record) == segment.size
-    row = _decode(layout, record)
+    row = _decode(layout, b"\x01" + record)  # after the record's complete mark
+    assert row["__complete"] == 1
     assert row["topics.__written"] == 1 and int(row["topics.__ts"]) == ts_nanos
     assert bool(row["ids.__null"]) == (ids is None)
     if ids is not None:

@@ -15,6 +15,12 @@ from topicfs.settings import StreamConfig
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def deployment():
+    """A single Redis only: the stream's state module builds its own plain client here."""
+    return "single"
+
+
 def test_default_push_source_names_are_those_of_the_feature_repo(registered):
     store, _ = registered
     config = StreamConfig()

@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 import pytest
-import redis
 
 from topicfs import feast_names as names
 from topicfs.feature_client import PackedFeatureClient
@@ -114,9 +113,9 @@ def test_delete_table(registered):
     assert sdk["topic_ids"][0] is not None  # other views of the same videos are untouched
 
 
-def test_teardown_removes_every_key(registered, feast_env):
+def test_teardown_removes_every_key(registered, redis_client):
     store, _ = registered
-    client = redis.Redis.from_url(feast_env["redis_url"])
+    client = redis_client
     assert any(key.startswith(b"tfs:packed:") for key in client.scan_iter(count=1000))
     store.teardown()
     remaining = [key for key in client.scan_iter(count=1000) if key.endswith(store.project.encode()) or key.startswith(b"tfs:packed:")]
