@@ -37,12 +37,21 @@ def run_ui(
     port: Optional[int] = typer.Option(None, min=1, max=65535, help="listen port (default: serving.ui_port)"),
 ) -> None:
     """Serve the topic browser: topics, queues, videos, users, stream health and plots (reads Redis, the tables, Feast)."""
+    import socket
+
     import uvicorn
 
     from serving.ui import create_ui_app
 
     settings = get_settings()
     host, port = host or settings.serving.ui_host, port or settings.serving.ui_port
+    with socket.socket() as probe:  # a clear error before the app is built, rather than uvicorn's exit 1
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            typer.echo(f"error: the topic browser cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from exc
     app = create_ui_app(settings)
     typer.echo(f"topic browser at http://{host}:{port}/ (tables: {settings.paths.tables_dir}, Redis: {settings.redis.url.split('@')[-1]}); Ctrl-C stops it")
     uvicorn.run(app, host=host, port=port, log_level="warning")

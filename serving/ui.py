@@ -412,8 +412,8 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _cover(video_id: int, title: str = "") -> str:
-    return f'<img class="cover" src="/covers/{int(video_id)}.png" width="48" height="48" alt="cover of video {int(video_id)}" title="{escape(title)}" loading="lazy">'
+def _cover(video_id: int, title: str = "", css: str = "cover") -> str:
+    return f'<img class="{css}" src="/covers/{int(video_id)}.png" alt="cover of video {int(video_id)}" title="{escape(title)}" loading="lazy">'
 
 
 def _video_link(video_id: int, title: str = "") -> str:
@@ -542,7 +542,7 @@ class TopicBrowser:
 
     # ------------------------------------------------------------------ one topic
 
-    def topic_page(self, topic_id: int, member_limit: int = 200) -> str | None:
+    def topic_page(self, topic_id: int, member_limit: int = 200, queue_limit: int | None = 100) -> str | None:
         data, notices = self._state()
         members = data.members.get(topic_id, [])
         live = not self.redis_down
@@ -588,13 +588,16 @@ class TopicBrowser:
                   "larger points are in the served queue</p>")
 
         queue_rows = []
-        for rank, video in enumerate(queue, start=1):
+        shown_queue = queue if queue_limit is None else queue[:queue_limit]
+        for rank, video in enumerate(shown_queue, start=1):
             s = stats.get(video)
             queue_rows.append([str(rank), _cover(video, data.title(video)), _video_link(video, data.title(video)),
                                self._status(s, video in established, video in fresh), _num(s.exposures if s else None),
                                _num(s.clicks if s else None), _num(s.ctr if s else None, 3)])
-        queue_attrs = [f'data-video="{v}" class="{"fresh" if v in fresh else "established"}"' for v in queue]
-        queue_table = _table(["rank", "cover", "video", "status", "exposures", "clicks", "CTR"], queue_rows, "queue", queue_attrs)
+        queue_attrs = [f'data-video="{v}" class="{"fresh" if v in fresh else "established"}"' for v in shown_queue]
+        queue_table = _table(["rank", "cover", "video", "status", "exposures", "clicks", "CTR"], queue_rows, "queue compact", queue_attrs)
+        if len(shown_queue) < len(queue):
+            queue_table += f'<p>the first {len(shown_queue)} of {len(queue)}: <a href="/topics/{topic_id}?queue=all">show the whole queue</a></p>'
 
         dropped = []
         for video in known:
@@ -609,14 +612,14 @@ class TopicBrowser:
         dropped.sort(key=lambda row: (-row[0], row[1]))
         dropped_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), _num(s.exposures), _num(s.clicks), _num(s.ctr, 3),
                          _when(ts), escape(why)] for ts, v, s, why in dropped[:50]]
-        dropped_table = _table(["cover", "video", "exposures", "clicks", "CTR", "last event", "why"], dropped_rows, "dropped")
+        dropped_table = _table(["cover", "video", "exposures", "clicks", "CTR", "last event", "why"], dropped_rows, "dropped compact")
 
         member_rows = []
         for video, weight in members[:member_limit]:
             row = data.video(video)
             video_tags = ", ".join(escape(t) for t in (row["tags"] if row is not None and row["tags"] is not None else []))
             member_rows.append([_cover(video, data.title(video)), _video_link(video, data.title(video)), video_tags, f"{weight:.3f}"])
-        members_table = _table(["cover", "video", "tags", "weight (cosine)"], member_rows, "members")
+        members_table = _table(["cover", "video", "tags", "weight (cosine)"], member_rows, "members compact")
         more = f"<p>{len(members) - member_limit} more members not listed.</p>" if len(members) > member_limit else ""
         body = (summary + f'<section><h2>Exposures and CTR</h2>{plot}{legend}</section>'
                 f'<section><h2>Served queue, in order</h2>{queue_table}</section>'
@@ -689,13 +692,13 @@ class TopicBrowser:
             return self.page(f"User {user_id}", "", notices)
         user = self.live.user(user_id, self.settings.serving.recent_clicks)
         parts = []
-        click_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), ", ".join(_topic_link(t) for t in topics)]
-                      for v, topics in zip(user["clicks"][:30], user["click_topics"][:30] + [[]] * 30)]
-        parts.append(f"<section><h2>Last clicks ({len(user['clicks'])} of N1 = {self.settings.serving.recent_clicks}, newest first)</h2>"
-                     f"{_table(['cover', 'video', 'topics when clicked'], click_rows, 'clicks')}</section>")
+        click_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), " ".join(_topic_link(t) for t in topics)]
+                      for v, topics in zip(user["clicks"][:20], user["click_topics"][:20] + [[]] * 20)]
         total = sum(n for _, n in user["votes"]) or 1.0
         vote_rows = [[_topic_link(t), _num(n), f"{n / total:.0%}"] for t, n in user["votes"][:20]]
-        parts.append(f"<section><h2>Topic votes</h2>{_table(['topic', 'votes', 'share'], vote_rows, 'votes')}</section>")
+        parts.append(f'<div class="row"><section><h2>Last clicks ({len(user["clicks"])} of N1 = {self.settings.serving.recent_clicks}, newest first)</h2>'
+                     f"{_table(['cover', 'video', 'topics when clicked'], click_rows, 'clicks compact')}</section>"
+                     f"<section><h2>Topic votes</h2>{_table(['topic', 'votes', 'share'], vote_rows, 'votes')}</section></div>")
         from serving.candidates import CandidateGenerator, CandidateStoreUnavailable
 
         try:
@@ -899,8 +902,8 @@ def create_ui_app(settings: Settings | None = None, browser: TopicBrowser | None
         return browser.topics_page(sort, bool(desc), page)
 
     @app.get("/topics/{topic_id}", response_class=HTMLResponse)
-    def topic(topic_id: int):
-        html = browser.topic_page(topic_id)
+    def topic(topic_id: int, queue: str = ""):
+        html = browser.topic_page(topic_id, queue_limit=None if queue == "all" else 100)
         return not_found(f"no topic {topic_id} in the tables or in Redis") if html is None else html
 
     @app.get("/videos/{video_id}", response_class=HTMLResponse)
