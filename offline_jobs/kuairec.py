@@ -75,7 +75,7 @@ def load_kuairec(path: str | Path, on_error: OnError = "raise", cover_text: bool
             "primary_class": _known(raw["first_level_category_id"] or ""),
             "secondary_class": _known(raw["second_level_category_id"] or ""),
             "tags": raw["topic_tag"] or "[]",
-            "publish_ts": None,
+            "publish_ts": "1970-01-01T00:00:00Z",  # KuaiRec has no publish times: known from the epoch on
         }
         for raw in reader
     ]

@@ -1,34 +1,49 @@
-"""`topicfs mrlm ...`: train MRLM user/item vectors, refresh user vectors from the click stream, evaluate."""
+"""`topicfs offline mrlm ...`: train MRLM user/item vectors, refresh user vectors from the click stream, evaluate."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
 
+from topicfs.datasets import OnErrorChoice, data_files, report_dir
 from topicfs.settings import get_settings
 
 app = typer.Typer(help="MRLM user and item vectors (GFRL + MFRL), trained offline and served through Feast.", no_args_is_help=True)
 
-DATASET_HELP = "movielens (ml-100k from TOPICFS_PATHS__MOVIELENS) or synthetic (topicfs.synthetic, made on the spot)"
+DATASET_HELP = "movielens (ml-100k from TOPICFS_PATHS__MOVIELENS), synthetic (topicfs.synthetic, made on the spot) or file (--videos, --interactions)"
+VIDEOS_HELP = "videos file (Parquet/CSV) meeting the videos contract, for --dataset file"
+INTERACTIONS_HELP = "interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file"
+ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
+NAME_HELP = "name of the dataset in report paths (default: the folder holding the videos file)"
 
 
-def _dataset(name: str) -> str:
-    from offline_jobs.mrlm_job import DATASETS
+class MRLMDataset(str, Enum):
+    movielens = "movielens"
+    synthetic = "synthetic"
+    file = "file"
 
-    if name not in DATASETS:
-        raise typer.BadParameter(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}", param_hint="--dataset")
-    return name
+
+def _files(dataset: MRLMDataset, videos: Path | None, interactions: Path | None, on_error: OnErrorChoice, name: str | None):
+    return data_files(videos, interactions, name=name, on_error=on_error) if dataset is MRLMDataset.file else None
 
 
 @app.command("train")
-def train(dataset: str = typer.Option("movielens", help=DATASET_HELP, callback=_dataset)) -> None:
+def train(
+    dataset: MRLMDataset = typer.Option(MRLMDataset.movielens, help=DATASET_HELP),
+    videos: Path | None = typer.Option(None, "--videos", "--data", help=VIDEOS_HELP),
+    interactions: Path | None = typer.Option(None, help=INTERACTIONS_HELP),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+) -> None:
     """Preprocess, train MRLM (best epoch by valid Recall@50), save the model and write the two MRLM tables."""
+    settings = get_settings()
+    files = _files(dataset, videos, interactions, on_error, None)
+
     from offline_jobs.mrlm_job import load_dataset
     from offline_jobs.mrlm_job import train as train_job
 
-    settings = get_settings()
-    result = train_job(settings, load_dataset(dataset, settings))
+    result = train_job(settings, load_dataset(dataset.value, settings, files=files))
     typer.echo(f"{result.data.n_users} users, {result.data.n_items} items; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     typer.echo(f"model {result.model_dir}; best epoch {result.model.best_epoch_ + 1}")
     for path in result.tables.values():
@@ -38,19 +53,29 @@ def train(dataset: str = typer.Option("movielens", help=DATASET_HELP, callback=_
 @app.command("refresh")
 def refresh(user_id: list[int] = typer.Option(..., "--user-id", help="user to refresh (repeat the option)")) -> None:
     """Read the users' latest clicks from the stream's Redis lists, recompute their vectors, write them to Feast online."""
-    from offline_jobs.mrlm_job import read_recent_clicks, refresh_user_vectors
+    from offline_jobs.mrlm_job import read_recent_clicks, refresh_user_vectors, require_trained_model
 
     settings = get_settings()
+    require_trained_model(settings)
     written = refresh_user_vectors(settings, read_recent_clicks(settings, user_id))
     typer.echo(f"refreshed {len(written)} of {len(user_id)} users in the online store")
 
 
 @app.command("evaluate")
 def evaluate(
-    dataset: str = typer.Option("movielens", help=DATASET_HELP, callback=_dataset),
-    out: Path | None = typer.Option(None, help="Markdown report file (default: <artifacts>/reports/mrlm_<dataset>.md)"),
+    dataset: MRLMDataset = typer.Option(MRLMDataset.movielens, help=DATASET_HELP),
+    videos: Path | None = typer.Option(None, "--videos", "--data", help=VIDEOS_HELP),
+    interactions: Path | None = typer.Option(None, help=INTERACTIONS_HELP),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+    name: str | None = typer.Option(None, help=NAME_HELP),
+    out: Path | None = typer.Option(None, help="Markdown report file (default: <reports_dir>/mrlm_<name>/mrlm.md)"),
 ) -> None:
     """Recall@N / AUC@N (N = 10, 20, 50, 100) of MRLM, U-GFRL, BPR-MF and popularity on one random 70/20/10 split."""
+    settings = get_settings()
+    files = _files(dataset, videos, interactions, on_error, name)
+    label, sources = (files.name, files.sources()) if files is not None else (dataset.value, {"dataset": dataset.value})
+    out = out or report_dir(settings.paths.reports_dir, f"mrlm_{label}", sources) / "mrlm.md"
+
     from offline_jobs.mrlm_job import evaluate as evaluate_job
 
-    typer.echo(evaluate_job(dataset, get_settings(), out))
+    typer.echo(evaluate_job(dataset.value, settings, out, files=files))

@@ -37,6 +37,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from topicfs.errors import UserError
 from topicfs.settings import MRLMConfig
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ logger = logging.getLogger(__name__)
 MODALITIES = ("title", "tags", "categories", "knowledge", "image")
 
 
-class MRLMDataError(ValueError):
+class MRLMDataError(UserError, ValueError):
     """Bad MRLM input, in one line naming the table and field."""
 
 

@@ -1,9 +1,10 @@
 """MRLM job: train, write the Feast tables, refresh user vectors from the click stream, evaluate, demo.
 
-    topicfs mrlm train --dataset movielens           # model under <artifacts>/models/mrlm, tables under <artifacts>/tables
-    topicfs feast register                           # feast apply + materialize (the MRLM views included)
-    topicfs mrlm refresh --user-id 1 --user-id 2     # latest clicks from Redis -> new user vectors -> Feast online store
-    topicfs mrlm evaluate --dataset movielens        # Recall@N / AUC@N table of MRLM, its variants and the baselines
+    topicfs offline mrlm train --dataset movielens           # model under <artifacts>/models/mrlm, tables under <artifacts>/tables
+    topicfs offline mrlm train --dataset file --videos data/videos.parquet --interactions data/interactions.parquet
+    topicfs feast register                                   # feast apply + materialize (the MRLM views included)
+    topicfs offline mrlm refresh --user-id 1 --user-id 2     # latest clicks from Redis -> new user vectors -> Feast online store
+    topicfs offline mrlm evaluate --dataset movielens        # Recall@N / AUC@N table of MRLM, its variants and the baselines
 
 Tables (layouts of topicfs/tables.py): ``mrlm_item_vectors.parquet`` (video_id, item_vector = m_v, d4) and
 ``mrlm_user_vectors.parquet`` (user_id, user_vector, d4: the rule of offline_jobs/mrlm.py over the user's
@@ -36,11 +37,13 @@ from offline_jobs.mrlm import MRLM, SavedVectors, cosine_scores, normalize, vali
 from offline_jobs.mrlm_data import MRLMData, MRLMDataError, prepare
 from topicfs import tables
 from topicfs.feast_names import MRLM_ITEM_VECTORS_VIEW, MRLM_USER_VECTORS_VIEW
+from topicfs.datasets import DataFiles
+from topicfs.errors import UserError
 from topicfs.settings import MRLMConfig, Settings
 
 logger = logging.getLogger(__name__)
 
-DATASETS = ("movielens", "synthetic")
+DATASETS = ("movielens", "synthetic", "file")
 CUTOFFS = (10, 20, 50, 100)
 SELECT_AT = 50  # valid Recall@50 picks epochs and the user-vector rule
 
@@ -64,8 +67,13 @@ class LoadedData:
     extra: dict = field(default_factory=dict)
 
 
-def load_dataset(name: str, settings: Settings, synthetic_users: int = 600) -> LoadedData:
-    """``movielens`` (ml-100k from settings.paths.movielens) or ``synthetic`` (topicfs.synthetic, made on the spot)."""
+def load_dataset(name: str, settings: Settings, synthetic_users: int = 600, files: DataFiles | None = None) -> LoadedData:
+    """``movielens`` (ml-100k from settings.paths.movielens), ``synthetic`` (topicfs.synthetic, made on the spot) or
+    ``file`` (the user's contract files in ``files``; a ``rating`` column stays a rating, judged by mrlm.rating_threshold)."""
+    if name == "file":
+        if files is None:
+            raise UserError("--dataset file needs --videos and --interactions")
+        return LoadedData(files.load_videos(), files.load_interactions(settings.mrlm.rating_threshold))
     if name == "movielens":
         from topicfs.movielens import load_ml100k
 
@@ -214,17 +222,21 @@ def scoring_rules(model: MRLM) -> dict[str, Callable[[], np.ndarray]]:
     }
 
 
-def evaluate(dataset: str, settings: Settings, out: Path | None = None, alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> str:
+def evaluate(
+    dataset: str, settings: Settings, out: Path | None = None, alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), files: DataFiles | None = None
+) -> str:
     """Train MRLM, U-GFRL and the baselines on one split; Markdown tables of valid choices and test metrics.
 
     α (the user-vector blend) is picked on valid among ``alphas``; epochs by valid Recall@50; test is read once.
+    ``files``: the user's contract files of ``dataset="file"``; the report is named after ``files.name``.
     """
     config = settings.mrlm
     validate_config(config, settings.feast.mrlm_vector_dim)
     torch.set_num_threads(config.torch_threads)
     started = time.monotonic()
-    data = prepare_loaded(load_dataset(dataset, settings), config)
+    data = prepare_loaded(load_dataset(dataset, settings, files=files), config)
     valid, test = evaluation_split(data, "valid"), evaluation_split(data, "test")
+    dataset = files.name if dataset == "file" and files is not None else dataset
     seconds: dict[str, float] = {"preprocessing": time.monotonic() - started}
 
     def valid_recall(scores: np.ndarray) -> float:
@@ -337,18 +349,28 @@ def train(settings: Settings, loaded: LoadedData, config: MRLMConfig | None = No
 # --- refresh from the click stream -----------------------------------------------------------------
 
 
+def require_trained_model(settings: Settings) -> Path:
+    """The saved MRLM's folder; a :class:`UserError` saying to train first when there is none."""
+    folder = model_dir(settings)
+    if not (folder / "vectors.npz").is_file():
+        raise UserError(
+            f"no trained MRLM model in {folder}: run `topicfs offline mrlm train` first (with the same TOPICFS_PATHS__ARTIFACTS_DIR)"
+        )
+    return folder
+
+
 def read_recent_clicks(settings: Settings, user_ids: Sequence[int]) -> dict[int, list[int]]:
     """Each user's latest clicked video ids, newest first, from the stream's Redis lists."""
-    import redis
-
-    from topicfs.keys import user_clicks_key
+    from topicfs.keys import KeyLayout
+    from topicfs.redis_client import sync_client
 
     limit = settings.mrlm.latest_items
-    client = redis.Redis.from_url(settings.redis.url)
+    keys = KeyLayout.from_config(settings.redis)
+    client = sync_client(settings.redis)
     try:
         pipe = client.pipeline(transaction=False)
         for user_id in user_ids:
-            pipe.lrange(user_clicks_key(settings.redis.key_prefix, int(user_id)), 0, limit - 1)
+            pipe.lrange(keys.user_clicks(int(user_id)), 0, limit - 1)
         return {int(u): [int(v) for v in raw] for u, raw in zip(user_ids, pipe.execute())}
     finally:
         client.close()
@@ -363,7 +385,7 @@ def refresh_user_vectors(settings: Settings, latest_clicks: dict[int, list[int]]
     """
     from topicfs.feature_registry import load_store
 
-    saved = SavedVectors(model_dir(settings))
+    saved = SavedVectors(require_trained_model(settings))
     validate_config(saved.config, settings.feast.mrlm_vector_dim)
     vectors = saved.user_vectors(latest_clicks)
     now = pd.Timestamp(utc_now())

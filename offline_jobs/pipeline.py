@@ -42,6 +42,8 @@ from offline_jobs.topics import (
 )
 from offline_jobs.artifacts import fingerprint_arrays, utc_now, write_json_atomic
 from topicfs.contracts import load_videos, write_videos
+from topicfs.datasets import check_topic_count, dataset_name
+from topicfs.errors import UserError
 from topicfs.settings import Settings
 from topicfs.tables import VIDEO_MAP
 
@@ -71,14 +73,14 @@ def load_dataset(dataset: Dataset, data: Path | None, settings: Settings) -> Loa
         write_videos(catalogue.videos, Path(out_dir) / "videos.parquet")
         return LoadedDataset(catalogue.videos, catalogue.true_topic, "synthetic")
     if data is None:
-        raise ValueError(f"--data is required with --dataset {dataset}")
+        raise UserError(f"--data is required with --dataset {dataset}")
     if dataset == "kuairec":
         from offline_jobs.kuairec import load_kuairec
 
         return LoadedDataset(load_kuairec(data), None, "kuairec")
     if dataset == "file":
-        return LoadedDataset(load_videos(data), None, Path(data).name)
-    raise ValueError(f"unknown dataset {dataset!r}: expected synthetic, kuairec or file")
+        return LoadedDataset(load_videos(data), None, dataset_name(Path(data)))
+    raise UserError(f"unknown dataset {dataset!r}: expected synthetic, kuairec or file")
 
 
 @dataclass
@@ -138,6 +140,7 @@ class TopicJobResult:
 
 def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) -> TopicJobResult:
     """Fit the three models on ``videos``, assign topics, write tables and models (when ``write``)."""
+    check_topic_count(len(videos), settings.topics.n_topics)
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     tag_graph = fit_tag_graph(videos, settings)

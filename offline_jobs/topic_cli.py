@@ -2,16 +2,62 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import typer
 
-from topicfs.settings import get_settings
+from topicfs.datasets import OnErrorChoice, check_topic_count
+from topicfs.errors import UserError
+from topicfs.settings import Settings, get_settings
 
 app = typer.Typer(help="Offline topic learning (MTL III-A): tag graph embeddings, MMoE over title and cover, k-means topics.", no_args_is_help=True)
 
 DATASET_HELP = "synthetic (made on the spot), kuairec (KuaiRec's folder in --data) or file (a videos table meeting the contract in --data)"
+DATA_HELP = "the videos file (Parquet/CSV) for file, KuaiRec's folder for kuairec; for synthetic: where covers are written"
+ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
+NAME_HELP = "name of the dataset in report paths (default: the folder holding the videos file)"
+
+
+class TopicDataset(str, Enum):
+    synthetic = "synthetic"
+    kuairec = "kuairec"
+    file = "file"
+
+
+@dataclass
+class TopicData:
+    videos: pd.DataFrame
+    true_topic: np.ndarray | None  # synthetic only
+    name: str  # in report paths
+    sources: dict[str, str | None]  # what the reports were made from (topicfs.datasets.report_dir)
+
+
+def load_topic_videos(
+    dataset: TopicDataset, data: Path | None, settings: Settings, on_error: OnErrorChoice = OnErrorChoice.raise_, name: str | None = None
+) -> TopicData:
+    """The videos of ``dataset``, read and checked before the heavy model libraries load."""
+    if dataset is TopicDataset.synthetic:
+        from offline_jobs.pipeline import load_dataset
+
+        loaded = load_dataset("synthetic", data, settings)
+        result = TopicData(loaded.videos, loaded.true_topic, name or loaded.name, {"dataset": "synthetic"})
+    elif data is None:
+        raise UserError(f"--dataset {dataset.value} needs --data: " + ("the videos file (Parquet or CSV)" if dataset is TopicDataset.file else "KuaiRec's folder"))
+    elif dataset is TopicDataset.kuairec:
+        from offline_jobs.kuairec import load_kuairec
+
+        result = TopicData(load_kuairec(data, on_error.value), None, name or "kuairec", {"kuairec": str(data.absolute())})
+    else:
+        from topicfs.datasets import data_files
+
+        files = data_files(data, None, name=name, on_error=on_error, need_interactions=False)
+        result = TopicData(files.load_videos(), None, files.name, files.sources())
+    check_topic_count(len(result.videos), settings.topics.n_topics)
+    return result
 
 
 def truth_scores(first_topic: np.ndarray, a: np.ndarray, true_topic: np.ndarray, seed: int) -> dict[str, float]:
@@ -32,22 +78,26 @@ def truth_scores(first_topic: np.ndarray, a: np.ndarray, true_topic: np.ndarray,
 
 @app.command("learn")
 def learn(
-    dataset: str = typer.Option("synthetic", help=DATASET_HELP),
-    data: Path | None = typer.Option(None, help="input path for kuairec/file (for synthetic: where covers are written)"),
+    dataset: TopicDataset = typer.Option(TopicDataset.synthetic, help=DATASET_HELP),
+    data: Path | None = typer.Option(None, "--data", "--videos", help=DATA_HELP),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+    name: str | None = typer.Option(None, help=NAME_HELP),
 ) -> None:
     """Learn topics and write the video-topic, tag-embedding, video-tag-embedding and topic-centroid tables plus the models."""
-    from offline_jobs.pipeline import load_dataset, run_topic_job
+    settings = get_settings()
+    loaded = load_topic_videos(dataset, data, settings, on_error, name)
+    videos, true_topic = loaded.videos, loaded.true_topic
+
+    from offline_jobs.pipeline import run_topic_job
     from offline_jobs.topics import format_topics_per_video_report
 
-    settings = get_settings()
-    loaded = load_dataset(dataset, data, settings)  # type: ignore[arg-type]
-    result = run_topic_job(loaded.videos, settings)
-    typer.echo(f"{len(loaded.videos)} videos, {settings.topics.n_topics} topics; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    result = run_topic_job(videos, settings)
+    typer.echo(f"{len(videos)} videos, {settings.topics.n_topics} topics; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     typer.echo(format_topics_per_video_report(result.report))
-    if loaded.true_topic is not None:
-        a, _, _ = result.models.representation(loaded.videos)
+    if true_topic is not None:
+        a, _, _ = result.models.representation(videos)
         first = result.assignment.topic_ids[result.assignment.offsets[:-1]]
-        scores = truth_scores(first, a, loaded.true_topic, settings.evaluation.seed)
+        scores = truth_scores(first, a, true_topic, settings.evaluation.seed)
         typer.echo("against the synthetic ground truth: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     for name, path in result.tables.items():
         typer.echo(f"wrote {path}")
@@ -55,20 +105,25 @@ def learn(
 
 @app.command("evaluate")
 def evaluate(
-    dataset: str = typer.Option("synthetic", help=DATASET_HELP),
-    data: Path | None = typer.Option(None, help="input path for kuairec/file"),
-    out: Path | None = typer.Option(None, help="report folder (default: <artifacts>/reports/<dataset>)"),
+    dataset: TopicDataset = typer.Option(TopicDataset.synthetic, help=DATASET_HELP),
+    data: Path | None = typer.Option(None, "--data", "--videos", help=DATA_HELP),
+    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+    name: str | None = typer.Option(None, help=NAME_HELP),
+    out: Path | None = typer.Option(None, help="report folder (default: <artifacts>/reports/<name>)"),
 ) -> None:
     """Table I and Fig. 3 on a held-out 10%: ARI/NMI of k-means (K = #classes) per representation; Markdown + PNG."""
-    from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, tagged_markdown, write_report
-    from offline_jobs.pipeline import load_dataset
-    from offline_jobs.topics import format_topics_per_video_report
+    from topicfs.datasets import report_dir
 
     settings = get_settings()
-    loaded = load_dataset(dataset, data, settings)  # type: ignore[arg-type]
+    loaded = load_topic_videos(dataset, data, settings, on_error, name)
+    folder = out or report_dir(settings.paths.reports_dir, loaded.name, loaded.sources)
+
+    from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, tagged_markdown, write_report
+    from offline_jobs.topics import format_topics_per_video_report
+
     rows, facts = evaluate_representations(loaded.videos, settings)
     title = f"Table I on {loaded.name}: {facts['n_held_out']} held-out videos, models fitted on {facts['n_train']}"
-    paths = write_report(rows, facts, out or settings.paths.reports_dir / loaded.name, title)
+    paths = write_report(rows, facts, folder, title)
     typer.echo(title)
     typer.echo(markdown_table(rows))
     if tagged := tagged_markdown(facts):

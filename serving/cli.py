@@ -1,10 +1,9 @@
-"""``topicfs serve ...``: the candidate API, one-off candidate look-ups, ranker training, Table II and the demo."""
+"""``topicfs serve ...``: the candidate API, one-off candidate look-ups and the demo (training and Table II: ``topicfs offline``)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -79,72 +78,9 @@ def show_candidates(user_id: int = typer.Argument(..., min=0), n: Optional[int] 
     )
 
 
-@app.command("train")
-def train(
-    clicks: Path = typer.Option(..., exists=True, dir_okay=False, help="click log (Parquet/CSV): user_id, video_id, clicked, ts"),
-    model: str = typer.Option("dcn", help="lr, emlp or dcn"),
-    with_topics: bool = typer.Option(True, "--with-topics/--without-topics", help="use the topic features"),
-    video_topics: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, help="VIDEO_TOPICS Parquet (when no --feature-repo)"),
-    feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo serving the topic features"),
-    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo to read instead of the video_topics features"),
-    out: Optional[Path] = typer.Option(None, help="output folder (default: <models_dir>/ranker_<model>_<features>)"),
-) -> None:
-    """Train a ranker on a click log with point-in-time topic features from Feast and save it."""
-    from serving.features import make_video_topics_repo
-    from serving.training import train_ranker
-    from topicfs.contracts import read_table
-
-    settings = get_settings()
-    with tempfile.TemporaryDirectory(prefix="ranker-train-") as work:
-        if with_topics and feature_repo is None:
-            if video_topics is None:
-                raise typer.BadParameter("give --feature-repo (a Feast repo) or --video-topics (a VIDEO_TOPICS Parquet file) for topic features")
-            feature_repo = make_video_topics_repo(Path(work) / "feature_repo", video_topics)
-        try:
-            saved = train_ranker(
-                read_table(clicks), settings, feature_repo, model=model, with_topics=with_topics, feature_service=feature_service, out_dir=out
-            )
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-    typer.echo(f"saved the {model} ranker ({'with' if with_topics else 'without'} topic features) to {saved}")
-
-
-@app.command("table2")
-def table2(
-    dataset: list[str] = typer.Option(["synthetic"], help="synthetic and/or movielens (repeat the option)"),
-    video_topics: Optional[Path] = typer.Option(
-        None, exists=True, dir_okay=False, help="VIDEO_TOPICS Parquet of the dataset's videos; default: learn them with the offline jobs"
-    ),
-    feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo serving the topic features instead"),
-    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo, e.g. ranker_v1"),
-    seeds: int = typer.Option(1, min=1, help="average every AUC over this many seeds"),
-    out: Optional[Path] = typer.Option(None, help="report folder (default: <reports_dir>)"),
-    unseen_test_videos: bool = typer.Option(
-        False, help="cold-video check: every test video gets a fresh id no training row has, as if newly published"
-    ),
-) -> None:
-    """Table II: AUC of LR, EMLP, DCN without / with topic features on a time split; prints Markdown."""
-    from serving.table2 import run_table2, save_report, to_markdown
-
-    if video_topics is not None and len(dataset) > 1:
-        raise typer.BadParameter("--video-topics belongs to one dataset; run one --dataset at a time with it")
-    settings = get_settings()
-    out = out or settings.paths.reports_dir
-    rows = []
-    for name in dataset:
-        # the learned topics stay in <out>/table2_<dataset>/video_topics.parquet, reusable with --video-topics
-        rows += run_table2(
-            name, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds,
-            work_dir=out / f"table2_{name}", unseen_test_videos=unseen_test_videos,
-        )
-    path = save_report(rows, out)
-    typer.echo(to_markdown(rows))
-    typer.echo(f"\nwritten to {path}")
-
-
 @app.command("demo")
 def run_demo(
-    ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs serve train)"),
+    ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs offline train-ranker)"),
     feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo with the online topic features"),
     feature_service: Optional[str] = typer.Option(None, help="feature service of --feature-repo holding video_topics, e.g. ranker_v1 (packed: one MGET)"),
     users: list[int] = typer.Option([0, 1, 2], "--user", help="users to show (repeat the option)"),

@@ -2,8 +2,9 @@
 
 Run::
 
-    topicfs serve table2 --dataset synthetic --dataset movielens    # topics learned by the offline jobs
-    topicfs serve table2 --dataset movielens --video-topics <reports_dir>/table2_movielens/video_topics.parquet
+    topicfs offline table2 --dataset synthetic --dataset movielens    # topics learned by the offline jobs
+    topicfs offline table2 --dataset movielens --video-topics <reports_dir>/table2_movielens/video_topics.parquet
+    topicfs offline table2 --dataset file --videos data/videos.parquet --interactions data/interactions.parquet
 
 Each dataset gives a videos table and a click log. Topic features come from a ``VIDEO_TOPICS`` table: the
 one given, or one learned on the spot by ``offline_jobs.pipeline.learn_topics`` from the videos (titles,
@@ -35,11 +36,17 @@ from sklearn.metrics import roc_auc_score
 from serving.features import FeastHistoricalFetcher, make_video_topics_repo
 from serving.rankers import MODELS, Ranker
 from serving.training import training_frame
+from topicfs.datasets import DataFiles
+from topicfs.errors import UserError
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Dataset = Literal["synthetic", "movielens"]
+Dataset = Literal["synthetic", "movielens", "file"]
+
+
+class Table2DataError(UserError, ValueError):
+    """The data cannot give a Table II (too few days, one label value)."""
 
 
 @dataclass
@@ -61,11 +68,13 @@ def time_split(frame: pd.DataFrame, test_days: int = 1, min_test_fraction: float
     """Train = whole days before the cut, test = from the cut on; the cut is the start of the last ``test_days`` days,
     moved earlier by whole days while the test set holds less than ``min_test_fraction`` of the rows."""
     if frame.empty:
-        raise ValueError("time_split: no rows")
+        raise Table2DataError("Table II: the click log has no rows")
     days = frame["event_timestamp"].dt.floor("D")
     unique_days = np.sort(days.unique())
     if len(unique_days) < 2:
-        raise ValueError(f"time_split: the log spans {len(unique_days)} day(s); need at least 2 for a train/test split by day")
+        raise Table2DataError(
+            f"Table II: the click log spans {len(unique_days)} day(s); it needs at least 2 (train on the earlier days, test on the last)"
+        )
     k = min(test_days, len(unique_days) - 1)
     while True:
         cut = unique_days[-k]
@@ -108,6 +117,14 @@ def movielens_dataset(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
         }
     )
     return videos, entity
+
+
+def file_dataset(settings: Settings, files: DataFiles) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A user's contract files (:mod:`topicfs.datasets`); a ``rating`` column becomes the label by ``rankers.rating_threshold``."""
+    videos = files.load_videos()
+    interactions = files.load_interactions(settings.rankers.rating_threshold)
+    entity = interactions.rename(columns={"ts": "event_timestamp", "clicked": "label"})
+    return videos, entity[["user_id", "video_id", "event_timestamp", "label"]]
 
 
 def prepare_video_topics(video_topics: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
@@ -170,7 +187,10 @@ def evaluate(
     # both feature sets see the exposure history: the topic gain must not include what non-topic counts give
     config = settings.rankers.model_copy(update={"exposure_history": True})
     if test["label"].nunique() < 2:
-        raise ValueError("the test days hold only one label value; AUC is undefined")
+        raise Table2DataError(
+            "Table II: the test days hold only one label value (all clicks or all non-clicks), so AUC is undefined; "
+            "the interactions need exposures without a click (clicked 0) as well as clicks"
+        )
     rows = []
     for model in models:
         auc = {}
@@ -211,10 +231,11 @@ def run_table2(
 ) -> list[Table2Row]:
     """Table II on one dataset (see the module docstring); ``validation`` scores on the last training day(s) instead;
     ``unseen_test_videos`` scores every test video as a new one (:func:`withhold_video_ids`), the cold-video check."""
-    loaders = {"synthetic": synthetic_dataset, "movielens": movielens_dataset}
+    loaders = {"synthetic": synthetic_dataset, "movielens": movielens_dataset, "file": file_dataset}
     if dataset not in loaders:
-        raise ValueError(f"dataset must be one of {sorted(loaders)}, got {dataset!r}")
+        raise UserError(f"dataset must be one of {sorted(loaders)}, got {dataset!r}")
     videos, entity = loaders[dataset](settings, **dataset_options)
+    name = dataset_options["files"].name if dataset == "file" else dataset
     if feature_repo is None:
         work = Path(work_dir or tempfile.mkdtemp(prefix=f"table2-{dataset}-"))
         work.mkdir(parents=True, exist_ok=True)
@@ -238,7 +259,7 @@ def run_table2(
         train, test = time_split(train, settings.rankers.test_days, settings.rankers.min_test_fraction)
     if unseen_test_videos:
         test = withhold_video_ids(train, test)
-    return evaluate(train, test, settings, seeds=seeds, dataset=dataset)
+    return evaluate(train, test, settings, seeds=seeds, dataset=name)
 
 
 def to_markdown(rows: list[Table2Row]) -> str:

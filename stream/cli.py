@@ -64,8 +64,14 @@ def pusher_command(parent_pid: int = typer.Option(None, help="exit when this pro
     A worker with stream.feast_repo_path starts one itself; run this by hand with stream.start_pusher=false.
     """
     from stream.pusher import run_pusher
+    from topicfs.errors import UserError
 
-    run_pusher(get_settings(), parent_pid=parent_pid)
+    settings = get_settings()
+    repo = settings.stream.feast_repo_path
+    if repo is None or not (repo / "feature_store.yaml").is_file():
+        found = "is not set" if repo is None else f"is {repo}, which holds no feature_store.yaml"
+        raise UserError(f"stream.feast_repo_path {found}: the pusher needs a Feast repo to push to; set TOPICFS_STREAM__FEAST_REPO_PATH=feature_repo (the project's repo) or another Feast repo folder")
+    run_pusher(settings, parent_pid=parent_pid)
 
 
 @app.command("health")

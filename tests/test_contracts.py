@@ -43,7 +43,8 @@ def test_good_videos_csv_and_parquet_agree(tmp_path):
         ('1,dup,,p,s,[],2026-01-01', "video_id", "duplicate of row 1"),
         ('5,cat,,p,s,[oops,2026-01-01', "tags", "expected a list of tags"),
         ('6,cat,,p,s,[],not-a-date', "publish_ts", "not a timestamp"),
-        ('7,cat,,p,s,[],2999-01-01', "publish_ts", "out of range"),
+        ('7,cat,,p,s,[],10000-01-01', "publish_ts", "not a timestamp"),
+        ('8,cat,,p,s,[],', "publish_ts", "missing timestamp"),
     ],
 )
 def test_bad_video_rows_are_named(tmp_path, row, field, fragment):
@@ -75,7 +76,7 @@ def test_missing_column_and_missing_file(tmp_path):
 def test_unreadable_parquet_is_named(tmp_path):
     path = tmp_path / "videos.parquet"
     path.write_bytes(b"not parquet at all")
-    with pytest.raises(ContractError, match=r"videos.parquet: cannot be read as parquet"):
+    with pytest.raises(ContractError, match=r"videos.parquet: not a Parquet file"):
         load_videos(path)
 
 
@@ -102,3 +103,39 @@ def test_ratings_become_clicks(tmp_path):
         load_interactions(path, rating_threshold=4)
     table = load_interactions(path, rating_threshold=4, on_error="skip")
     assert table["clicked"].tolist() == [1, 0]
+
+
+def test_timestamps_before_1970_and_after_2262_are_valid(tmp_path):
+    """Any instant Arrow's timestamp[us] holds is valid: 1920 as text and as negative epoch seconds, 1500 and 2999."""
+    header = GOOD_VIDEOS.splitlines()[0]
+    path = _write_csv(
+        tmp_path,
+        "videos.csv",
+        f"{header}\n1,a,,p,s,[],1920-05-01\n2,b,,p,s,[],-1567468800\n3,c,,p,s,[],2999-01-01T00:00:00Z\n4,d,,p,s,[],1500-01-01\n",
+    )
+    videos = load_videos(path)
+    assert [t.isoformat() for t in videos["publish_ts"]] == [
+        "1920-05-01T00:00:00+00:00", "1920-05-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00", "1500-01-01T00:00:00+00:00",
+    ]
+    assert str(videos["publish_ts"].dtype) == "datetime64[us, UTC]"
+    videos.to_parquet(tmp_path / "videos.parquet")
+    assert load_videos(tmp_path / "videos.parquet")["publish_ts"].tolist() == videos["publish_ts"].tolist()
+    in_ns = load_videos(_write_csv(tmp_path, "recent.csv", f"{header}\n1,a,,p,s,[],1920-05-01\n"))
+    assert str(in_ns["publish_ts"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_skip_summary_counts_rows_per_reason(tmp_path):
+    from topicfs.contracts import read_videos, skipped_summary
+
+    header = GOOD_VIDEOS.splitlines()[0]
+    path = _write_csv(
+        tmp_path, "videos.csv", f"{header}\n1,a,,p,s,[],2020-01-01\n1,b,,p,s,[],2020-01-01\nx,c,,p,s,[],2020-01-01\n"
+        "y,d,,p,s,[],\n5,e,,p,s,[],\n",
+    )
+    videos, errors = read_videos(path, on_error="skip")
+    assert videos["video_id"].tolist() == [1]
+    summary = skipped_summary(errors)
+    assert summary.startswith(f"skipped 4 invalid row(s) of {path}: ")
+    assert "2 x publish_ts: missing timestamp" in summary
+    assert "2 x video_id: expected an integer" in summary
+    assert "1 x video_id: duplicate" in summary

@@ -15,11 +15,12 @@ import os
 import sys
 from datetime import datetime, timezone
 
+from topicfs.errors import SecretMaskingFilter
 from topicfs.settings import LoggingConfig
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # libraries that log every step at INFO (gensim epochs, Feast registry steps, HTTP requests); -v shows them
-CHATTY_LOGGERS = ("gensim", "feast", "smart_open", "httpx")
+CHATTY_LOGGERS = ("gensim", "feast", "smart_open", "httpx", "faiss")
 
 
 class JsonFormatter(logging.Formatter):
@@ -44,6 +45,7 @@ def configure_logging(config: LoggingConfig, verbose: bool = False) -> None:
     """Replace the root logger's handlers with one stderr handler in ``config.format``; INFO (DEBUG when ``verbose``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(SecretMaskingFilter())  # a Redis or Kafka URL may carry a password
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
