@@ -12,6 +12,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import typer
 
@@ -33,7 +34,10 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="log 
 
     # text or JSON lines (TOPICFS_LOGGING__FORMAT); gensim, Feast, httpx and faiss INFO lines only with -v.
     # A bad TOPICFS_* value raises topicfs.settings.SettingsError here: one line from main().
-    configure_logging(get_settings().logging, verbose)
+    settings = get_settings()
+    configure_logging(settings.logging, verbose)
+    # relative paths in settings mean this folder, for this process and every child it starts
+    settings.resolve_paths(Path.cwd())
 
 
 @app.command("settings")

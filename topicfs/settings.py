@@ -488,15 +488,21 @@ class Settings(BaseSettings):
     mrlm: MRLMConfig = MRLMConfig()
     logging: LoggingConfig = LoggingConfig()
 
-    def model_post_init(self, context: object, /) -> None:
-        # A relative path means the folder this process started in, decided once here: the absolute path then
-        # travels to child processes (stream.process.settings_env), which may start in another folder.
+    def resolve_paths(self, base: Path) -> Settings:
+        """Make every relative path setting absolute against ``base``, in place; returns self.
+
+        The CLI calls it once with its working directory before any child process starts: the absolute paths
+        then travel to the worker and the pusher (stream.process.settings_env), which start in the code root,
+        so ``stream.feast_repo_path=feature_repo`` or ``paths.artifacts_dir=art`` mean the same folder in every
+        process. Processes started by other tools (``feast apply`` inside feature_repo/) keep their own rule.
+        """
         for section_name in type(self).model_fields:
             section = getattr(self, section_name)
             relative = {name: value for name, value in section if isinstance(value, Path) and not value.expanduser().is_absolute()}
             if relative:
-                resolved = {name: value.expanduser().absolute() for name, value in relative.items()}
+                resolved = {name: (base / value.expanduser()).absolute() for name, value in relative.items()}
                 setattr(self, section_name, section.model_copy(update=resolved))
+        return self
 
 
 ENV_PREFIX = "TOPICFS_"
