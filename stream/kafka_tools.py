@@ -120,6 +120,14 @@ def _quiet_kafka_python() -> None:
     library = logging.getLogger("kafka")
     if library.level == logging.NOTSET:
         library.setLevel(logging.WARNING)
+    cluster = logging.getLogger("kafka.cluster")  # closing a client cancels its metadata refresh, logged as an ERROR
+    if not any(isinstance(f, _CancelledRefresh) for f in cluster.filters):
+        cluster.addFilter(_CancelledRefresh())
+
+
+class _CancelledRefresh:
+    def filter(self, record) -> bool:
+        return not (record.getMessage().startswith("Metadata refresh: failed") and "Cancelled" in record.getMessage())
 
 
 def producer(kafka: KafkaConfig, **overrides):

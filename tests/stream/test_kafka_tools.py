@@ -258,6 +258,9 @@ def test_corrected_reinjection_fixes_messages_written_without_type_and_with_text
         assert "not re-injected: 1 letters: still invalid after correction: ts must be a finite number of epoch seconds, got …" in fixed.stdout
         truth = truth_from([1, 2, 3], [(3, 2), (8, 2)], topics_of)
         eventually(state_check(client, settings, truth, topics_of), worker)
+        assert "re-injected 0 messages from 0 letters" in cli(settings, "dead-letters", "--reinject", "corrected").stdout
+        again = cli(settings, "dead-letters", "--reinject", "corrected", "--from-start", "--samples", "0")
+        assert "re-injected 3 messages from 4 letters (corrected)" in again.stdout  # --from-start sends them again
     finally:
         worker.stop()
 
@@ -291,3 +294,45 @@ def test_bad_input_is_one_line_and_exit_2(stream_settings, tmp_path):
     assert refused.returncode == 2 and "--shift-to-now" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
     wrong = cli(stream_settings, "dead-letters", "--reinject", "some")
     assert wrong.returncode == 2 and wrong.stderr.strip() == "error: --reinject must be 'all' or 'corrected', got 'some'"
+
+
+@pytest.mark.integration
+def test_rate_and_speedup_pace_the_replay(stream_settings):
+    settings = stream_settings
+    from stream.kafka_tools import check_topics
+
+    check_topics(settings, create=True)
+    events = [{"type": "click", "event_id": f"p{i}", "user_id": 1, "video_id": 1, "ts": T0 + i} for i in range(5)]
+    started = time.perf_counter()
+    assert sum(produce_events(settings.kafka, settings.stream.events_topic, events, speedup=4.0).values()) == 5
+    assert time.perf_counter() - started >= 1.0  # the last event is 4 s of log time after the first: 1 s at 4x
+    started = time.perf_counter()
+    assert sum(produce_events(settings.kafka, settings.stream.events_topic, events * 2, rate_per_s=8.0).values()) == 10
+    assert time.perf_counter() - started >= 10 / 8.0 - 0.01
+
+
+@pytest.mark.integration
+def test_shift_to_now_replays_an_old_log_ending_now_with_its_gaps(stream_settings, tmp_path):
+    from stream.kafka_tools import consumer
+    from kafka import TopicPartition
+
+    settings = stream_settings
+    old = log_frame([(1, 2, 1, 880_000_000.0), (2, 3, 0, 880_000_500.0), (1, 4, 1, 880_086_400.0)])  # 1997, like MovieLens-100k
+    path = tmp_path / "ml.parquet"
+    old.to_parquet(path)
+    before = time.time()
+    done = cli(settings, "produce", "--interactions", str(path), "--shift-to-now")
+    assert done.returncode == 0, done.stderr[-2000:]
+    reader = consumer(settings.kafka)
+    try:
+        parts = [TopicPartition(settings.stream.events_topic, p) for p in sorted(reader.partitions_for_topic(settings.stream.events_topic))]
+        reader.assign(parts)
+        reader.seek_to_beginning(*parts)
+        sent = sorted((json.loads(record.value) for record in reader), key=lambda e: e["event_id"])
+    finally:
+        reader.close()
+    original = sorted(interactions_to_events(old, id_prefix="ml"), key=lambda e: e["event_id"])
+    assert [e["event_id"] for e in sent] == [e["event_id"] for e in original]
+    shift = sent[0]["ts"] - original[0]["ts"]
+    assert all(abs(s["ts"] - o["ts"] - shift) < 1e-3 for s, o in zip(sent, original))  # same gaps
+    assert before - 1 <= max(e["ts"] for e in sent) <= time.time()  # the last event is now
