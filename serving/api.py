@@ -1,28 +1,69 @@
 """HTTP API of candidate generation: ``GET /users/{user_id}/candidates?n=``.
 
-Run it with ``topicfs serve api`` (uvicorn); the OpenAPI spec is served at ``/openapi.json`` and
-browsable at ``/docs``. On a single Redis a request is one EVALSHA on an asyncio client in the server's event
-loop (:class:`serving.candidates.AsyncCandidateGenerator`); on a Redis Cluster, or with a generator passed in,
-the synchronous generator runs in the thread pool. Errors are JSON ``{"detail": ...}``: invalid parameters get 422 naming the
-parameter, an unreachable Redis gets 503, and no error ever answers with a traceback.
+Run it with ``topicfs serve api`` (uvicorn); the OpenAPI spec is served at ``/openapi.json`` and browsable at
+``/docs``, Prometheus metrics at ``/metrics``. A request runs :class:`serving.candidates.AsyncCandidateGenerator` on
+an asyncio client in the server's event loop: one EVALSHA on a single Redis with one shard, the Python reader's
+pipelines (sent to every node at once) on a Redis Cluster. At most ``redis.max_connections`` requests use Redis at
+once; a burst beyond that waits its turn instead of failing or opening more connections.
+
+Every answer that is not a 200 is JSON ``{"detail": ...}``:
+
+* 422: an invalid parameter, named. Ids are decimal integers in 0..2^63-1 written without sign, spaces or leading
+  zeros (``/users/-0``, ``n=+3`` and a 4,300-digit id are refused, not parsed);
+* 404 / 405: an unknown path or method;
+* 503 (``Retry-After: 1``): Redis is unreachable or answered with an error;
+* 500: a bug (logged with its traceback; the caller sees the exception's type only);
+* 400: a request uvicorn cannot parse as HTTP (:func:`json_http_protocol` makes uvicorn's own reply JSON too).
+  Not handleable: a connection closed or timed out before a full request arrived gets no reply at all.
+
+Corrupt values in the Redis state are skipped with a warning and counted (``topicfs_candidates_corrupt_values_total``),
+never an error. ``/metrics`` also counts requests by status (``topicfs_api_requests_total{status}``).
 """
 
 # no "from __future__ import annotations": FastAPI reads the endpoint annotations, which use local names
 
+import json
 import logging
+import re
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import Counter as PrometheusCounter
+from pydantic import BaseModel, BeforeValidator, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving.candidates import AsyncCandidateGenerator, CandidateGenerator, CandidateStoreUnavailable, result_json
+from serving.candidates import (
+    CORRUPT_VALUES,
+    INT64_MAX,
+    AsyncCandidateGenerator,
+    CandidateGenerator,
+    CandidateStoreUnavailable,
+    result_json,
+)
 from topicfs.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+
+_DECIMAL = re.compile(r"(?:0|[1-9][0-9]*)\Z")
+
+
+def _canonical_int(value: Any) -> Any:
+    """Accept a canonical decimal (what the route gets, a string) of at most 19 digits; pydantic then makes the int
+    and checks the bounds. Refuses ``-0``, ``+3``, ``007``, `` 7``, ``1_000`` and 4,300-digit numbers before any
+    parsing."""
+    if isinstance(value, str):
+        if not _DECIMAL.match(value):
+            raise ValueError("must be a decimal integer without sign, spaces or leading zeros")
+        if len(value) > 19:
+            raise ValueError(f"must be at most {INT64_MAX} (2^63-1)")
+    return value
+
+
+CanonicalInt = BeforeValidator(_canonical_int)
 
 
 class CandidateOut(BaseModel):
@@ -47,31 +88,65 @@ class ErrorOut(BaseModel):
     detail: str
 
 
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(str(value))} characters)"
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("path", "query"))
-        parts.append(f"{where or 'request'}: {error.get('msg', 'invalid')} (got {error.get('input')!r})")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where or 'request'}: {message} (got {_shown(error.get('input'))})")
     return "invalid request: " + "; ".join(parts)
 
 
+class _RequestCounter:
+    """ASGI middleware counting HTTP responses by status (an exception that escapes the app counts as 500)."""
+
+    def __init__(self, app, counter: PrometheusCounter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = []
+
+        async def counting_send(message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException:
+            self.counter.labels("500" if not status else str(status[0])).inc()
+            raise
+        self.counter.labels(str(status[0]) if status else "500").inc()
+
+
 def create_app(settings: Settings | None = None, generator: CandidateGenerator | None = None) -> FastAPI:
-    """The candidate API for ``settings`` (default: the process's settings)."""
+    """The candidate API for ``settings`` (default: the process's settings).
+
+    ``generator`` (tests): a synchronous generator run in the thread pool instead of the asyncio one.
+    ``app.state.registry`` holds the app's Prometheus metrics; ``app.state.requests`` counts requests by status.
+    """
     settings = settings or get_settings()
-    own_generator = generator is None
-    generator = generator or CandidateGenerator.from_settings(settings)
     max_n = settings.serving.max_candidates
     fast: dict[str, AsyncCandidateGenerator] = {}
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(CORRUPT_VALUES)
+    requests = PrometheusCounter("topicfs_api_requests", "HTTP requests of the candidate API by response status", ["status"], registry=registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         # the asyncio client belongs to the server's event loop, so it is made (and closed) inside it
-        if own_generator and generator.server_side:
-            import redis.asyncio as aioredis
-
-            timeout = settings.serving.redis_timeout_s
-            client = aioredis.Redis.from_url(settings.redis.url, socket_timeout=timeout, socket_connect_timeout=timeout)
-            fast["generator"] = AsyncCandidateGenerator(client, generator)
+        if generator is None:
+            fast["generator"] = AsyncCandidateGenerator.from_settings(settings)
+            await fast["generator"].connect()
         try:
             yield
         finally:
@@ -88,6 +163,9 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
             "topics share the n candidates by votes; users without history get the popular topics."
         ),
     )
+    app.state.registry = registry
+    app.state.requests = requests
+    app.add_middleware(_RequestCounter, counter=requests)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,8 +189,12 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
         summary="Candidates for one user from the topic queues",
     )
     async def get_candidates(
-        user_id: Annotated[int, Path(ge=0, description="the user, an integer >= 0")],
-        n: Annotated[int | None, Query(ge=1, le=max_n, description=f"how many candidates, 1..{max_n}; default N3={settings.serving.n_candidates}")] = None,
+        user_id: Annotated[int, CanonicalInt, Path(ge=0, le=INT64_MAX, description="the user, an integer in 0..2^63-1 (no sign, no leading zeros)")],
+        n: Annotated[
+            int | None,
+            CanonicalInt,
+            Query(ge=1, le=max_n, description=f"how many candidates, 1..{max_n}; default N3={settings.serving.n_candidates}"),
+        ] = None,
     ) -> Response:
         # The body is serialised by result_json rather than validated through CandidatesOut (which documents it):
         # pydantic validation of 600 nested objects costs more than the whole Redis read.
@@ -124,11 +206,48 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
         return Response(content=body, media_type="application/json")
 
     @app.get("/healthz", responses={503: {"model": ErrorOut}}, summary="Liveness and Redis reachability")
-    def health() -> dict:
-        try:
-            generator.client.ping()
-        except Exception as exc:  # any failure to reach Redis means not ready
-            raise CandidateStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+    async def health() -> dict:
+        async_generator = fast.get("generator")
+        if async_generator is not None:
+            await async_generator.ping()
+        else:
+            try:
+                await run_in_threadpool(generator.client.ping)
+            except Exception as exc:  # any failure to reach Redis means not ready
+                raise CandidateStoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
         return {"status": "ok"}
 
+    @app.get("/metrics", summary="Prometheus metrics: requests by status, corrupt state entries skipped", response_class=Response)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+def json_http_protocol(on_bad_request: Callable[[], None] | None = None) -> type:
+    """uvicorn's HTTP protocol (httptools when installed, else h11) answering the errors uvicorn sends itself with
+    JSON bodies: 400 for a request it cannot parse (``on_bad_request`` is called for each, e.g. to count it) and
+    500 for an app that failed before answering. Pass it as ``uvicorn.run(..., http=json_http_protocol())``."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
+        def send_400_response(self, msg: str) -> None:
+            if on_bad_request is not None:
+                on_bad_request()
+            body = json.dumps({"detail": f"bad request: {msg}"}).encode()
+            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            self.transport.write(head + body)
+            self.transport.close()
+
+        async def send_500_response(self) -> None:
+            body = b'{"detail":"internal error"}'
+            await self.send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")],
+                }
+            )
+            await self.send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return JsonErrorsProtocol

@@ -417,17 +417,22 @@ async def _run_async(client, reader: Reader) -> CandidateResult:
     try:
         batch = next(reader)
         while True:
-            if len(batch) == 1:
-                name, args, kwargs = batch[0]
-                try:
-                    replies = [await getattr(client, name)(*args, **kwargs)]
-                except redis.ResponseError as exc:
-                    replies = [_wrong_type(exc)]
-            else:
-                pipe = client.pipeline(transaction=False)
-                for name, args, kwargs in batch:
-                    getattr(pipe, name)(*args, **kwargs)
-                replies = [_wrong_type(r) if isinstance(r, Exception) else r for r in await pipe.execute(raise_on_error=False)]
+            try:
+                if len(batch) == 1:
+                    name, args, kwargs = batch[0]
+                    try:
+                        replies = [await getattr(client, name)(*args, **kwargs)]
+                    except redis.ResponseError as exc:
+                        replies = [_wrong_type(exc)]
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for name, args, kwargs in batch:
+                        getattr(pipe, name)(*args, **kwargs)
+                    replies = [_wrong_type(r) if isinstance(r, Exception) else r for r in await pipe.execute(raise_on_error=False)]
+            except RuntimeError as exc:
+                # redis-py's asyncio cluster client closes the connections of requests in flight when it re-learns the
+                # topology after a node failed; their writes then fail on a closed transport: Redis is unavailable
+                raise redis.ConnectionError(f"connection closed while the cluster topology was refreshed: {exc}") from exc
             batch = reader.send(replies)
     except StopIteration as done:
         return done.value
@@ -687,6 +692,19 @@ class AsyncCandidateGenerator:
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         return from_result(result)
+
+    async def connect(self) -> bool:
+        """Learn the cluster's topology (a cluster client does it on first use otherwise, which under a burst of first
+        requests races with their connections) and open a connection; False, with a warning, when Redis does not
+        answer yet (requests then get :class:`CandidateStoreUnavailable` until it does)."""
+        try:
+            if is_cluster(self.client):
+                await self.client.initialize()
+            await self.client.ping()
+        except _UNAVAILABLE as exc:
+            logger.warning("Redis does not answer yet (%s: %s); candidate requests get 503 until it does", type(exc).__name__, exc)
+            return False
+        return True
 
     async def ping(self) -> None:
         """Raises :class:`CandidateStoreUnavailable` unless Redis (every cluster node) answers."""

@@ -19,15 +19,41 @@ app = typer.Typer(help="Candidate generation from the topic queues and topic-awa
 @app.command("api")
 def run_api(
     host: Optional[str] = typer.Option(None, help="listen address (default: serving.api_host)"),
-    port: Optional[int] = typer.Option(None, help="listen port (default: serving.api_port)"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="listen port (default: serving.api_port)"),
 ) -> None:
-    """Serve GET /users/{user_id}/candidates?n= (OpenAPI at /docs) with uvicorn."""
+    """Serve GET /users/{user_id}/candidates?n= (OpenAPI at /docs, metrics at /metrics) with uvicorn; logs its address
+    when listening, and one line per request unless serving.access_log is off."""
     import uvicorn
 
-    from serving.api import create_app
+    from serving.api import create_app, json_http_protocol
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.serving.api_host, port=port or settings.serving.api_port, log_level="warning")
+    host, port = host or settings.serving.api_host, port or settings.serving.api_port
+    api = create_app(settings)
+    bad_requests = api.state.requests.labels("400").inc
+    # log_config=None: uvicorn's lines go through the process's log set-up (text or JSON, topicfs.logs)
+    config = uvicorn.Config(
+        api, host=host, port=port, log_config=None, log_level="warning", access_log=settings.serving.access_log,
+        http=json_http_protocol(bad_requests),
+    )
+    if settings.serving.access_log:
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
+    _serve_logging_address(config, "candidate API", "GET /users/{user_id}/candidates, docs /docs, metrics /metrics")
+
+
+def _serve_logging_address(config, what: str, routes: str) -> None:
+    """Run uvicorn with ``config``, logging the address it really listens on once the socket is bound."""
+    import uvicorn
+
+    class AddressLoggingServer(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            for server in getattr(self, "servers", []):
+                for sock in server.sockets:
+                    address = sock.getsockname()
+                    logger.info("%s listening on http://%s:%d (%s; access log %s)", what, address[0], address[1], routes, "on" if config.access_log else "off")
+
+    AddressLoggingServer(config).run()
 
 
 @app.command("ui")
