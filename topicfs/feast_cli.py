@@ -57,3 +57,23 @@ def read(
         typer.echo(format_ranker_read(batch))
     except (RegistrationError, ConnectionError, RuntimeError) as error:
         _fail(error)
+
+
+@app.command("verify")
+def verify(
+    sample: int = typer.Option(200, min=1, help="ids to compare: up to this many from Feast's hashes plus up to this many packed records"),
+    service: Optional[str] = typer.Option(None, help="packed feature service (default: setting feast.ranker_service)"),
+    repair: bool = typer.Option(False, "--repair", help="rewrite the differing records from Feast's hashes"),
+) -> None:
+    """Compare packed records with Feast's get_online_features; exit 1 when some still differ."""
+    from topicfs.feature_client import verify_packed
+    from topicfs.feature_registry import RegistrationError, load_store
+
+    settings = get_settings()
+    try:
+        report = verify_packed(load_store(settings), service or settings.feast.ranker_service, sample, repair=repair)
+    except (RegistrationError, ConnectionError, RuntimeError, ValueError) as error:
+        _fail(error)
+    typer.echo(report.summary())
+    if (report.remaining if repair else len(report.differing_ids)) > 0:
+        raise typer.Exit(code=1)

@@ -233,6 +233,99 @@ class PackedFeatureClient:
         return PackedBatch(self.service, self.layout.join_key, ids, values, lengths, null, found, timestamps, order)
 
 
+@dataclass
+class VerifyReport:
+    """What :func:`verify_packed` compared and found."""
+
+    service: str
+    compared: int  # distinct ids compared
+    from_hashes: int  # of which sampled from Feast's hashes
+    from_records: int  # of which sampled from packed records only
+    differences: list[tuple[Any, str, Any, Any]]  # (id, feature, packed value, Feast's value)
+    repaired: int = 0  # records rewritten from Feast's hashes (or deleted where Feast has no row)
+    remaining: int = 0  # ids still differing after the repair
+
+    @property
+    def differing_ids(self) -> list[Any]:
+        return sorted({entity for entity, _, _, _ in self.differences})
+
+    def summary(self, shown: int = 10) -> str:
+        lines = [
+            f"{self.service}: {self.compared} ids compared ({self.from_hashes} sampled from Feast's hashes, "
+            f"{self.from_records} from packed records only), {len(self.differing_ids)} differ"
+        ]
+        for entity, feature, packed, feast_value in self.differences[:shown]:
+            lines.append(f"  id {entity} {feature}: packed {packed!r}, Feast {feast_value!r}")
+        if len(self.differences) > shown:
+            lines.append(f"  ... {len(self.differences) - shown} more differences")
+        if self.repaired:
+            lines.append(f"repaired {self.repaired} records from Feast's hashes; {self.remaining} ids still differ")
+        return "\n".join(lines)
+
+
+def _sample_ids(store: FeatureStore, client: PackedFeatureClient, sample: int) -> tuple[list[Any], int, int]:
+    """Up to ``sample`` entity ids of Feast's hashes of the layout's join key and up to ``sample`` ids of stored
+    packed records (a record whose hash is gone is found this way): (ids, from hashes, from records only)."""
+    from feast.infra.key_encoding_utils import deserialize_entity_key
+    from feast.infra.online_stores.helpers import _redis_key_prefix
+
+    online_store = client._online_store
+    config = store.config
+    redis_client = online_store._get_client(config.online_store)
+    layout = client.layout
+    project = config.project.encode("utf8")
+    from_hashes: list[Any] = []
+    for key in redis_client.scan_iter(match=_redis_key_prefix([layout.join_key]) + b"*" + project, count=1000):
+        if key.endswith(project):
+            entity_key = deserialize_entity_key(key[: -len(project)], config.entity_key_serialization_version)
+            value = entity_key.entity_values[0]
+            from_hashes.append(getattr(value, value.WhichOneof("val")))
+            if len(from_hashes) >= sample:
+                break
+    known = set(from_hashes)
+    from_records: list[Any] = []
+    for key in redis_client.scan_iter(match=layout.key_prefix + b"*", count=1000):
+        entity = layout.entity_of(key[len(layout.key_prefix) :])
+        if entity not in known:
+            known.add(entity)
+            from_records.append(entity)
+            if len(from_records) >= sample:
+                break
+    return from_hashes + from_records, len(from_hashes), len(from_records)
+
+
+def _differences(store: FeatureStore, client: PackedFeatureClient, ids: list[Any]) -> list[tuple[Any, str, Any, Any]]:
+    packed = client.read(ids, repair=False).to_dict()
+    rows = [{client.layout.join_key: entity} for entity in ids]
+    feast_values = store.get_online_features(store.get_feature_service(client.service), rows).to_dict()
+    out = []
+    for name in client.layout.features:
+        for entity, got, expected in zip(ids, packed[name.name], feast_values[name.name]):
+            if got != expected:
+                out.append((entity, name.name, got, expected))
+    return out
+
+
+def verify_packed(store: FeatureStore, service: str, sample: int, repair: bool = False) -> VerifyReport:
+    """Compare the stored packed records of ``service`` (read without the read path's own repair) with
+    ``get_online_features`` for up to ``sample`` ids of Feast's hashes plus up to ``sample`` ids of packed
+    records; with ``repair``, rewrite the differing ids' records from Feast's hashes (deleting those Feast has
+    no row for) and compare again."""
+    if sample < 1:
+        raise ValueError(f"--sample must be at least 1, got {sample}")
+    client = PackedFeatureClient(store, service)
+    client._read_records(np.zeros(0, dtype=np.int64) if client.layout.join_key_dtype != "str" else np.zeros(0, dtype=object))  # layout built
+    ids, from_hashes, from_records = _sample_ids(store, client, sample)
+    differences = _differences(store, client, ids) if ids else []
+    report = VerifyReport(service, len(ids), from_hashes, from_records, differences)
+    if repair and differences:
+        differing = report.differing_ids
+        store._get_provider().online_store.records_from_hashes(store.config, client.layout, differing, repair=True, replace=True)
+        report.repaired = len(differing)
+        report.remaining = len({entity for entity, _, _, _ in _differences(store, client, differing)})
+    return report
+
+
 # Feast value type -> (ValueProto field, list message or None, Python conversion of one element)
 _PUSH_FIELDS: dict[ValueType, tuple[str, Any, Callable[[Any], Any]]] = {
     ValueType.INT64: ("int64_val", None, int),

@@ -366,6 +366,12 @@ class PackedLayout:
             return str(value).encode("utf8")
         return struct.pack("<q" if self.join_key_dtype == "<i8" else "<i", int(value))
 
+    def entity_of(self, entity_bytes: bytes) -> Any:
+        """The join-key value of the entity part of a packed key (inverse of :meth:`entity_bytes`)."""
+        if self.join_key_dtype == "str":
+            return entity_bytes.decode("utf8")
+        return struct.unpack("<q" if self.join_key_dtype == "<i8" else "<i", entity_bytes)[0]
+
     def keys(self, entity_values: Sequence[Any] | np.ndarray) -> list[bytes]:
         """Packed keys of many entities; int64 ids go through one vectorised byte conversion."""
         prefix = self.key_prefix
