@@ -371,7 +371,15 @@ def read_recent_clicks(settings: Settings, user_ids: Sequence[int]) -> dict[int,
         pipe = client.pipeline(transaction=False)
         for user_id in user_ids:
             pipe.lrange(keys.user_clicks(int(user_id)), 0, limit - 1)
-        return {int(u): [int(v) for v in raw] for u, raw in zip(user_ids, pipe.execute())}
+        from serving.candidates import parse_id
+
+        clicks = {}
+        for user_id, raw in zip(user_ids, pipe.execute()):
+            ids = [parse_id(v) for v in raw]
+            if None in ids:  # a corrupt entry is skipped, as candidate generation skips it
+                logger.warning("user %s: skipped %d click list entries that are not video ids", user_id, ids.count(None))
+            clicks[int(user_id)] = [v for v in ids if v is not None]
+        return clicks
     finally:
         client.close()
 

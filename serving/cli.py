@@ -83,7 +83,9 @@ def run_ui(
 
 
 @app.command("candidates")
-def show_candidates(user_id: int = typer.Argument(..., min=0), n: Optional[int] = typer.Option(None, min=1, help="default N3")) -> None:
+def show_candidates(
+    user_id: int = typer.Argument(..., min=0, max=2**63 - 1), n: Optional[int] = typer.Option(None, min=1, max=1_000_000, help="default N3")
+) -> None:
     """Print one user's candidates as JSON (reads the Redis in TOPICFS_REDIS__URL)."""
     from serving.candidates import CandidateGenerator, CandidateStoreUnavailable
 

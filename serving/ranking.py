@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import redis
 
 from serving.candidates import CandidateGenerator, CandidateResult, vote_topics
 from serving.features import OnlineFetcher, UserExposureHistory, online_fetcher
@@ -88,7 +87,9 @@ class RankingService:
 
 
 def ranking_service(settings, ranker_dir: str | Path, feature_repo: str | Path | None, feature_service: str | None = None) -> RankingService:
-    """A :class:`RankingService` over the Redis in ``settings``, a saved ranker and a Feast repo's online store.
+    """A :class:`RankingService` over the Redis in ``settings`` (a single Redis or a Redis Cluster, through
+    :func:`topicfs.redis_client.sync_client` and the :class:`topicfs.keys.KeyLayout` of ``settings.redis``), a saved
+    ranker and a Feast repo's online store.
 
     ``feature_service`` names a service of the repo holding the video_topics features (packed ones are read
     with one ``MGET``); None reads the three video_topics features through Feast's SDK.

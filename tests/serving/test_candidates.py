@@ -435,3 +435,37 @@ def test_script_and_python_skip_corrupt_entries_alike(redis_url, members, clicks
     assert answer == python
     # what the draw visited was skipped alike (deeper corrupt members may be counted by one reader only)
     assert {k: v for k, v in answer.skipped.items() if k != "queue_member"} == {k: v for k, v in python.skipped.items() if k != "queue_member"}
+
+
+@pytest.mark.integration
+def test_mrlm_refresh_reads_the_click_lists_through_the_layout(deployment, caplog):
+    """The MRLM refresh reads the users' click lists as candidate generation does, on either deployment, and skips
+    a corrupt entry with a warning."""
+    from offline_jobs.mrlm_job import read_recent_clicks
+
+    client, layout, config = deployment
+    write_state(client, layout, clicks={3: [30, 31, 32], 4: [40]})
+    client.rpush(layout.user_clicks(4), "junk")
+    settings = Settings(redis=config.model_dump() | {"key_prefix": PREFIX}, mrlm={"latest_items": 2})
+    assert read_recent_clicks(settings, [3, 4, 5]) == {3: [30, 31], 4: [40], 5: []}
+    assert "user 4: skipped 1 click list entries" in caplog.text
+
+
+@pytest.mark.integration
+def test_serve_candidates_prints_json_and_refuses_an_id_beyond_int64(deployment):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    client, layout, config = deployment
+    write_state(client, layout, **HAND_BUILT)
+    env = os.environ | {
+        "TOPICFS_REDIS__URL": config.url, "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(), "TOPICFS_REDIS__SHARDS": str(config.shards),
+        "TOPICFS_REDIS__KEY_PREFIX": PREFIX, "TOPICFS_SERVING__TOPICS_PER_USER": "2", "TOPICFS_SERVING__N_CANDIDATES": "6",
+    }
+    done = subprocess.run([sys.executable, "-m", "topicfs.cli", "serve", "candidates", "7"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["candidates"] == [[100, 1], [200, 2], [101, 1], [201, 2], [103, 1], [104, 1]]
+    bad = subprocess.run([sys.executable, "-m", "topicfs.cli", "serve", "candidates", str(2**63)], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

@@ -15,7 +15,9 @@ from serving.ranking import demo_text, ranking_service
 from serving.rankers import Ranker
 from serving.training import train_ranker
 from topicfs import keys
-from topicfs.settings import Settings
+from topicfs.keys import KeyLayout
+from topicfs.redis_client import sync_client
+from topicfs.settings import RedisConfig, Settings
 
 PREFIX = "rk"
 N_VIDEOS, N_TOPICS = 40, 4
@@ -60,14 +62,17 @@ def served(redis_url, tmp_path):
     settings = Settings(redis={"url": redis_url, "key_prefix": PREFIX}, rankers={"epochs": 2}, paths={"artifacts_dir": tmp_path / "artifacts"})
     ranker_dir = train_ranker(_clicks(), settings, repo, out_dir=tmp_path / "dcn")
 
-    client = redis.Redis.from_url(redis_url)
+    _write_queue_state(redis.Redis.from_url(redis_url), KeyLayout.from_config(settings.redis), table)
+    return settings, repo, ranker_dir, table
+
+
+def _write_queue_state(client, layout: KeyLayout, table: pd.DataFrame) -> None:
     for topic in range(N_TOPICS):
         members = [v for v in range(1, N_VIDEOS + 1) if v % N_TOPICS == topic]
-        client.zadd(keys.queue_key(PREFIX, topic), {str(v): float(100 - v) for v in members})
+        client.zadd(layout.queue(topic), {str(v): float(100 - v) for v in members})
     for row in table.itertuples():
-        client.set(keys.video_topics_key(PREFIX, row.video_id), keys.encode_ids(row.topic_ids))
-    client.rpush(keys.user_clicks_key(PREFIX, 1), 5, 9, 13, 2)  # newest first: topics [1, 2], [1, 2], [1, 2], [2, 3]
-    return settings, repo, ranker_dir, table
+        client.set(layout.video_topics(row.video_id), keys.encode_ids(row.topic_ids))
+    client.rpush(layout.user_clicks(1), 5, 9, 13, 2)  # newest first: topics [1, 2], [1, 2], [1, 2], [2, 3]
 
 
 def _offline_rows_of_user_1(table: pd.DataFrame, drawn: list[int]) -> pd.DataFrame:
@@ -114,6 +119,28 @@ def test_ranking_scores_candidates_with_online_features_as_training_would(served
     order = np.argsort(-expected, kind="stable")[:5]
     np.testing.assert_array_equal(ranked.video_ids, np.asarray(drawn)[order])
     np.testing.assert_allclose(ranked.scores, expected[order], rtol=1e-5)
+
+
+@pytest.mark.integration
+def test_ranking_reads_candidates_and_exposures_from_a_redis_cluster(served, redis_cluster):
+    """The same queue state on a 3-master cluster (5 shards): the ranking service, built from the settings, reads it
+    through the cluster client and ranks exactly as on the single Redis."""
+    settings, repo, ranker_dir, table = served
+    for node in redis_cluster.nodes:
+        redis.Redis.from_url(node.url).flushall()
+    cluster = settings.model_copy(update={"redis": RedisConfig(url=redis_cluster.url, key_prefix=PREFIX, cluster=True, shards=5)})
+    client = sync_client(cluster.redis)
+    _write_queue_state(client, KeyLayout.from_config(cluster.redis), table)
+    on_cluster = ranking_service(cluster, ranker_dir, repo, VIDEO_TOPICS_SERVICE)
+    assert not on_cluster.generator.server_side
+    on_single = ranking_service(settings, ranker_dir, repo, VIDEO_TOPICS_SERVICE)
+    ranked, expected = on_cluster.rank(1, k=5, n_candidates=12), on_single.rank(1, k=5, n_candidates=12)
+    assert ranked.candidates == expected.candidates
+    np.testing.assert_array_equal(ranked.video_ids, expected.video_ids)
+    np.testing.assert_allclose(ranked.scores, expected.scores)
+    client.hset(KeyLayout.from_config(cluster.redis).user_exposures(1), mapping={"e": 4, "c": 1})
+    assert on_cluster.generator.exposure_history(1) == {b"e": b"4", b"c": b"1"}
+    client.close()
 
 
 @pytest.mark.integration
@@ -168,7 +195,8 @@ def test_a_ranker_trained_with_the_exposure_history_is_served_the_streams_counts
     serving = trained.model_copy(update={"stream": trained.stream.model_copy(update={"user_exposure_counts": True})})
     client = redis.Redis.from_url(settings.redis.url)
     # what a stream with user_exposure_counts wrote for user 1; one corrupt field is skipped, the rest still serve
-    client.hset(keys.user_exposures_key(PREFIX, 1), mapping={"e": 40, "c": 9, "e:1": 12, "c:1": 7, "e:2": 30, "c:2": 2, "e:3": 5, "bogus": "x"})
+    layout = KeyLayout.from_config(settings.redis)
+    client.hset(layout.user_exposures(1), mapping={"e": 40, "c": 9, "e:1": 12, "c:1": 7, "e:2": 30, "c:2": 2, "e:3": 5, "bogus": "x"})
     service = ranking_service(serving, ranker_dir, repo, VIDEO_TOPICS_SERVICE)
     ranked = service.rank(1, k=12, n_candidates=12)
     drawn = [c.video_id for c in ranked.candidates.candidates]
@@ -188,7 +216,7 @@ def test_a_ranker_trained_with_the_exposure_history_is_served_the_streams_counts
     np.testing.assert_allclose(ranked.scores, expected[order], rtol=1e-5)
 
     # a user the stream never saw: zero counts, as training gives a user's first row
-    client.delete(keys.user_exposures_key(PREFIX, 1))
+    client.delete(layout.user_exposures(1))
     unseen = service.rank(1, k=12, n_candidates=12)
     zeros = offline.assign(user_exposures=0, user_clicks=0, topic_exposures=[[0] * len(t) for t in features["topic_ids"]],
                            topic_clicks=[[0] * len(t) for t in features["topic_ids"]])
