@@ -474,7 +474,8 @@ def encode_segment(segment: PackedSegment, values: dict[str, ValueProto], event_
             body.append(struct.pack(f"<I{length}{code}", length, *items) + bytes(padding * np.dtype(feature.dtype).itemsize))
         else:
             body.append(struct.pack(f"<{code}", getattr(value, kind)))
-    return struct.pack(">QB", event_ts_nanos, 1) + bytes(nulls) + b"".join(body)
+    # the header orders writes byte by byte, so it is unsigned: a time before 1970 (a film's 1920 release date) counts as 1970
+    return struct.pack(">QB", max(event_ts_nanos, 0), 1) + bytes(nulls) + b"".join(body)
 
 
 def _timestamp_nanos(timestamp: datetime) -> tuple[bytes, int]:
