@@ -56,6 +56,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from offline_jobs.artifacts import fingerprint_arrays, write_json_atomic
 from offline_jobs.mrlm_data import MRLMData, MRLMDataError
@@ -314,7 +315,8 @@ class MRLM:
             users, pos, neg = self._triplets(data, rng)
             order = rng.permutation(len(users))
             sums: dict[str, float] = {}
-            for start in range(0, len(order), config.batch_size):
+            progress = tqdm(range(0, len(order), config.batch_size), desc=f"MRLM epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+            for start in progress:
                 batch = order[start : start + config.batch_size]
                 if len(batch) < 2:  # BatchNorm needs two rows
                     continue
@@ -329,6 +331,7 @@ class MRLM:
                 optimizer.step()
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
+                progress.set_postfix(loss=f"{terms['mrlm'].item():.4f}", refresh=False)
             self.loss_history_.append({name: value / len(order) for name, value in sums.items()})
             self._compute_vectors(u0, v0)
             score = select(self) if select is not None else 0.0

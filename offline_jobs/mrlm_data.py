@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from topicfs.errors import UserError
 from topicfs.settings import MRLMConfig
@@ -199,7 +200,8 @@ class StructuredFM:
         positives = data.train[data.train["positive"]]
         users = positives["user"].to_numpy()
         items = positives["item"].to_numpy()
-        for epoch in range(self.epochs):
+        progress = tqdm(range(self.epochs), desc="MRLM initial vectors (attribute FM)", unit="epoch")
+        for epoch in progress:
             order = rng.permutation(len(users))
             negatives = rng.integers(0, data.n_items, size=len(users))
             total = 0.0
@@ -218,6 +220,7 @@ class StructuredFM:
                 optimizer.step()
                 total += loss.item() * len(batch)
             logger.debug("FM epoch %d: BPR loss %.4f", epoch, total / max(len(users), 1))
+            progress.set_postfix(loss=f"{total / max(len(users), 1):.4f}")
         return self
 
     @torch.no_grad()
