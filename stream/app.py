@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 
 import faust
 import pandas as pd
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
 from stream.security import aiokafka_params, faust_params
@@ -40,7 +38,7 @@ from stream.metrics import MetricsServer, WorkerMetrics, worker_health
 from stream.records import DeadLetter, VideoPublishedEvent
 from stream.state import RawMessage, StateLost, StreamStore, dead_letter
 from topicfs.keys import KeyLayout
-from topicfs.redis_client import async_client
+from topicfs.redis_client import REDIS_UNAVAILABLE, async_client
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -227,7 +225,7 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
                 try:
                     result = await store.apply_batch(messages, send_dead_letters)
                     break
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:  # the batch is not acked: retry, lose nothing
+                except REDIS_UNAVAILABLE as exc:  # the batch is not acked: retry, lose nothing
                     logger.warning("Redis unavailable (%s); retrying the batch in 1 s", exc)
                     await asyncio.sleep(1.0)
                 except StateLost as exc:  # stop applying; rebuild from the log, then apply this batch (skipped where replayed)
@@ -260,7 +258,7 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
             started = time.monotonic()
             try:
                 metrics.queue_rebuilds.inc(await store.rebuild_dirty_queues())
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 logger.warning("queue rebuild skipped, Redis unavailable: %s", exc)
             earliest = next_rebuild_at(started, time.monotonic(), config.queue_refresh_interval_s, config.queue_rebuild_max_busy_share)
 
@@ -276,7 +274,7 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
         seen_recoveries = runtime.recoveries
         try:
             lost = await store.lost_shards()
-        except (RedisConnectionError, RedisTimeoutError, OSError):
+        except REDIS_UNAVAILABLE:
             return
         if lost:
             await recover_lost_state(runtime, StateLost(lost, "epoch missing or changed"), seen_recoveries, send_dead_letters)
@@ -390,7 +388,7 @@ async def recover_lost_state(
                     break
                 except StateLost as again:
                     logger.error("%s during the rebuild; starting it again", again)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                except REDIS_UNAVAILABLE as exc:
                     logger.warning("Redis unavailable during the rebuild (%s); retrying in 1 s", exc)
                     await asyncio.sleep(1.0)
             runtime.recoveries += 1
@@ -473,7 +471,7 @@ async def _follow_videos(runtime: StreamRuntime, send_dead_letters) -> None:
                     try:
                         registered += await handle_video_messages(runtime, messages, send_dead_letters)
                         break
-                    except (RedisConnectionError, RedisTimeoutError) as exc:
+                    except REDIS_UNAVAILABLE as exc:
                         logger.warning("Redis unavailable (%s); retrying video messages in 1 s", exc)
                         await asyncio.sleep(1.0)
             elif not runtime.videos_ready.is_set():

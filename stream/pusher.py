@@ -30,15 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stream.logic import push_pause_s
 from stream.metrics import MetricsServer, PusherMetrics, pusher_health
 from stream.sinks import FeastPushSink, StatsSink
 from stream.state import StreamStore
 from topicfs.keys import KeyLayout
-from topicfs.redis_client import async_client
+from topicfs.redis_client import REDIS_UNAVAILABLE, async_client
 from topicfs.settings import Settings, StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -86,7 +84,7 @@ async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event,
             started = time.monotonic()
             try:
                 pushed = await push_changed_statistics(store, sink, config, metrics)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_UNAVAILABLE as exc:
                 logger.warning("Feast push skipped, Redis unavailable: %s", exc)
                 pushed = 0
             busy = time.monotonic() - started

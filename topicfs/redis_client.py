@@ -14,7 +14,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from redis.exceptions import ClusterDownError, ClusterError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from topicfs.settings import RedisConfig
+
+# Redis, or a cluster node, is unreachable for now (down, failing over, resharding): callers retry the work later
+REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, ClusterError, TryAgainError, OSError)
 
 
 def sync_client(config: RedisConfig, timeout_s: float | None = None) -> redis.Redis | RedisCluster:

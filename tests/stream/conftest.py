@@ -42,3 +42,12 @@ def stream_settings(redis_url, kafka_broker, tmp_path) -> Settings:
     stream.batch_max_messages = 500
     stream.seed = 5
     return settings
+
+
+@pytest.fixture()
+def deployed_stream_settings(stream_settings, redis_deployment) -> Settings:
+    """:func:`stream_settings` on each Redis deployment: a single node, then the 3-master cluster (5 shards)."""
+    stream_settings.redis.url = redis_deployment.url
+    stream_settings.redis.cluster = redis_deployment.cluster
+    stream_settings.redis.shards = redis_deployment.shards
+    return stream_settings

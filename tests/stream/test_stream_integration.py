@@ -12,13 +12,15 @@ import time
 import urllib.request
 
 import pytest
-import redis
 
 from stream.app import prepare
+from stream.demo import applied_offset
 from stream.process import WorkerProcess
 from stream.replay import produce
 from stream.synthetic_stream import synthetic_stream
 from stream_truth import assert_state_matches, dead_letters, truth_of
+from topicfs.keys import KeyLayout, is_cluster
+from topicfs.redis_client import async_client, sync_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,9 +37,7 @@ def setup_stream(settings, n_users=60, n_days=3):
     videos, events = list(videos), list(events)
 
     async def go():
-        import redis.asyncio as aioredis
-
-        await prepare(settings, aioredis.Redis.from_url(settings.redis.url))
+        await prepare(settings, async_client(settings.redis))
         await produce(settings.kafka.bootstrap_servers, settings.stream.videos_topic, videos, key_field="video_id")
 
     asyncio.run(go())
@@ -49,15 +49,21 @@ def replay(settings, messages, rate=None) -> dict[int, int]:
 
 
 def applied(client, settings) -> int:
-    keys = [f"{settings.redis.key_prefix}:stream:offset:{settings.stream.events_topic}:{p}" for p in range(settings.stream.partitions)]
-    return sum(int(v) + 1 for v in client.mget(keys) if v is not None)
+    """Messages every shard has applied."""
+    layout = KeyLayout.from_config(settings.redis)
+    return sum(applied_offset(client, layout, settings.stream.events_topic, p) + 1 for p in range(settings.stream.partitions))
+
+
+def dirty(client, settings) -> bool:
+    layout = KeyLayout.from_config(settings.redis)
+    return any(client.scard(layout.dirty(s)) for s in layout.all_shards())
 
 
 def wait_done(client, settings, n_messages, workers, timeout_s=90.0):
     """Until every produced message is applied and every changed queue rebuilt."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if applied(client, settings) >= n_messages and not client.smembers(f"{settings.redis.key_prefix}:stream:dirty"):
+        if applied(client, settings) >= n_messages and not dirty(client, settings):
             return
         if not any(w.alive() for w in workers):
             break
@@ -68,19 +74,20 @@ def wait_done(client, settings, n_messages, workers, timeout_s=90.0):
 
 def check(client, settings, events, topics_of):
     config = settings.stream
-    assert_state_matches(client, settings.redis.key_prefix, truth_of(events, topics_of), topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+    assert_state_matches(client, KeyLayout.from_config(settings.redis), truth_of(events, topics_of), topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
 
 
-def test_a_replay_gives_exact_counts_and_queues(stream_settings):
-    events, topics_of = setup_stream(stream_settings)
-    client = redis.Redis.from_url(stream_settings.redis.url)
-    worker = WorkerProcess.start(stream_settings)
+def test_a_replay_gives_exact_counts_and_queues(deployed_stream_settings):
+    events, topics_of = setup_stream(deployed_stream_settings)
+    client = sync_client(deployed_stream_settings.redis)
+    worker = WorkerProcess.start(deployed_stream_settings)
     try:
-        sent = replay(stream_settings, events)
-        wait_done(client, stream_settings, sum(sent.values()), [worker])
-        check(client, stream_settings, events, topics_of)
-        popular = client.zrevrange(f"{stream_settings.redis.key_prefix}:popular", 0, -1, withscores=True)
-        assert len(popular) == stream_settings.synthetic.n_true_topics
+        sent = replay(deployed_stream_settings, events)
+        wait_done(client, deployed_stream_settings, sum(sent.values()), [worker])
+        check(client, deployed_stream_settings, events, topics_of)
+        layout = KeyLayout.from_config(deployed_stream_settings.redis)
+        popular = [t for s in layout.all_shards() for t in client.zrevrange(layout.popular(s), 0, -1)]
+        assert len(popular) == deployed_stream_settings.synthetic.n_true_topics
     finally:
         worker.stop()
 
@@ -107,57 +114,114 @@ def wait_applied_at_least(client, settings, n, worker, timeout_s=60.0):
         time.sleep(0.05)
 
 
-def test_b_kill_9_mid_replay_then_restart_is_exact(stream_settings):
-    events, topics_of = setup_stream(stream_settings, n_users=80)
-    client = redis.Redis.from_url(stream_settings.redis.url)
-    worker = WorkerProcess.start(stream_settings)
+def test_b_kill_9_mid_replay_then_restart_is_exact(deployed_stream_settings):
+    events, topics_of = setup_stream(deployed_stream_settings, n_users=80)
+    client = sync_client(deployed_stream_settings.redis)
+    worker = WorkerProcess.start(deployed_stream_settings)
     try:
-        thread, sent = replay_in_background(stream_settings, client, events, rate=400, workers=[worker])
-        wait_applied_at_least(client, stream_settings, len(events) // 4, worker)
-        worker.kill()
-        at_kill = applied(client, stream_settings)
+        thread, sent = replay_in_background(deployed_stream_settings, client, events, rate=100, workers=[worker])
+        kills = []
+        for share in (0.08, 0.16, 0.24):  # kill -9 three times, each mid-stream, restarting in between
+            wait_applied_at_least(client, deployed_stream_settings, int(len(events) * share), worker)
+            if not thread.is_alive():
+                break
+            worker.kill()
+            kills.append(applied(client, deployed_stream_settings))
+            worker = WorkerProcess.start(deployed_stream_settings)
         thread.join()
-        assert at_kill < len(events), "the kill came after the replay: nothing tested"
-        worker = WorkerProcess.start(stream_settings)
-        wait_done(client, stream_settings, sum(sent.values()), [worker])
-        check(client, stream_settings, events, topics_of)
+        assert len(kills) == 3 and kills[-1] < len(events), f"kills at {kills} of {len(events)}: not all mid-stream"
+        wait_done(client, deployed_stream_settings, sum(sent.values()), [worker])
+        check(client, deployed_stream_settings, events, topics_of)
     finally:
         worker.stop()
 
 
-def test_c_two_workers_one_stopped_mid_stream_is_exact(stream_settings):
-    events, topics_of = setup_stream(stream_settings, n_users=80)
-    client = redis.Redis.from_url(stream_settings.redis.url)
-    workers = [WorkerProcess.start(stream_settings), WorkerProcess.start(stream_settings)]
+def test_c_two_workers_one_stopped_mid_stream_is_exact(deployed_stream_settings):
+    events, topics_of = setup_stream(deployed_stream_settings, n_users=80)
+    client = sync_client(deployed_stream_settings.redis)
+    workers = [WorkerProcess.start(deployed_stream_settings), WorkerProcess.start(deployed_stream_settings)]
     try:
-        thread, sent = replay_in_background(stream_settings, client, events, rate=400, workers=workers)
-        wait_applied_at_least(client, stream_settings, len(events) // 3, workers[0])
+        thread, sent = replay_in_background(deployed_stream_settings, client, events, rate=400, workers=workers)
+        wait_applied_at_least(client, deployed_stream_settings, len(events) // 3, workers[0])
         workers[0].stop()
-        at_stop = applied(client, stream_settings)
+        at_stop = applied(client, deployed_stream_settings)
         thread.join()
         assert at_stop < len(events), "the stop came after the replay: nothing tested"
-        wait_done(client, stream_settings, sum(sent.values()), workers[1:], timeout_s=120)
-        check(client, stream_settings, events, topics_of)
+        wait_done(client, deployed_stream_settings, sum(sent.values()), workers[1:], timeout_s=120)
+        check(client, deployed_stream_settings, events, topics_of)
     finally:
         for worker in workers:
             worker.stop()
 
 
-def test_d_redis_emptied_while_down_is_rebuilt_from_the_log(stream_settings):
-    events, topics_of = setup_stream(stream_settings)
-    client = redis.Redis.from_url(stream_settings.redis.url)
-    worker = WorkerProcess.start(stream_settings)
+def test_d_redis_emptied_while_down_is_rebuilt_from_the_log(deployed_stream_settings):
+    events, topics_of = setup_stream(deployed_stream_settings)
+    client = sync_client(deployed_stream_settings.redis)
+    worker = WorkerProcess.start(deployed_stream_settings)
     try:
-        sent = replay(stream_settings, events)
-        wait_done(client, stream_settings, sum(sent.values()), [worker])
-        before = {k: client.dump(k) for k in client.keys(f"{stream_settings.redis.key_prefix}:stats:*")}
+        sent = replay(deployed_stream_settings, events)
+        wait_done(client, deployed_stream_settings, sum(sent.values()), [worker])
+        pattern = KeyLayout.from_config(deployed_stream_settings.redis).pattern("stats:*")
+        before = {k: client.hgetall(k) for k in client.scan_iter(match=pattern)}
         worker.stop()
+        flush_all(client)
+        worker = WorkerProcess.start(deployed_stream_settings)
+        wait_done(client, deployed_stream_settings, sum(sent.values()), [worker])
+        check(client, deployed_stream_settings, events, topics_of)
+        after = {k: client.hgetall(k) for k in client.scan_iter(match=pattern)}
+        assert before == after
+    finally:
+        worker.stop()
+
+
+def flush_all(client) -> None:
+    """FLUSHALL on every master (a single Redis: on it)."""
+    if is_cluster(client):
+        for node in client.get_primaries():
+            client.flushall(target_nodes=node)
+    else:
         client.flushall()
-        worker = WorkerProcess.start(stream_settings)
-        wait_done(client, stream_settings, sum(sent.values()), [worker])
-        check(client, stream_settings, events, topics_of)
-        after = {k: client.dump(k) for k in client.keys(f"{stream_settings.redis.key_prefix}:stats:*")}
-        assert before.keys() == after.keys()
+
+
+def test_f_redis_emptied_under_a_running_worker_is_detected_and_rebuilt(deployed_stream_settings):
+    """FLUSHALL (every master) while the worker applies a replay: the worker notices, logs an error, counts it, replays
+    the log from its start, and every count, history and queue ends exact (today's main lost a third)."""
+    settings = deployed_stream_settings
+    events, topics_of = setup_stream(settings, n_users=80)
+    client = sync_client(settings.redis)
+    worker = WorkerProcess.start(settings)
+    try:
+        thread, sent = replay_in_background(settings, client, events, rate=400, workers=[worker])
+        wait_applied_at_least(client, settings, len(events) // 4, worker)
+        flush_all(client)
+        at_flush = len(events) // 4
+        thread.join()
+        wait_done(client, settings, sum(sent.values()), [worker], timeout_s=120)
+        check(client, settings, events, topics_of)
+        assert at_flush < sum(sent.values())
+        log = worker.log()
+        assert "was lost" in log and "rebuilt lost Redis state" in log, log[-3000:]
+    finally:
+        worker.stop()
+
+
+def test_g_one_master_restarted_empty_is_rebuilt(deployed_stream_settings, request):
+    """On the cluster, one master is killed and started again empty mid-stream: the shards it held are rebuilt."""
+    settings = deployed_stream_settings
+    if not settings.redis.cluster:
+        pytest.skip("a cluster scenario")
+    cluster = request.getfixturevalue("redis_cluster")
+    events, topics_of = setup_stream(settings, n_users=80)
+    client = sync_client(settings.redis)
+    worker = WorkerProcess.start(settings)
+    try:
+        thread, sent = replay_in_background(settings, client, events, rate=400, workers=[worker])
+        wait_applied_at_least(client, settings, len(events) // 4, worker)
+        cluster.restart_node_empty(1)
+        thread.join()
+        wait_done(client, settings, sum(sent.values()), [worker], timeout_s=120)
+        check(client, settings, events, topics_of)
+        assert "rebuilt lost Redis state" in worker.log()
     finally:
         worker.stop()
 
@@ -201,7 +265,7 @@ def test_e_malformed_events_go_to_the_dead_letter_topic_and_good_ones_count(stre
             event = next(source)
             mixed.append(event)
             counted.append(event)
-    client = redis.Redis.from_url(stream_settings.redis.url)
+    client = sync_client(stream_settings.redis)
     worker = WorkerProcess.start(stream_settings)
     try:
         sent = replay(stream_settings, mixed)
@@ -241,7 +305,7 @@ def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worke
         stream_settings.stream.pusher_metrics_port = probe.getsockname()[1]
     feast_store = write_push_repo(stream_settings.stream.feast_repo_path, stream_settings.redis.url, project=f"p{stream_settings.redis.key_prefix}".replace("-", "_"))
     events, topics_of = setup_stream(stream_settings, n_users=30, n_days=2)
-    client = redis.Redis.from_url(stream_settings.redis.url)
+    client = sync_client(stream_settings.redis)
     worker = WorkerProcess.start(stream_settings)
     try:
         sent = replay(stream_settings, events)
