@@ -214,3 +214,17 @@ def test_the_healthcheck_command_fails_when_no_worker_answers(tmp_path):
     assert done.returncode == 1 and done.stderr.startswith("error: no health report from http://127.0.0.1:")
     done = subprocess.run([str(VENV_BIN / "topicfs"), "stream", "health"], env={**os.environ, "TOPICFS_STREAM__METRICS_PORT": "0"}, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == ["error: TOPICFS_STREAM__METRICS_PORT is 0: the worker serves no /health"]
+
+
+def test_the_build_context_holds_only_what_the_dockerfile_copies():
+    """.dockerignore ignores everything (.venv alone is GBs) but the COPY sources, and the Feast registry folder."""
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    assert lines[0] == "*"
+    included = {line[1:] for line in lines if line.startswith("!")}
+    sources = set()
+    for keyword, args in dockerfile_instructions():
+        if keyword == "COPY" and not args.startswith("--from"):
+            sources |= {part.rstrip("/") for part in args.split()[:-1] if not part.startswith("--")}
+    assert sources and sources <= included, f"COPY sources the context leaves out: {sources - included}"
+    assert included <= sources, f"context entries no COPY uses: {included - sources}"
+    assert "feature_repo/data" in lines  # a local registry must not end up in the image

@@ -112,7 +112,7 @@ def test_worker_health_answers_during_a_replay_and_logs_json_lines(stream_settin
     settings.stream.metrics_port = free_port()
     settings.logging.format = "json"
     events, _, _ = learned_stream(settings)
-    worker = WorkerProcess.start(settings, loglevel="info")
+    worker = WorkerProcess.start(settings, cwd=settings.paths.artifacts_dir.parent, loglevel="info")  # Faust's data dir goes there
     try:
         first = wait_for(lambda: json.loads(get(worker_url(settings, "/health"))), 90, "a /health answer", worker)
         assert first["alive"] is True
@@ -163,7 +163,7 @@ def test_replay_leaves_the_learned_topics_in_redis_unchanged(stream_settings):
     settings.stream.metrics_port = free_port()
     _, learned, true = learned_stream(settings)
     client = redis.Redis.from_url(settings.redis.url)
-    worker = WorkerProcess.start(settings)
+    worker = WorkerProcess.start(settings, cwd=settings.paths.artifacts_dir.parent)
     env = child_env(settings)
     try:
         wait_for(lambda: json.loads(get(worker_url(settings, "/health")))["ready"], 90, "the worker ready", worker)
