@@ -234,3 +234,50 @@ def test_old_command_names_still_work_with_a_deprecation_line(tmp_path):
         assert shown.returncode == 0 and new in " ".join(shown.stdout.split()), shown.stdout
     top = run_cli(["--help"], tmp_path).stdout
     assert "offline" in top and " mrlm " not in top
+
+
+def test_a_second_dataset_under_the_same_name_is_refused(tmp_path):
+    """Two `data/` folders: the second one's report folder would be the first one's, so the command stops at once."""
+    for project in ("a", "b"):
+        (tmp_path / project / "data").mkdir(parents=True)
+        write(tmp_path / project / "data", "videos.csv", HEADER + good_rows(3))
+        write(tmp_path / project / "data", "interactions.csv", "user_id,video_id,clicked,ts\n1,1,1,2020-01-01\n")
+    from topicfs.datasets import data_files, report_dir
+
+    first = data_files(tmp_path / "a" / "data" / "videos.csv", tmp_path / "a" / "data" / "interactions.csv")
+    report_dir(tmp_path / "artifacts" / "reports", "table2_data", first.sources())
+    args = ["offline", "table2", "--dataset", "file", "--videos", "data/videos.csv", "--interactions", "data/interactions.csv"]
+    env = {"TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts")}
+    assert_one_error_line(run_cli(args, tmp_path / "b", env), "table2_data holds the reports of another dataset", str(tmp_path / "a"), "--name")
+    assert report_dir(tmp_path / "artifacts" / "reports", "table2_data", first.sources()).name == "table2_data"  # the same data: reused
+
+
+def readme_block(after: str, language: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index(f"```{language}\n", text.index(after)) + len(language) + 4
+    return text[start : text.index("```", start)]
+
+
+def test_readme_contract_examples_load(tmp_path):
+    from topicfs.contracts import load_interactions, load_videos
+
+    videos = load_videos(write(tmp_path, "videos.csv", readme_block("**Videos**", "csv")))
+    assert videos["video_id"].tolist() == [1000, 1001, 1002]
+    assert videos["tags"].tolist() == [["western", "outlaw"], [], ["documentary", "ocean"]]
+    assert videos["publish_ts"].dt.year.tolist() == [1954, 1962, 2019]
+    interactions = load_interactions(write(tmp_path, "interactions.csv", readme_block("**Interactions**", "csv")))
+    assert interactions["clicked"].tolist() == [1, 0, 1]
+
+
+def test_readme_clicks_step_makes_an_interactions_file(tmp_path):
+    """The README's snippet turns separate impressions and clicks into the --clicks file ranker training reads."""
+    from topicfs.contracts import load_interactions
+
+    t = pd.Timestamp("2026-12-01T10:00:00Z")
+    pd.DataFrame({"user_id": [1, 1, 2], "video_id": [5, 6, 5], "ts": [t, t, t + pd.Timedelta("1h")]}).to_parquet(tmp_path / "impressions.parquet")
+    pd.DataFrame({"user_id": [1, 2], "video_id": [5, 5], "ts": [t + pd.Timedelta("2min"), t]}).to_parquet(tmp_path / "clicks.parquet")
+    (tmp_path / "data").mkdir()
+    code = readme_block("The `--clicks` file of ranker training", "python")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+    log = load_interactions(tmp_path / "data" / "interactions.csv").sort_values(["user_id", "video_id"])
+    assert log[["user_id", "video_id", "clicked"]].values.tolist() == [[1, 5, 1], [1, 6, 0], [2, 5, 0]]  # user 2 clicked before being shown
