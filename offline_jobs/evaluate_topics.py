@@ -46,10 +46,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from offline_jobs.encoders import pretrained_cover_embeddings, pretrained_title_embeddings
-from offline_jobs.pipeline import fit_mmoe, fit_tag_graph
+from offline_jobs.encoders import existing_covers, pretrained_cover_embeddings, pretrained_title_embeddings
+from offline_jobs.pipeline import fit_mmoe, fit_tag_graph, predicted_modalities, topic_inputs, video_presence_audit
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
-from offline_jobs.topics import TopicModel, representation_halves, topic_representation, topics_per_video_report
+from offline_jobs.topics import TopicModel, format_presence_audit, representation_halves, topic_representation, topics_per_video_report
 from topicfs.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Row:
     ari_sc: float
     nmi_sc: float
     inter_intra: float
+    n: int = 0  # videos the row was scored on (the cover-only row: those with a cover)
 
 
 def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,9 +77,27 @@ def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int) -> R
     pc = held["primary_class"].notna().to_numpy()
     sc = held["secondary_class"].notna().to_numpy()
     ari_pc, nmi_pc = cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed)
-    ari_sc, nmi_sc = cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed) if sc.sum() > 2 else (np.nan, np.nan)
+    try:  # a small group may hold too few videos for K = its secondary classes: those two cells are then NaN
+        ari_sc, nmi_sc = cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed) if sc.sum() > 2 else (np.nan, np.nan)
+    except ValueError:
+        ari_sc, nmi_sc = np.nan, np.nan
     ratio = inter_intra_ratio(features[pc], held["primary_class"].to_numpy()[pc])
-    return Row(name, ari_pc, nmi_pc, ari_sc, nmi_sc, ratio)
+    return Row(name, ari_pc, nmi_pc, ari_sc, nmi_sc, ratio, len(held))
+
+
+def _score_rows(features: list[tuple[str, np.ndarray, np.ndarray]], held: pd.DataFrame, subset: np.ndarray, seed: int) -> list[Row]:
+    """Every representation scored on the held-out videos in ``subset`` where it exists (its mask); a representation
+    with too few videos there for K = their classes is left out with a warning."""
+    rows = []
+    for name, values, exists in features:
+        keep = subset & exists
+        if not keep.any():
+            continue
+        try:
+            rows.append(_scores(name, values[keep], held[keep].reset_index(drop=True), seed))
+        except ValueError as error:
+            logger.warning("Table I row %r skipped on %d videos: %s", name, int(keep.sum()), error)
+    return rows
 
 
 REFERENCE_ROW = "reference: char n-gram LR on titles (supervised)"
@@ -134,41 +153,49 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
         ("title only (pretrained f_T)", pretrained_title_embeddings(held["title"].tolist(), settings.mmoe)),
         ("tags only (ē)", e_bar),
     ]
-    covers = held["cover_image"].notna().to_numpy()
-    if covers.all() and settings.mmoe.image_encoder is not None:
+    covers = existing_covers(held["cover_image"].tolist())
+    facts["held_out_with_cover"] = float(covers.mean())
+    if covers.any() and settings.mmoe.image_encoder is not None:
+        # scored on the held-out videos that have a cover (its n is printed in the table)
         features.append(("cover only (pretrained f_C)", pretrained_cover_embeddings(held["cover_image"].tolist(), settings.mmoe)))
     elif covers.any():
-        logger.warning("cover-only column skipped: it needs a pretrained f_C (mmoe.image_encoder) and covers on every held-out video")
-    z = mmoe.transform(held) if mmoe is not None else None
+        logger.warning("cover-only row skipped: it needs a pretrained f_C (mmoe.image_encoder)")
+    topics_cfg = settings.topics
+    mode = topics_cfg.missing_modalities
+    predicted = predicted_modalities(tag_graph, mmoe, train, topics_cfg.complete_share) if mode == "predict" else []
+    facts["missing_modalities"], facts["predicted_modalities"] = mode, predicted
+    e_bar_a, _, z = topic_inputs(tag_graph, mmoe, held, mode, predicted)
     if z is not None:
-        features += [("MMoE (z)", z), ("MMoE+Tag (a)", topic_representation(e_bar, z))]
+        features += [("MMoE (z)", z), ("MMoE+Tag (a)", topic_representation(e_bar_a, z))]
     if cfg.supervised_reference:
         start = time.perf_counter()
         reference = supervised_reference_features(train, held, cfg.seed)
         if reference is not None:
             features.append((REFERENCE_ROW, reference))
         facts["seconds"]["supervised_reference"] = time.perf_counter() - start
-    rows = [_scores(name, values, held, cfg.seed) for name, values in features]
-    if 0 < has_tags.sum() < len(held):
-        # The same table on the held-out videos that have tags: there a = [ē/‖ē‖, z/‖z‖] has both halves, while a
-        # tagless video's a = [0, z/‖z‖] is at cosine <= 1/√2 from every tagged one, whatever its z (docs/TABLE1.md).
-        tagged = held[has_tags].reset_index(drop=True)
-        try:
-            facts["with_tags"] = {
-                "n_videos": int(has_tags.sum()),
-                "rows": [asdict(_scores(name, values[has_tags], tagged, cfg.seed)) for name, values in features],
-            }
-        except ValueError as error:  # too few tagged videos for K = their classes
-            logger.warning("Table I on the videos with tags skipped: %s", error)
+    everyone = np.ones(len(held), dtype=bool)
+    masked = [(name, values, covers if name.startswith("cover only") else everyone) for name, values in features]
+    rows = _score_rows(masked, held, everyone, cfg.seed)
+    # The same table per modality group (issue 21): a representation must not score well only where a modality exists.
+    facts["groups"] = {}
+    for group, subset in (("with tags", has_tags), ("without tags", ~has_tags), ("with cover", covers), ("without cover", ~covers)):
+        if 0 < subset.sum() < len(held):
+            facts["groups"][group] = {"n_videos": int(subset.sum()), "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed)]}
+    if "with tags" in facts["groups"]:
+        facts["with_tags"] = facts["groups"]["with tags"]
     start = time.perf_counter()
-    e_bar_train, _ = tag_graph.transform(train["tags"].tolist())
-    z_train = mmoe.transform(train) if mmoe is not None else None
+    e_bar_train, has_tags_train, z_train = topic_inputs(tag_graph, mmoe, train, mode, predicted)
     a_train = topic_representation(e_bar_train, z_train)
-    topics = TopicModel.from_config(settings.topics, show_progress=False).fit(a_train, representation_halves(e_bar_train, z_train))
-    threshold = settings.topics.assign_threshold
+    topics = TopicModel.from_config(topics_cfg, show_progress=False).fit(a_train, representation_halves(e_bar_train, z_train), predicted)
+    threshold, cap = topics_cfg.assign_threshold, topics_cfg.max_topics_per_video
+    train_assignment, held_assignment = topics.assign(a_train), topics.assign(topic_representation(e_bar_a, z))
     facts["topics_per_video"] = {
-        "train": topics_per_video_report(topics.assign(a_train), threshold),
-        "held_out": topics_per_video_report(topics.assign(topic_representation(e_bar, z)), threshold),
+        "train": topics_per_video_report(train_assignment, threshold),
+        "held_out": topics_per_video_report(held_assignment, threshold),
+    }
+    facts["presence_audit"] = {
+        "train": video_presence_audit(train, has_tags_train, train_assignment, cap),
+        "held_out": video_presence_audit(held, has_tags, held_assignment, cap),
     }
     facts["seconds"]["topics"] = time.perf_counter() - start
     facts["seconds"]["total"] = time.perf_counter() - job_start
@@ -180,21 +207,22 @@ def tagged_rows(facts: dict) -> list[Row]:
     return [Row(**row) for row in facts.get("with_tags", {}).get("rows", [])]
 
 
-def tagged_markdown(facts: dict) -> str:
-    """That table with its heading line, as the report and the CLI print it; "" when there is none."""
-    rows = tagged_rows(facts)
-    if not rows:
-        return ""
-    return f"The same on the {facts['with_tags']['n_videos']} held-out videos that have tags:\n\n{markdown_table(rows)}"
+def groups_markdown(facts: dict) -> str:
+    """The table per modality group (``facts["groups"]``: with / without tags, with / without a cover), each with its
+    heading line, as the report and the CLI print them; "" when every held-out video has the same modalities."""
+    parts = []
+    for group, table in facts.get("groups", {}).items():
+        parts.append(f"The same on the {table['n_videos']} held-out videos {group}:\n\n{markdown_table([Row(**r) for r in table['rows']])}")
+    return "\n\n".join(parts)
 
 
 def markdown_table(rows: list[Row]) -> str:
     lines = [
-        "| representation | ARI (PC) | NMI (PC) | ARI (SC) | NMI (SC) | inter/intra (Fig. 3) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| representation | n | ARI (PC) | NMI (PC) | ARI (SC) | NMI (SC) | inter/intra (Fig. 3) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.representation} | {r.ari_pc:.3f} | {r.nmi_pc:.3f} | {r.ari_sc:.3f} | {r.nmi_sc:.3f} | {r.inter_intra:.3f} |")
+        lines.append(f"| {r.representation} | {r.n} | {r.ari_pc:.3f} | {r.nmi_pc:.3f} | {r.ari_sc:.3f} | {r.nmi_sc:.3f} | {r.inter_intra:.3f} |")
     return "\n".join(lines)
 
 
@@ -208,8 +236,10 @@ def write_report(rows: list[Row], facts: dict, out_dir: Path, title: str) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": out_dir / "table1.md", "json": out_dir / "table1.json", "plot": out_dir / "table1.png"}
     lines = [f"# {title}", "", markdown_table(rows), ""]
-    if tagged := tagged_markdown(facts):
-        lines += [tagged, ""]
+    if groups := groups_markdown(facts):
+        lines += [groups, ""]
+    for part, audit in facts.get("presence_audit", {}).items():
+        lines += [f"{part} videos, {format_presence_audit(audit)}".replace("\n", "\n    "), ""]
     for part, report in facts.get("topics_per_video", {}).items():
         histogram = ", ".join(f"{k}: {v}" for k, v in report["histogram"].items())
         lines.append(f"- topics per video, {part} videos: mean {report['mean_topics_per_video']:.2f}, "

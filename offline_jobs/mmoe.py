@@ -335,11 +335,20 @@ class MultimodalTopicEncoder:
             parts.append(float(loss.detach()))
         return total, parts
 
-    def _joint(self, title_ids: list[list[int]] | None, covers: list[str | None], rows: np.ndarray) -> torch.Tensor:
-        """z = [f_C(x_I), f_T(x_W)] of one batch with gradients: (B, D_C + D_T)."""
+    def _joint(self, title_ids: list[list[int]] | None, covers: list[str | None], rows: np.ndarray,
+               rng: np.random.Generator | None = None) -> torch.Tensor:
+        """z = [f_C(x_I), f_T(x_W)] of one batch with gradients: (B, D_C + D_T).
+
+        With ``rng`` and ``config.modality_dropout`` > 0 (training), each video's cover is dropped with that
+        probability, i.e. encoded as the zero f_C of a video without cover (ModDrop, Neverova et al. 2015), when
+        it has a title to be learned from; the title is never dropped (an empty title is not a zero f_T).
+        """
         parts = []
         if self.cover_encoder_ is not None:
             images, present = load_covers([covers[i] for i in rows], self.cover_encoder_.image_size_px)
+            if rng is not None and self.config.modality_dropout > 0 and self.title_encoder_ is not None:
+                dropped = torch.from_numpy(rng.random(len(rows)) < self.config.modality_dropout)
+                present = present & ~dropped
             parts.append(self.cover_encoder_(images, present))  # (B, D_C)
         if self.title_encoder_ is not None:
             ids, mask = pad_batch([title_ids[i] for i in rows], self.title_encoder_.pad_id)
@@ -360,7 +369,7 @@ class MultimodalTopicEncoder:
             batches = sortish_batches(lengths, config.batch_size, rng)
             progress = tqdm(batches, desc=f"MMoE epoch {epoch + 1}/{config.epochs}", leave=False)
             for rows in progress:
-                logits, _, _ = self.mmoe_(self._joint(title_ids, covers, rows))
+                logits, _, _ = self.mmoe_(self._joint(title_ids, covers, rows, rng))
                 loss, parts = self._loss(logits, targets, rows)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -403,19 +412,36 @@ class MultimodalTopicEncoder:
         (d = D_C + D_T); ``"experts"`` -> [f^1(z), ..., f^N(z)] (d = N * expert_dim; the encoder output
         when no task was trained).
         """
+        return self.encode(videos, representation, batch_size)[0]
+
+    def encode(self, videos: pd.DataFrame, representation: Representation | None = None,
+               batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(z, tag probabilities) in one pass: z as :meth:`transform`; the tag task's per-tag sigmoid (n, M3) float32
+        over ``tag_classes()``, or None when there is no tag task."""
         representation = representation or self.config.representation
         if representation not in ("encoder", "experts"):
             raise ValueError(f"representation must be 'encoder' or 'experts', got {representation!r}")
         z = self.joint_features(videos, batch_size)
-        if representation == "encoder" or not self.tasks_:
-            return z
-        out = []
+        tag_task = next((k for k, task in enumerate(self.tasks_) if task.kind == "multilabel"), None)
+        if not self.tasks_:
+            return z, None
+        mixtures_out, tags_out = [], []
         with _torch_threads(self.config.torch_threads), torch.inference_mode():
             self.mmoe_.eval()
             for start in range(0, len(z), 1024):
-                _, _, mixtures = self.mmoe_(torch.from_numpy(z[start : start + 1024]))  # (b, N, E)
-                out.append(mixtures.reshape(len(mixtures), -1).numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
+                logits, _, mixtures = self.mmoe_(torch.from_numpy(z[start : start + 1024]))  # (b, N, E)
+                mixtures_out.append(mixtures.reshape(len(mixtures), -1).numpy())
+                if tag_task is not None:
+                    tags_out.append(torch.sigmoid(logits[tag_task]).numpy())
+        tag_probs = np.concatenate(tags_out).astype(np.float32, copy=False) if tag_task is not None else None
+        if representation == "encoder":
+            return z, tag_probs
+        return np.concatenate(mixtures_out).astype(np.float32, copy=False), tag_probs
+
+    def tag_classes(self) -> list[str]:
+        """The tags the tag task predicts (columns of :meth:`encode`'s tag probabilities); [] without tag task."""
+        self._check_fitted()
+        return next((list(task.classes) for task in self.tasks_ if task.kind == "multilabel"), [])
 
     def fit_transform(self, videos: pd.DataFrame) -> np.ndarray:
         return self.fit(videos).transform(videos)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,7 +35,10 @@ from offline_jobs.tag_graph import TagGraphEmbedder
 from offline_jobs.topics import (
     TopicAssignment,
     TopicModel,
+    format_presence_audit,
     format_topics_per_video_report,
+    impute_tag_half,
+    presence_audit,
     representation_halves,
     topic_representation,
     topics_per_video_report,
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 
 Dataset = Literal["synthetic", "kuairec", "file"]
 TAG_GRAPH_DIR, MMOE_DIR, TOPICS_DIR = "tag_graph", "mmoe", "topics"
+PRESENCE_AUDIT_FILE = "presence_audit.json"  # written beside the tables: do topics follow which modalities videos have?
 
 
 @dataclass
@@ -69,7 +74,8 @@ def load_dataset(dataset: Dataset, data: Path | None, settings: Settings) -> Loa
 
         cfg = settings.synthetic
         out_dir = data or settings.paths.artifacts_dir / "synthetic"
-        catalogue = make_catalogue(cfg.n_videos, cfg.n_true_topics, cfg.image_size, cfg.with_images, out_dir, cfg.seed)
+        catalogue = make_catalogue(cfg.n_videos, cfg.n_true_topics, cfg.image_size, cfg.with_images, out_dir, cfg.seed,
+                                   cover_share=cfg.cover_share, tag_share=cfg.tag_share, publish_span_days=cfg.publish_span_days)
         write_videos(catalogue.videos, Path(out_dir) / "videos.parquet")
         return LoadedDataset(catalogue.videos, catalogue.true_topic, "synthetic")
     if data is None:
@@ -93,8 +99,7 @@ class TopicModels:
 
     def representation(self, videos: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(a, ē, z) of ``videos``; z is None when MMoE was dropped (no titles, covers or labels)."""
-        e_bar, _ = self.tag_graph.transform(videos["tags"].tolist())
-        z = self.mmoe.transform(videos) if self.mmoe is not None else None
+        e_bar, _, z = topic_inputs(self.tag_graph, self.mmoe, videos, self.topics.missing_modalities, self.topics.predicted_modalities_)
         return topic_representation(e_bar, z), e_bar, z
 
     def save(self, models_dir: Path) -> None:
@@ -110,6 +115,58 @@ class TopicModels:
             raise FileNotFoundError(f"{models_dir}: no trained topic models (run `topicfs topics learn` first)")
         mmoe = MultimodalTopicEncoder.load(models_dir / MMOE_DIR) if (models_dir / MMOE_DIR).exists() else None
         return cls(TagGraphEmbedder.load(models_dir / TAG_GRAPH_DIR), mmoe, TopicModel.load(models_dir / TOPICS_DIR))
+
+
+def predicted_modalities(tag_graph: TagGraphEmbedder, mmoe: MultimodalTopicEncoder | None, videos: pd.DataFrame,
+                         complete_share: float) -> list[str]:
+    """The ragged modalities of ``videos`` that ``missing_modalities="predict"`` replaces by the models' predictions:
+    "tags" when fewer than ``complete_share`` of the videos have a known tag and the MMoE has a tag task; "cover" when
+    fewer have a cover file and the MMoE reads covers and titles (z is then computed from the title alone)."""
+    from offline_jobs.encoders import existing_covers
+
+    if mmoe is None:
+        return []
+    out = []
+    _, has_tags = tag_graph.transform(videos["tags"].tolist())
+    if has_tags.mean() < complete_share and mmoe.tag_classes():
+        out.append("tags")
+    if "cover" in mmoe.modalities_ and "title" in mmoe.modalities_ and existing_covers(videos["cover_image"].tolist()).mean() < complete_share:
+        out.append("cover")
+    return out
+
+
+def topic_inputs(
+    tag_graph: TagGraphEmbedder,
+    mmoe: MultimodalTopicEncoder | None,
+    videos: pd.DataFrame,
+    missing_modalities: str = "zero",
+    predicted: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ē, has_tags, z) of ``videos``, the inputs of a = [ē/‖ē‖, z/‖z‖] (``topics.missing_modalities``, issue 21):
+
+    - ``"zero"`` (the paper): ē from the tags (Eq. 4), zero without a known tag; z with a zero f_C without a cover.
+    - ``"impute"``: as ``"zero"``, but videos without a known tag get ē from the MMoE tag task's predicted tags
+      (:func:`offline_jobs.topics.impute_tag_half`).
+    - ``"predict"``: as ``"impute"``, and the modalities in ``predicted`` (:func:`predicted_modalities` of the fitted
+      videos) enter through the models only: with "tags", every video's ē is the tag task's prediction; with "cover",
+      z is computed without any cover. A video then has the same kind of a whatever it has, so k-means cannot split
+      videos by presence; the covers and tags still shaped z and the tag task through training.
+
+    ``has_tags`` says which videos have a known tag, whatever ē holds. z is None without MMoE.
+    """
+    e_bar, has_tags = tag_graph.transform(videos["tags"].tolist())
+    if mmoe is None:
+        return e_bar, has_tags, None
+    predict = set(predicted) if missing_modalities == "predict" else set()
+    z, tag_probs = mmoe.encode(videos.assign(cover_image=None) if "cover" in predict else videos)
+    if missing_modalities != "zero" and tag_probs is not None:
+        fill = np.zeros(len(has_tags), dtype=bool) if "tags" in predict else has_tags
+        index = tag_graph.tag_index_
+        columns = [(j, index[tag]) for j, tag in enumerate(mmoe.tag_classes()) if tag in index]
+        if columns and not fill.all():
+            task_cols, graph_rows = (np.array(c) for c in zip(*columns))
+            e_bar = impute_tag_half(e_bar, fill, tag_probs[:, task_cols], tag_graph.embeddings_[graph_rows], tag_graph.tag_weights()[graph_rows])
+    return e_bar, has_tags, z
 
 
 def fit_tag_graph(videos: pd.DataFrame, settings: Settings) -> TagGraphEmbedder:
@@ -149,17 +206,19 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     mmoe = fit_mmoe(videos, settings)
     seconds["mmoe"] = time.perf_counter() - start
     start = time.perf_counter()
-    e_bar, has_tags = tag_graph.transform(videos["tags"].tolist())
-    z = mmoe.transform(videos) if mmoe is not None else None
+    predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share) if settings.topics.missing_modalities == "predict" else []
+    e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, settings.topics.missing_modalities, predicted)
     a = topic_representation(e_bar, z)
     seconds["representation"] = time.perf_counter() - start
     start = time.perf_counter()
-    topics = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z))
+    topics = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z), predicted)
     assignment = topics.assign(a)
     seconds["topics"] = time.perf_counter() - start
     models = TopicModels(tag_graph, mmoe, topics)
     report = topics_per_video_report(assignment, settings.topics.assign_threshold)
     logger.info("topics per video:\n%s", format_topics_per_video_report(report))
+    report["presence_audit"] = video_presence_audit(videos, has_tags, assignment, settings.topics.max_topics_per_video)
+    logger.info("%s", format_presence_audit(report["presence_audit"]))
     tables: dict[str, Path] = {}
     start = time.perf_counter()
     if write:
@@ -176,6 +235,9 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
             video_event_timestamps=videos["publish_ts"],
         )
         tables[VIDEO_MAP] = write_video_map(settings.paths.tables_dir, videos, video_map(topics, a, assignment), assignment)
+        audit_path = Path(settings.paths.tables_dir) / PRESENCE_AUDIT_FILE
+        write_json_atomic(audit_path, report["presence_audit"])
+        tables[PRESENCE_AUDIT_FILE] = audit_path
         seconds["write"] = time.perf_counter() - start
     return TopicJobResult(models, assignment, tables, report, seconds)
 

@@ -331,6 +331,13 @@ class TagGraphEmbedder(BaseEstimator):
             )
         return e_bar, has_tags
 
+    def tag_weights(self) -> np.ndarray:
+        """(T,) float64 the weight of each tag (rows of ``embeddings_``) in Eq. 4: idf with ``weighting="idf"``, else 1."""
+        self._check_fitted()
+        if self.weighting == "idf":
+            return np.log((1.0 + self.n_videos_fit_) / (1.0 + self.tag_counts_)) + 1.0
+        return np.ones(len(self.tags_))
+
     def fit_transform(self, tags_per_video: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """``fit`` then ``transform`` on the same videos."""
         return self.fit(tags_per_video).transform(tags_per_video)

@@ -89,11 +89,12 @@ def learn(
     videos, true_topic = loaded.videos, loaded.true_topic
 
     from offline_jobs.pipeline import run_topic_job
-    from offline_jobs.topics import format_topics_per_video_report
+    from offline_jobs.topics import format_presence_audit, format_topics_per_video_report
 
     result = run_topic_job(videos, settings)
     typer.echo(f"{len(videos)} videos, {settings.topics.n_topics} topics; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
     typer.echo(format_topics_per_video_report(result.report))
+    typer.echo(format_presence_audit(result.report["presence_audit"]))
     if true_topic is not None:
         a, _, _ = result.models.representation(videos)
         first = result.assignment.topic_ids[result.assignment.offsets[:-1]]
@@ -118,18 +119,20 @@ def evaluate(
     loaded = load_topic_videos(dataset, data, settings, on_error, name)
     folder = out or report_dir(settings.paths.reports_dir, loaded.name, loaded.sources)
 
-    from offline_jobs.evaluate_topics import evaluate_representations, markdown_table, tagged_markdown, write_report
-    from offline_jobs.topics import format_topics_per_video_report
+    from offline_jobs.evaluate_topics import evaluate_representations, groups_markdown, markdown_table, write_report
+    from offline_jobs.topics import format_presence_audit, format_topics_per_video_report
 
     rows, facts = evaluate_representations(loaded.videos, settings)
     title = f"Table I on {loaded.name}: {facts['n_held_out']} held-out videos, models fitted on {facts['n_train']}"
     paths = write_report(rows, facts, folder, title)
     typer.echo(title)
     typer.echo(markdown_table(rows))
-    if tagged := tagged_markdown(facts):
-        typer.echo(tagged)
+    if groups := groups_markdown(facts):
+        typer.echo(groups)
     for part, report in facts["topics_per_video"].items():
         typer.echo(f"topics per video ({part} videos, K={settings.topics.n_topics}, τ3={settings.topics.assign_threshold}):")
         typer.echo(format_topics_per_video_report(report))
+    for part, audit in facts["presence_audit"].items():
+        typer.echo(f"{part} videos, {format_presence_audit(audit)}")
     typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in facts["seconds"].items()))
     typer.echo(f"wrote {paths['markdown']}, {paths['plot']}")

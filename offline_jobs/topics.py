@@ -89,6 +89,7 @@ logger = logging.getLogger(__name__)
 ARRAYS_FILE = "topic_model.npz"
 META_FILE = "topic_model.json"
 FORMAT_VERSION = 2  # 2: half_sizes / half_means (centring); version 1 models load as uncentred
+MISSING_MODALITIES = ("zero", "impute", "predict")
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
 
@@ -131,6 +132,34 @@ def _unit_halves(a: np.ndarray, sizes: Sequence[int]) -> tuple[np.ndarray, list[
     """A float32 copy of a with each half row-normalised, and per half the (n,) mask of rows where it is non-zero."""
     x = np.array(a, dtype=np.float32, copy=True)
     return x, [_normalise_rows_in_place(x[:, start:stop]) for start, stop in _bounds(sizes)]
+
+
+def impute_tag_half(
+    e_bar: np.ndarray, has_tags: np.ndarray, tag_probs: np.ndarray, tag_embeddings: np.ndarray, tag_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """ē with the rows of videos without tags filled from a predicted tag distribution (issue 21).
+
+    A zero tag half tells k-means "this video has no tags", which says when or where it was published, not what it
+    is about; so tagless videos get ē_i = Σ_j p_ij w_j e_j / Σ_j p_ij w_j, the expectation of Eq. 4 under the tag
+    task's predicted tags (cross-modal imputation of a missing modality, as in Ma et al. 2021 "SMIL" and Tran et
+    al. 2017 "Missing modalities imputation via cascaded residual autoencoder", here with the prediction the MMoE
+    already makes). ``tag_probs`` (n, T) the predicted probability of each tag (columns = rows of
+    ``tag_embeddings`` (T, d)); ``tag_weights`` (T,) the tag weights of Eq. 4 (idf; None = 1). Rows with tags and
+    rows whose predicted mass is 0 are returned unchanged. Returns a new (n, d) float32 array.
+    """
+    e_bar = np.array(_as_matrix("e_bar", e_bar), copy=True)
+    has_tags = np.asarray(has_tags, dtype=bool)
+    probs = np.asarray(tag_probs, dtype=np.float64)
+    if probs.shape != (len(e_bar), len(tag_embeddings)) or has_tags.shape != (len(e_bar),):
+        raise ValueError(f"impute_tag_half: tag_probs {probs.shape} must be (n={len(e_bar)}, T={len(tag_embeddings)}) and has_tags ({len(e_bar)},)")
+    missing = ~has_tags
+    if not missing.any() or not len(tag_embeddings):
+        return e_bar
+    weighted = probs[missing] * (1.0 if tag_weights is None else np.asarray(tag_weights, dtype=np.float64)[None, :])  # (m, T)
+    mass = weighted.sum(axis=1, keepdims=True)  # (m, 1)
+    filled = np.divide(weighted @ np.asarray(tag_embeddings, dtype=np.float64), mass, out=np.zeros((len(weighted), e_bar.shape[1])), where=mass > 0)
+    e_bar[missing] = filled.astype(np.float32)
+    return e_bar
 
 
 def representation_halves(e_bar: np.ndarray | None, z: np.ndarray | None) -> list[int]:
@@ -345,6 +374,8 @@ class TopicModel(BaseEstimator):
         kmeans_iterations: int = 25,
         seed: int = 23,
         center_halves: bool = True,
+        missing_modalities: str = "zero",
+        complete_share: float = 0.95,
         block_size: int = 65536,
         max_points_per_centroid: int = 256,
         init_sample_per_topic: int = 3,
@@ -357,6 +388,9 @@ class TopicModel(BaseEstimator):
         self.kmeans_iterations = kmeans_iterations
         self.seed = seed
         self.center_halves = center_halves
+        # how the pipeline builds a for videos lacking a modality (offline_jobs.pipeline.topic_inputs); kept with the model
+        self.missing_modalities = missing_modalities
+        self.complete_share = complete_share
         self.block_size = block_size
         self.max_points_per_centroid = max_points_per_centroid
         self.init_sample_per_topic = init_sample_per_topic
@@ -365,7 +399,8 @@ class TopicModel(BaseEstimator):
     @classmethod
     def from_config(cls, config: TopicsConfig, **extra: Any) -> TopicModel:
         """An unfitted model with the settings' values (``extra``: block_size, show_progress, ...)."""
-        return cls(**config.model_dump(), **extra)
+        known = set(cls._get_param_names())
+        return cls(**{k: v for k, v in config.model_dump().items() if k in known}, **extra)
 
     def _check_params(self) -> None:
         for name, minimum in [
@@ -375,16 +410,21 @@ class TopicModel(BaseEstimator):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"TopicModel: {name} must be an integer >= {minimum}, got {value!r}")
+        if self.missing_modalities not in MISSING_MODALITIES:
+            raise ValueError(f"TopicModel: missing_modalities must be one of {', '.join(MISSING_MODALITIES)}, got {self.missing_modalities!r}")
         if not -1.0 <= float(self.assign_threshold) <= 1.0:
             raise ValueError(f"TopicModel: assign_threshold (τ3) is a cosine similarity in [-1, 1], got {self.assign_threshold!r}")
 
-    def fit(self, a: np.ndarray, halves: Sequence[int] | None = None) -> TopicModel:
+    def fit(self, a: np.ndarray, halves: Sequence[int] | None = None, predicted_modalities: Sequence[str] = ()) -> TopicModel:
         """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self.
 
         ``halves``: the widths of the parts of a centred separately (:func:`representation_halves` gives them for
-        [ē/‖ē‖, z/‖z‖]); None = a is one part.
+        [ē/‖ē‖, z/‖z‖]); None = a is one part. ``predicted_modalities``: the modalities a was built without, from the
+        models' predictions (``missing_modalities="predict"``, :func:`offline_jobs.pipeline.topic_inputs`); kept as
+        ``predicted_modalities_`` so videos assigned later are represented the same way.
         """
         self._check_params()
+        self.predicted_modalities_ = sorted(str(m) for m in predicted_modalities)
         a = _as_matrix("a", a)
         sizes = [int(a.shape[1])] if halves is None else [int(h) for h in halves]
         if any(h < 1 for h in sizes) or sum(sizes) != a.shape[1]:
@@ -501,6 +541,7 @@ class TopicModel(BaseEstimator):
                 "data_fingerprint": self.data_fingerprint_,
                 "n_features_in": self.n_features_in_,
                 "half_sizes": self.half_sizes_,
+                "predicted_modalities": self.predicted_modalities_,
                 "objective": self.objective_,
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             },
@@ -526,6 +567,7 @@ class TopicModel(BaseEstimator):
             model.topic_embeddings_ = arrays["topic_embeddings"]
             model.half_means_ = arrays["half_means"] if "half_means" in arrays else np.zeros(n_features, np.float32)
         model.half_sizes_ = [int(h) for h in meta.get("half_sizes", [n_features])]
+        model.predicted_modalities_ = list(meta.get("predicted_modalities", []))
         model.n_features_in_ = n_features
         model.objective_ = float(meta["objective"])
         model.data_fingerprint_ = meta["data_fingerprint"]
@@ -565,6 +607,75 @@ def format_topics_per_video_report(report: dict[str, Any]) -> str:
     ]
     for value, frequency in report["histogram"].items():
         lines.append(f"{value:>6}  {frequency:>7}  {'#' * round(40 * frequency / n)}")
+    return "\n".join(lines)
+
+
+def nearest_topics(assignment: TopicAssignment) -> np.ndarray:
+    """(n,) int64 the nearest topic of every video, -1 for a video without topic."""
+    first = np.full(len(assignment), -1, dtype=np.int64)
+    has = assignment.counts > 0
+    first[has] = assignment.topic_ids[assignment.offsets[:-1][has]]
+    return first
+
+
+def presence_audit(
+    assignment: TopicAssignment,
+    max_topics_per_video: int,
+    presence: dict[str, np.ndarray | None],
+    labels: dict[str, np.ndarray | None] | None = None,
+) -> dict[str, Any]:
+    """Do topics follow which modalities a video has (issue 21)?
+
+    ``presence``: name -> (n,) bool, e.g. {"cover": has_cover, "tags": has_tags}; ``labels``: name -> (n,) labels
+    (classes, the synthetic true topic; None or missing values are left out of that label's NMI). Returns
+
+    - ``nmi``: NMI(nearest topic, has <modality>) per presence flag (0 = the nearest topic says nothing about it;
+      a flag that is the same for every video is skipped) and NMI(nearest topic, label) per label;
+    - ``groups``: per group (all videos, with / without each modality): n, mean topics per video and the share of
+      videos at the cap ``max_topics_per_video``.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    nearest = nearest_topics(assignment)
+    counts = assignment.counts
+    nmi: dict[str, float] = {}
+    groups: dict[str, dict[str, float]] = {}
+
+    def group(name: str, mask: np.ndarray) -> None:
+        if mask.any():
+            groups[name] = {
+                "n": int(mask.sum()),
+                "mean_topics": float(counts[mask].mean()),
+                "at_cap": float((counts[mask] >= max_topics_per_video).mean()),
+            }
+
+    group("all", np.ones(len(counts), dtype=bool))
+    for name, flags in presence.items():
+        if flags is None:
+            continue
+        flags = np.asarray(flags, dtype=bool)
+        if len(flags) != len(counts):
+            raise ValueError(f"presence_audit: {name} has {len(flags)} flags for {len(counts)} videos")
+        group(f"with {name}", flags)
+        group(f"without {name}", ~flags)
+        if 0 < flags.sum() < len(flags):
+            nmi[f"has {name}"] = float(normalized_mutual_info_score(flags, nearest))
+    for name, values in (labels or {}).items():
+        if values is None:
+            continue
+        values = pd.Series(np.asarray(values, dtype=object))
+        known = values.notna().to_numpy()
+        if values[known].nunique() >= 2:
+            nmi[name] = float(normalized_mutual_info_score(values[known].astype(str).to_numpy(), nearest[known]))
+    return {"nmi": nmi, "groups": groups, "max_topics_per_video": int(max_topics_per_video)}
+
+
+def format_presence_audit(audit: dict[str, Any]) -> str:
+    """The audit as a few readable lines."""
+    lines = ["presence audit: NMI(nearest topic, x) — " + ", ".join(f"{k} {v:.3f}" for k, v in audit["nmi"].items())]
+    lines.append(f"{'videos':<16} {'n':>7} {'topics/video':>13} {'at cap ' + str(audit['max_topics_per_video']):>9}")
+    for name, g in audit["groups"].items():
+        lines.append(f"{name:<16} {g['n']:>7} {g['mean_topics']:>13.2f} {100 * g['at_cap']:>8.1f}%")
     return "\n".join(lines)
 
 

@@ -153,11 +153,17 @@ class TopicsConfig(BaseModel):
         description="remove each half's mean direction over the fitted videos before k-means and τ3 (offline_jobs.topics.TopicModel.centred); "
         "False compares the raw [ē/‖ē‖, z/‖z‖] as the paper writes it",
     )
-    missing_tags: str = Field(
+    missing_modalities: str = Field(
         "zero",
-        pattern="^(zero|tag_task)$",
-        description="ē of a video without tags: 'zero' = a zero tag half (the paper); 'tag_task' = imputed from the MMoE tag task's "
-        "predicted tags, sum of p(tag) e_tag (offline_jobs.topics.impute_tag_half)",
+        pattern="^(zero|impute|predict)$",
+        description="how a is built when videos lack tags or a cover (offline_jobs.pipeline.topic_inputs): 'zero' = zero tag half and "
+        "zero cover features (the paper); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'predict' = a "
+        "modality on fewer than complete_share of the videos enters a only through the models trained with it (ē from the tag task, "
+        "z without covers, for every video), so a does not say which modalities a video has",
+    )
+    complete_share: float = Field(
+        0.95, gt=0, le=1,
+        description="with missing_modalities='predict': a modality present on at least this share of the fitted videos is used as it is",
     )
 
 
@@ -319,16 +325,6 @@ class ServingConfig(BaseModel):
     redis_timeout_s: float = Field(1.0, gt=0, description="connect and read timeout of the candidate service's Redis calls, seconds")
     api_host: str = Field("127.0.0.1", description="address the candidate API listens on")
     api_port: int = Field(8000, ge=1, le=65535, description="port the candidate API listens on")
-    ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
-    ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")
-    ui_ranker_dir: Path | None = Field(
-        None, description="saved ranker the browser's user page ranks candidates with; None = the newest ranker_* folder under paths.models_dir, if any"
-    )
-    ui_metrics_urls: list[str] = Field(
-        [],
-        description="Prometheus endpoints (worker, pusher) the browser's stream page reads; empty = http://127.0.0.1:<port>/metrics "
-        "of stream.metrics_port and stream.pusher_metrics_port when those are set",
-    )
     access_log: bool = Field(True, description="log one line per HTTP request of the candidate API (method, path, status)")
     ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
     ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")

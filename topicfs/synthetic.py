@@ -6,6 +6,15 @@ plus noise tags), its cover image (a topic colour and shape plus noise), its sec
 and its primary class (= the topic's group of two). Learned topics can therefore be scored against
 ``true_topic`` with ARI/NMI.
 
+Ragged modalities (issue 21): real catalogues have covers on some videos and tags on a few, mostly on older
+ones. ``cover_share`` and ``tag_share`` give covers / tags to that share of videos, drawn with a probability
+that falls linearly with the publish time (``presence_age_slope``: 1 = for a share <= 0.5 the oldest video has
+twice the share and the newest none; 0 = independent of time), never with the topic. So which modalities a video has says when it was
+published, not what it is about, and learned topics can be audited for following presence
+(:func:`offline_jobs.topics.presence_audit`). The presence draws use their own random stream: titles,
+topics, classes and covers' pixels are those of the same seed without the option, and ``tag_share=1`` gives
+every video tags (a video the default draw left untagged gets one tag of its topic's pool).
+
 :func:`make_click_log` draws users whose interests are a sparse mix of the hidden topics and lets them
 see feed refreshes of ``videos_per_refresh`` videos; a user clicks a video with a probability that
 grows with their interest in its topic and with the video's own quality. The log is returned both as
@@ -58,6 +67,8 @@ class SyntheticCatalogue:
     videos: pd.DataFrame  # columns: topicfs.contracts.VIDEO_COLUMNS
     true_topic: np.ndarray  # (n_videos,) int64, aligned with videos' rows
     quality: np.ndarray  # (n_videos,) float64 in (0, 1): the video's own appeal, drives its CTR
+    has_cover: np.ndarray | None = None  # (n_videos,) bool: the video has a cover image (None: with_images=False)
+    has_tags: np.ndarray | None = None  # (n_videos,) bool: the video has at least one tag
 
 
 def _topic_words(n_true_topics: int, rng: np.random.Generator) -> list[list[str]]:
@@ -94,17 +105,36 @@ def make_catalogue(
     seed: int = 7,
     start: pd.Timestamp | None = None,
     show_progress: bool = True,
+    cover_share: float = 1.0,
+    tag_share: float | None = None,
+    presence_age_slope: float = 1.0,
+    publish_span_days: float = 30.0,
 ) -> SyntheticCatalogue:
-    """Draw a catalogue; cover PNGs go to ``out_dir/covers`` (required when ``with_images``)."""
+    """Draw a catalogue; cover PNGs go to ``out_dir/covers`` (required when ``with_images``).
+
+    ``cover_share``: share of videos with a cover (1 = all, the default); ``tag_share``: share with tags (None =
+    the default draw, about 80%); both drawn older-first with ``presence_age_slope`` (module docstring).
+    ``publish_span_days``: videos are published uniformly over this many days from ``start``.
+    """
     if with_images and out_dir is None:
         raise ValueError("make_catalogue: out_dir is required when with_images=True (cover images are files)")
+    for name, share in (("cover_share", cover_share), ("tag_share", tag_share)):
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ValueError(f"make_catalogue: {name} must be a share in [0, 1], got {share!r}")
+    if not 0.0 <= presence_age_slope <= 1.0:
+        raise ValueError(f"make_catalogue: presence_age_slope must be in [0, 1], got {presence_age_slope!r}")
+    if publish_span_days <= 0:
+        raise ValueError(f"make_catalogue: publish_span_days must be > 0, got {publish_span_days!r}")
     rng = np.random.default_rng(seed)
     words = _topic_words(n_true_topics, rng)
     tag_pools = [[f"{words[t][0]}-{j}" for j in range(8)] for t in range(n_true_topics)]
     true_topic = rng.integers(0, n_true_topics, size=n_videos)
     quality = rng.beta(2, 5, size=n_videos)
     start = start if start is not None else pd.Timestamp("2026-10-01", tz="UTC")
-    publish_s = np.sort(rng.uniform(0, 30 * 86400, size=n_videos))
+    publish_s = np.sort(rng.uniform(0, publish_span_days * 86400, size=n_videos))
+    presence_rng = np.random.default_rng([seed, 21])  # its own stream: the draws below stay those of the seed
+    with_cover = _presence(cover_share, presence_age_slope, n_videos, presence_rng)
+    with_tags = _presence(tag_share, presence_age_slope, n_videos, presence_rng) if tag_share is not None else None
     cover_dir = Path(out_dir) / "covers" if out_dir is not None else None
     if with_images:
         cover_dir.mkdir(parents=True, exist_ok=True)
@@ -119,10 +149,17 @@ def make_catalogue(
         tags = list(dict.fromkeys(str(rng.choice(tag_pools[topic])) for _ in range(n_tags)))
         if tags and rng.random() < 0.1:  # a noise tag from another topic
             tags.append(str(rng.choice(tag_pools[int(rng.integers(n_true_topics))])))
+        if with_tags is not None:
+            if not with_tags[i]:
+                tags = []
+            elif not tags:
+                tags = [str(presence_rng.choice(tag_pools[topic]))]
         cover = None
         if with_images:
-            cover = str(cover_dir / f"{i}.png")
-            _render_cover(topic, n_true_topics, image_size, rng).save(cover)
+            image = _render_cover(topic, n_true_topics, image_size, rng)  # drawn either way: same stream
+            if with_cover[i]:
+                cover = str(cover_dir / f"{i}.png")
+                image.save(cover)
         rows.append(
             {
                 "video_id": i,
@@ -135,7 +172,22 @@ def make_catalogue(
             }
         )
     videos = pd.DataFrame(rows, columns=VIDEO_COLUMNS)
-    return SyntheticCatalogue(videos=videos, true_topic=true_topic.astype(np.int64), quality=quality)
+    return SyntheticCatalogue(
+        videos=videos,
+        true_topic=true_topic.astype(np.int64),
+        quality=quality,
+        has_cover=videos["cover_image"].notna().to_numpy() if with_images else None,
+        has_tags=videos["tags"].map(len).gt(0).to_numpy(),
+    )
+
+
+def _presence(share: float, age_slope: float, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n,) bool over videos sorted by publish time: video i present with probability
+    share + slope * min(share, 1 - share) * (1 - 2 q_i), q_i = i / (n - 1) its age rank (0 = oldest); the mean is
+    ``share`` and the probability stays in [0, 1] (share 1: every video)."""
+    q = np.arange(n) / max(n - 1, 1)
+    p = share + age_slope * min(share, 1.0 - share) * (1.0 - 2.0 * q)
+    return rng.random(n) < p
 
 
 @dataclass

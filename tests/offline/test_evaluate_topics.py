@@ -64,13 +64,15 @@ def test_inter_intra_ratio_rewards_tight_far_classes() -> None:
 
 
 def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_cnn, tmp_path) -> None:  # noqa: F811
-    """Every column of Table I, fitted on the training part only, and the Markdown/JSON/PNG report."""
+    """Every column of Table I, fitted on the training part only, per modality group, and the Markdown/JSON/PNG report.
+    Every fourth video has no cover (the cover-only row is scored on the others), every fifth no tags."""
     videos = make_videos(120, tmp_path)
+    videos.loc[videos.index % 4 == 1, "cover_image"] = None
     settings = Settings(
         paths=PathsConfig(artifacts_dir=tmp_path),
         tag_graph=TagGraphConfig(walk_length=10, walks_per_tag=5, embedding_dim=8, epochs=2),
         mmoe=tiny_config(tiny_title_model, image_encoder=tiny_torchscript_cnn, epochs=3),
-        topics=TopicsConfig(n_topics=6, kmeans_iterations=10),
+        topics=TopicsConfig(n_topics=6, kmeans_iterations=10, missing_modalities="predict"),
         evaluation=EvaluationConfig(holdout_fraction=0.25, seed=2),
     )
     rows, facts = evaluate_representations(videos, settings)
@@ -94,12 +96,23 @@ def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_
     assert 0 < facts["with_tags"]["n_videos"] < 30 and facts["with_tags"]["n_videos"] == round(30 * facts["held_out_with_tags"])
     assert [r.representation for r in tagged] == [r.representation for r in rows]
     assert all(0 <= r.nmi_pc <= 1 for r in tagged) and tagged[0] != rows[0]
+    # the cover-only row on the held-out videos with a cover, every other row on all; each group's table
+    n_covers = round(30 * facts["held_out_with_cover"])
+    assert 0 < n_covers < 30 and by_name["cover only (pretrained f_C)"].n == n_covers and by_name["MMoE (z)"].n == 30
+    assert set(facts["groups"]) == {"with tags", "without tags", "with cover", "without cover"}
+    without_cover = [r["representation"] for r in facts["groups"]["without cover"]["rows"]]
+    assert "cover only (pretrained f_C)" not in without_cover and "MMoE+Tag (a)" in without_cover
+    # 'predict' builds a from the models' predictions for the ragged tags and covers; presence is audited
+    assert facts["predicted_modalities"] == ["tags", "cover"]
+    audit = facts["presence_audit"]["held_out"]
+    assert {"has cover", "has tags", "primary class"} <= set(audit["nmi"]) and audit["groups"]["all"]["n"] == 30
 
     paths = write_report(rows, facts, tmp_path / "report", "Table I on a test catalogue")
     markdown = paths["markdown"].read_text()
     assert markdown_table(rows) in markdown and "topics per video, held_out videos" in markdown
-    assert f"The same on the {facts['with_tags']['n_videos']} held-out videos that have tags" in markdown
-    assert markdown_table(tagged) in markdown
+    assert f"The same on the {facts['with_tags']['n_videos']} held-out videos with tags" in markdown
+    assert markdown_table(tagged) in markdown and "held-out videos without cover" in markdown
+    assert "held_out videos, presence audit: NMI(nearest topic, x)" in markdown
     assert json.loads(paths["json"].read_text())["rows"][0]["representation"] == "title only (pretrained f_T)"
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

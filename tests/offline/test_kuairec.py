@@ -73,7 +73,10 @@ def test_end_to_end_topic_job_on_a_kuairec_slice(tmp_path):
     )
     result = run_topic_job(videos, settings)
 
-    assert set(result.tables) == {tables.VIDEO_TOPICS, tables.TAG_EMBEDDINGS, tables.VIDEO_TAG_EMBEDDINGS, tables.TOPIC_CENTROIDS}
+    from offline_jobs.pipeline import PRESENCE_AUDIT_FILE
+
+    assert set(result.tables) == {tables.VIDEO_TOPICS, tables.TAG_EMBEDDINGS, tables.VIDEO_TAG_EMBEDDINGS, tables.TOPIC_CENTROIDS,
+                                  tables.VIDEO_MAP, PRESENCE_AUDIT_FILE}
     video_topics = pd.read_parquet(result.tables[tables.VIDEO_TOPICS])
     assert video_topics["video_id"].tolist() == videos["video_id"].tolist()
     assert (video_topics["n_topics"] >= 1).all(), "every video with a title or tags gets at least its nearest topic"

@@ -1,0 +1,108 @@
+"""Ragged modalities (issue 21): the synthetic option, the presence audit, tag imputation, cover dropout, and the
+audit a topic run prints and writes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from offline_jobs.topics import TopicAssignment, impute_tag_half, presence_audit
+from tests.offline.test_encoders import tiny_title_model  # noqa: F401  (fixture)
+from topicfs.synthetic import make_catalogue
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_ragged_catalogue_shares_follow_publish_time_and_keep_the_content(tmp_path):
+    plain = make_catalogue(600, 6, out_dir=tmp_path / "a", seed=3, show_progress=False)
+    ragged = make_catalogue(600, 6, out_dir=tmp_path / "b", seed=3, show_progress=False, cover_share=0.3, tag_share=0.15)
+    complete = make_catalogue(600, 6, with_images=False, seed=3, show_progress=False, tag_share=1.0)
+    assert plain.has_cover.all() and 0.7 < plain.has_tags.mean() < 0.9  # the default draw is unchanged
+    assert abs(ragged.has_cover.mean() - 0.3) < 0.06 and abs(ragged.has_tags.mean() - 0.15) < 0.05
+    assert complete.has_tags.all() and complete.has_cover is None
+    # same titles and topics; a ragged video's tags and cover are the default's or none
+    assert (plain.videos["title"] == ragged.videos["title"]).all() and (plain.true_topic == ragged.true_topic).all()
+    assert ragged.videos["cover_image"].notna().sum() == ragged.has_cover.sum() == len(list((tmp_path / "b" / "covers").glob("*.png")))
+    # older videos (rows are in publish order) have covers and tags more often; the topic does not decide it
+    half = len(ragged.has_cover) // 2
+    assert ragged.has_cover[:half].mean() > 2 * ragged.has_cover[half:].mean()
+    assert ragged.has_tags[:half].mean() > 2 * ragged.has_tags[half:].mean()
+    shares = [ragged.has_cover[ragged.true_topic == t].mean() for t in range(6)]
+    assert max(shares) - min(shares) < 0.15
+
+
+@pytest.mark.parametrize("bad", [{"cover_share": 1.5}, {"tag_share": -0.1}, {"presence_age_slope": 2.0}, {"publish_span_days": 0}])
+def test_ragged_options_reject_bad_values(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        make_catalogue(20, 2, with_images=False, show_progress=False, **bad)
+
+
+def _assignment(topic_lists: list[list[int]]) -> TopicAssignment:
+    counts = [len(t) for t in topic_lists]
+    return TopicAssignment(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                           np.array([t for ts in topic_lists for t in ts], np.int64), np.ones(sum(counts), np.float32))
+
+
+def test_presence_audit_sees_topics_that_follow_presence():
+    has_cover = np.array([True, True, False, False] * 25)
+    label = np.arange(100) % 2
+    follows_cover = _assignment([[0 if c else 1, 2] for c in has_cover])
+    follows_label = _assignment([[int(l)] + [5] * 7 if l else [int(l)] for l in label])
+    audit = presence_audit(follows_cover, 8, {"cover": has_cover, "tags": None}, {"class": label})
+    assert audit["nmi"]["has cover"] == pytest.approx(1.0) and audit["nmi"]["class"] == pytest.approx(0.0, abs=1e-9)
+    assert "has tags" not in audit["nmi"]
+    assert audit["groups"]["with cover"] == {"n": 50, "mean_topics": 2.0, "at_cap": 0.0}
+    audit = presence_audit(follows_label, 8, {"cover": has_cover}, {"class": label})
+    assert audit["nmi"]["has cover"] == pytest.approx(0.0, abs=1e-9) and audit["nmi"]["class"] == pytest.approx(1.0)
+    assert audit["groups"]["all"]["at_cap"] == 0.5 and audit["groups"]["all"]["mean_topics"] == 4.5
+
+
+def test_impute_tag_half_is_the_expected_tag_vector_for_tagless_rows_only():
+    embeddings = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
+    e_bar = np.array([[0.5, 0.5], [0.0, 0.0], [0.0, 0.0]], np.float32)
+    has_tags = np.array([True, False, False])
+    probs = np.array([[0.9, 0.9, 0.9], [0.6, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    out = impute_tag_half(e_bar, has_tags, probs, embeddings, tag_weights=np.array([1.0, 2.0, 1.0]))
+    np.testing.assert_allclose(out[0], [0.5, 0.5])  # tagged: unchanged
+    np.testing.assert_allclose(out[1], [0.6 / 1.0, 0.4 / 1.0], rtol=1e-6)  # (0.6 e0 + 0.4 e1) / (0.6 + 0.4)
+    np.testing.assert_array_equal(out[2], [0.0, 0.0])  # no predicted mass: stays zero
+    np.testing.assert_array_equal(e_bar[1], [0.0, 0.0])  # input untouched
+    with pytest.raises(ValueError, match="tag_probs"):
+        impute_tag_half(e_bar, has_tags, probs[:, :2], embeddings)
+
+
+def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_model):  # noqa: F811
+    """The user's command on a small ragged catalogue: the audit is printed and saved beside the tables, and with the
+    imputation every video has a tag half."""
+    env = {
+        "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "TOPICFS_SYNTHETIC__N_VIDEOS": "150", "TOPICFS_SYNTHETIC__N_TRUE_TOPICS": "3", "TOPICFS_SYNTHETIC__IMAGE_SIZE": "16",
+        "TOPICFS_SYNTHETIC__COVER_SHARE": "0.3", "TOPICFS_SYNTHETIC__TAG_SHARE": "0.15",
+        "TOPICFS_MMOE__TITLE_ENCODER": str(tiny_title_model), "TOPICFS_MMOE__EPOCHS": "1", "TOPICFS_MMOE__N_EXPERTS": "2",
+        "TOPICFS_MMOE__EXPERT_DIM": "8", "TOPICFS_MMOE__TOWER_HIDDEN": "8", "TOPICFS_MMOE__IMAGE_SIZE_PX": "16",
+        "TOPICFS_MMOE__CNN_CHANNELS": "[4]", "TOPICFS_MMOE__TORCH_THREADS": "1", "TOPICFS_MMOE__MODALITY_DROPOUT": "0.5",
+        "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10", "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2", "TOPICFS_TAG_GRAPH__EPOCHS": "1",
+        "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_TAGS": "tag_task",
+    }
+    done = subprocess.run([sys.executable, "-m", "topicfs.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "presence audit: NMI(nearest topic, x) — has cover" in done.stdout and "without tags" in done.stdout
+    audit = json.loads((tmp_path / "artifacts" / "tables" / "presence_audit.json").read_text())
+    assert set(audit["nmi"]) >= {"has cover", "has tags", "primary class", "secondary class"}
+    assert audit["groups"]["with cover"]["n"] + audit["groups"]["without cover"]["n"] == 150
+    import pandas as pd
+
+    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
+    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("TOPICFS_")}
