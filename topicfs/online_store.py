@@ -6,6 +6,9 @@ Set it in ``feature_store.yaml``::
       type: topicfs.online_store.TopicRedisOnlineStore
       url: ${TOPICFS_REDIS__URL}        # redis://[:password@]host:port/db, rediss:// for TLS
 
+or with Feast's own keys (``connection_string: "host:port,..."``, ``redis_type: redis_cluster``), which mean
+what they mean for Feast's Redis store (see :class:`TopicRedisOnlineStoreConfig` for how the sources combine).
+
 Every Feast path keeps working unchanged (``feast materialize``, push, ``feast serve``, every SDK
 read), because all of Feast's Redis hashes are written and read exactly as
 :class:`~feast.infra.online_stores.redis.RedisOnlineStore` does. In the same Redis pipeline, every
@@ -14,8 +17,12 @@ written row also updates the *packed record* of each feature service tagged
 bytes hold every feature of the service at fixed offsets, so a ranker reads N candidates with one
 ``MGET`` and decodes them with one ``numpy.frombuffer`` (:mod:`topicfs.feature_client`).
 
-Packed record of one entity = one *segment* per feature view of the service, at a fixed offset::
+Packed record of one entity = a complete mark (uint8) then one *segment* per feature view of the service,
+at a fixed offset::
 
+    complete = 1 when the record holds every view Feast's hash holds for the entity (a write to an entity
+               whose hash has no other view of the layout, a backfill, a repair); 0 when a segment write
+               created it next to other views: readers then rebuild it from the hashes
     segment = event_ts (uint64 big-endian, ns) | written (uint8, 1) | null flag per feature (uint8)
               | per feature: scalar value, or list length (uint32) + ``max_length`` values
     numbers are little-endian; a list Field declares its capacity with the tag ``topicfs.max_length``.
@@ -27,7 +34,11 @@ both layouts. Key expiry (``key_ttl_seconds``) is mirrored: whenever Feast refre
 hash expiry, the entity's packed records get the same expiry.
 
 Layouts are derived from the registry; when a packed service is new or changed, the plugin rebuilds
-its records from Feast's hashes (backfill) and deletes the records of the old layout.
+its records from Feast's hashes (backfill) and deletes the records of the old layout. A read finding a
+record missing, partial or undecodable reads those ids from the hashes in the same call and repairs
+them (:meth:`TopicRedisOnlineStore.records_from_hashes`). Feast-side deletion (a deleted view, teardown)
+deletes the packed records too. On a Redis Cluster every multi-key step goes key by key (or node by node
+for the packed read: one pipeline per node).
 """
 
 from __future__ import annotations
