@@ -9,7 +9,7 @@
 Tables (layouts of topicfs/tables.py): ``mrlm_item_vectors.parquet`` (video_id, item_vector = m_v, d4) and
 ``mrlm_user_vectors.parquet`` (user_id, user_vector, d4: the rule of offline_jobs/mrlm.py over the user's
 latest training positives). The refresh recomputes a user's vector from the saved m(g_u), m_v and the
-user's latest clicks as the stream keeps them (Redis list ``topicfs.keys.user_clicks_key``, newest first).
+user's latest clicks as the stream keeps them (Redis list ``topicfs.keys.KeyLayout.user_clicks``, newest first).
 
 Metrics (:func:`ranking_metrics`), per user with positives in the evaluated split, over every item the
 user has no earlier interaction with (train, and valid when testing), averaged over users:

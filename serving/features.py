@@ -193,7 +193,7 @@ def exposure_history(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[
 @dataclass
 class UserExposureHistory:
     """One user's exposure history as the stream keeps it (``stream.user_exposure_counts``; Redis hash
-    :func:`topicfs.keys.user_exposures_key`): the counts :func:`exposure_history` derives from the log offline."""
+    :meth:`topicfs.keys.KeyLayout.user_exposures`): the counts :func:`exposure_history` derives from the log offline."""
 
     exposures: int = 0
     clicks: int = 0

@@ -13,7 +13,7 @@ from offline_jobs.mrlm import SavedVectors, cosine_scores
 from offline_jobs.mrlm_job import model_dir, read_recent_clicks, refresh_user_vectors, run_mrlm_demo, top_videos_from_feast
 from topicfs import feast_names as names
 from topicfs.feature_registry import load_store, register_and_materialize
-from topicfs.keys import user_clicks_key
+from topicfs.keys import KeyLayout
 from topicfs.settings import get_settings
 from topicfs.synthetic import make_catalogue, make_click_log
 
@@ -64,7 +64,7 @@ def test_refresh_from_the_stream_click_list_rewrites_the_online_vector(trained):
     settings = get_settings()
     client = redis.Redis.from_url(trained["url"])
     clicks = [int(v) for v in saved.video_ids[[5, 9, 11]]]  # newest first, as the stream keeps the list
-    key = user_clicks_key(settings.redis.key_prefix, 3)
+    key = KeyLayout.from_config(settings.redis).user_clicks(3)
     client.delete(key)
     client.rpush(key, *clicks)
     client.close()
