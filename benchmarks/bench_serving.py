@@ -5,7 +5,10 @@ queues of up to 1000 videos, every video's topic ids, ``--users`` users with N1 
 Then, with N1 = 128, N2 = 4, N3 = 600 (paper values):
 
 1. library call ``CandidateGenerator.candidates`` vs a naive reader of the same layout (one command per key,
-   whole queues), same users;
+   whole queues), same users; on one node that is the one-round-trip script (``redis.shards = 1``), and the Python
+   reader on the same node for comparison. With ``--cluster`` (default) also the same state on a private 3-master
+   Redis Cluster with ``--shards`` shards, read by the Python reader (one pipelined round trip per step, sent to
+   every node at once);
 2. HTTP ``GET /users/{id}/candidates`` through ``topicfs serve api`` (uvicorn in a subprocess on 127.0.0.1),
    open loop at ``--rate`` requests/s for ``--seconds`` s; latency counted from each request's scheduled time;
 3. retrieve 600 + fetch topic features (Feast online store in the same Redis: packed one-MGET read vs Feast's
@@ -34,15 +37,17 @@ import redis
 
 from serving.candidates import CandidateGenerator, draw_candidates, vote_topics
 from topicfs import keys
-from topicfs.services import LocalRedis, free_port, wait_listening
+from topicfs.keys import KeyLayout
+from topicfs.services import LocalRedis, LocalRedisCluster, free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX = "bench"
 N1, N2, N3 = 128, 4, 600
 
 
-def build_state(client: redis.Redis, n_videos: int, n_topics: int, n_users: int, rng: np.random.Generator) -> dict[int, list[int]]:
-    """Queues, video topics and click lists shaped like the stream's; returns the topics of every video."""
+def build_state(client, layout: KeyLayout, n_videos: int, n_topics: int, n_users: int, rng: np.random.Generator) -> dict[int, list[int]]:
+    """Queues, video topics and click lists shaped like the stream's, written with ``layout``'s keys; returns the
+    topics of every video. The same ``rng`` state gives the same logical state whatever the layout."""
     video_topics = {v: sorted(set(rng.integers(0, n_topics, rng.integers(1, 5)).tolist())) for v in range(1, n_videos + 1)}
     members: dict[int, list[int]] = {t: [] for t in range(n_topics)}
     for v, topics in video_topics.items():
@@ -51,24 +56,25 @@ def build_state(client: redis.Redis, n_videos: int, n_topics: int, n_users: int,
     pipe = client.pipeline(transaction=False)
     for t, videos in members.items():
         queue = rng.permutation(videos)[:1000]  # the stream keeps at most max_queue_length = 1000
-        pipe.zadd(keys.queue_key(PREFIX, t), {str(v): float(len(queue) - i) for i, v in enumerate(queue)})
+        pipe.zadd(layout.queue(t), {str(v): float(len(queue) - i) for i, v in enumerate(queue)})
     for v, topics in video_topics.items():
-        pipe.set(keys.video_topics_key(PREFIX, v), keys.encode_ids(topics))
+        pipe.set(layout.video_topics(v), keys.encode_ids(topics))
     for u in range(n_users):
         interests = rng.choice(n_topics, 5, replace=False)
         clicked = [int(rng.choice(members[int(rng.choice(interests))])) for _ in range(N1)]
-        pipe.rpush(keys.user_clicks_key(PREFIX, u), *clicked)
-    pipe.zadd(keys.popular_topics_key(PREFIX), {str(t): float(len(members[t])) for t in range(n_topics)})
+        pipe.rpush(layout.user_clicks(u), *clicked)
+    for t in range(n_topics):
+        pipe.zadd(layout.popular(layout.shard(t)), {str(t): float(len(members[t]))})
     pipe.execute()
     return video_topics
 
 
-def naive_candidates(client: redis.Redis, user_id: int) -> list[int]:
+def naive_candidates(client, layout: KeyLayout, user_id: int) -> list[int]:
     """The baseline: the same logic, one Redis command per key and whole queues."""
-    clicked = [int(v) for v in client.lrange(keys.user_clicks_key(PREFIX, user_id), 0, N1 - 1)]
-    topics = [keys.decode_ids(client.get(keys.video_topics_key(PREFIX, v))) for v in clicked]
+    clicked = [int(v) for v in client.lrange(layout.user_clicks(user_id), 0, N1 - 1)]
+    topics = [keys.decode_ids(client.get(layout.video_topics(v))) for v in clicked]
     votes = [(t, float(c)) for t, c in vote_topics(topics, N2)]
-    queues = {t: [int(m) for m in client.zrevrange(keys.queue_key(PREFIX, t), 0, -1)] for t, _ in votes}
+    queues = {t: [int(m) for m in client.zrevrange(layout.queue(t), 0, -1)] for t, _ in votes}
     return [c.video_id for c in draw_candidates(votes, queues, N3, set(clicked)).candidates]
 
 
@@ -141,6 +147,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=True, help="also time the library call on a 3-master cluster")
+    parser.add_argument("--shards", type=int, default=12, help="redis.shards on the cluster")
+    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True, help="part 2")
+    parser.add_argument("--ranking", action=argparse.BooleanOptionalAction, default=True, help="part 3")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import torch
@@ -153,26 +163,37 @@ def main() -> None:
     try:
         client = redis.Redis.from_url(server.url)
         started = time.perf_counter()
-        video_topics = build_state(client, args.videos, args.topics, args.users, rng)
+        layout = KeyLayout(PREFIX, 1)
+        state_seed = int(rng.integers(2**31))
+        video_topics = build_state(client, layout, args.videos, args.topics, args.users, np.random.default_rng(state_seed))
         print(f"# Serving benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
         print(f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}; private redis-server on loopback")
         print(f"state: {args.videos:,} videos, {args.topics} topic queues (<= 1000 videos), {args.users} users x {N1} clicks; built in {time.perf_counter() - started:.1f} s")
         print(f"N1={N1} N2={N2} N3={N3}\n")
 
-        generator = CandidateGenerator(client, PREFIX, N1, N2, N3)
+        generator = CandidateGenerator(client, layout, N1, N2, N3)
+        python_reader = CandidateGenerator(client, layout, N1, N2, N3, server_side=False)
         users = rng.integers(0, args.users, args.requests)
         # the benchmark's own copy of the state (50k videos' topic lists) is not a serving process's heap: without this,
         # the full GC passes the 600 Candidate objects of each call trigger scan it and count as request latency
         gc.collect()
         gc.freeze()
         for u in users[:50]:  # warm-up, and the two readers must agree
-            assert [c.video_id for c in generator.candidates(int(u)).candidates] == naive_candidates(client, int(u))
+            assert [c.video_id for c in generator.candidates(int(u)).candidates] == naive_candidates(client, layout, int(u))
+            assert generator.candidates(int(u)) == python_reader.candidates(int(u))
         library = timed(generator.candidates, [(int(u),) for u in users])
-        naive = timed(naive_candidates, [(client, int(u)) for u in users])
-        print("## 1. candidate generation, library call (target p99 <= 5 ms)")
-        print(f"CandidateGenerator.candidates   {summary(library)}")
-        print(f"baseline: one command per key   {summary(naive)}\n")
+        python_ms = timed(python_reader.candidates, [(int(u),) for u in users])
+        naive = timed(naive_candidates, [(client, layout, int(u)) for u in users])
+        print("## 1. candidate generation, library call (target p99 <= 5 ms on one node)")
+        print(f"CandidateGenerator.candidates (script, one node)   {summary(library)}")
+        print(f"Python reader, one node                            {summary(python_ms)}")
+        print(f"baseline: one command per key                      {summary(naive)}")
+        if args.cluster:
+            cluster_benchmark(args, state_seed, users, {int(u): generator.candidates(int(u)) for u in users[:50]})
+        print()
 
+        if not args.http:
+            return
         port = free_port()
         env = os.environ | {
             "TOPICFS_REDIS__URL": server.url,
@@ -180,10 +201,11 @@ def main() -> None:
             "TOPICFS_SERVING__RECENT_CLICKS": str(N1),
             "TOPICFS_SERVING__TOPICS_PER_USER": str(N2),
             "TOPICFS_SERVING__N_CANDIDATES": str(N3),
+            "TOPICFS_SERVING__ACCESS_LOG": "false",  # a line per request is not what is measured here
         }
         api = subprocess.Popen(
             [sys.executable, "-m", "topicfs.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "api.log", "wb"),  # a pipe nobody reads would fill and stall it
         )
         wait_listening("127.0.0.1", port, 60, "candidate API")
         url = f"http://127.0.0.1:{port}"
@@ -196,11 +218,33 @@ def main() -> None:
         api.wait(timeout=10)
         api = None
 
-        ranking_benchmark(server.url, client, video_topics, users, work, rng)
+        if args.ranking:
+            ranking_benchmark(server.url, client, video_topics, users, work, rng)
     finally:
         if api is not None:
             api.kill()
         server.stop()
+
+
+def cluster_benchmark(args, state_seed: int, users: np.ndarray, expected: dict) -> None:
+    """The same logical state on a private 3-master cluster, ``args.shards`` shards: the Python reader's latency."""
+    from topicfs.redis_client import sync_client
+    from topicfs.settings import RedisConfig
+
+    cluster = LocalRedisCluster.start(3)
+    try:
+        config = RedisConfig(url=cluster.url, cluster=True, shards=args.shards, key_prefix=PREFIX)
+        client = sync_client(config)
+        layout = KeyLayout.from_config(config)
+        build_state(client, layout, args.videos, args.topics, args.users, np.random.default_rng(state_seed))
+        generator = CandidateGenerator(client, layout, N1, N2, N3)
+        for u, result in expected.items():  # warm-up, and the cluster answers as the single node
+            assert generator.candidates(u) == result
+        on_cluster = timed(generator.candidates, [(int(u),) for u in users])
+        print(f"Python reader, 3-master cluster, {args.shards} shards        {summary(on_cluster)}")
+        client.close()
+    finally:
+        cluster.stop()
 
 
 def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[int, list[int]], users: np.ndarray, work: Path, rng) -> None:
@@ -246,7 +290,8 @@ def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[in
     ranker = Ranker.load(train_ranker(clicks, settings, repo, out_dir=work / "dcn"))
     train_s = time.perf_counter() - started
 
-    generator = CandidateGenerator(client, PREFIX, N1, N2, N3)
+    layout = KeyLayout(PREFIX, 1)
+    generator = CandidateGenerator(client, layout, N1, N2, N3)
     packed = RankingService(generator, PackedOnlineFetcher(store, VIDEO_TOPICS_SERVICE), ranker)
     sdk = RankingService(generator, FeastOnlineFetcher(store), ranker)
     for u in users[:20]:
@@ -280,7 +325,7 @@ def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[in
         fields = {"e": int(exposures.sum()), "c": int(exposures.sum() // 10)}
         for t, e in zip(seen, exposures):
             fields[f"e:{t}"], fields[f"c:{t}"] = int(e), int(e // 10)
-        pipe.hset(keys.user_exposures_key(PREFIX, int(u)), mapping=fields)
+        pipe.hset(layout.user_exposures(int(u)), mapping=fields)
     pipe.execute()
     with_exposures = RankingService(generator, PackedOnlineFetcher(store, VIDEO_TOPICS_SERVICE), exposure_ranker)
     interleaved = []  # the two rankers request by request, so a slow spell of the host hits both alike

@@ -29,8 +29,9 @@ Corrupt entries in any key read (a click or queue member that is not an id in 0.
 a popular entry whose member is not a topic id or whose score is not a count in [0, 2^53], a key of the wrong
 type) are skipped: each request logs one warning per kind and the Prometheus counter
 ``topicfs_candidates_corrupt_values_total{kind}`` (:data:`CORRUPT_VALUES`) counts them. They never raise.
-A skipped entry changes neither reader's answer differently; the two may count a corrupt queue member deeper
-than the draw reached differently (the Python reader reads queues in whole chunks).
+Both readers skip the same entries, so their answers are equal; the script checks a queue member only when its
+draw visits it, the Python reader every member of the chunks it read, so their counts of corrupt queue members
+may differ (the Python reader also counts those beyond where the draw stopped).
 
 :class:`AsyncCandidateGenerator` runs either reader on an asyncio client, for the HTTP API, with at most
 ``max_concurrency`` requests using Redis at once (the rest wait their turn).

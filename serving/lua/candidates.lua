@@ -158,7 +158,7 @@ if #topics == 0 then
 end
 
 -- draw_candidates on the topics' queues, each read lazily in growing chunks from its head (the Python reader's
--- chunks: the quota plus what may be skipped there, plus 16; then 2 * depth + n)
+-- first chunk: the quota plus what may be skipped there, plus 16; then 2 * depth + n)
 local k = #topics
 local taken, out_video, out_topic = {}, {}, {}
 for i = 1, k do taken[i] = 0 end
@@ -171,18 +171,15 @@ if k > 0 and n > 0 then
     if source == 'history' then hide = math.min(n_exclude, weights[i]) end
     queue[i], loaded[i], complete[i], position[i], depth[i] = {}, 0, false, 0, quota[i] + hide + 16
   end
-  local read = {}
-  -- true: queue i has an entry at position[i]; false: it is exhausted. Corrupt members are skipped when read.
+  -- true: queue i has an entry at position[i]; false: it is exhausted. Members are checked when the draw visits
+  -- them (a corrupt one is skipped there), so a member the draw never reaches costs nothing.
   local function available(i)
     while position[i] >= loaded[i] and not complete[i] do
-      local start, stop = read[i] or 0, depth[i] - 1
+      local start, stop = loaded[i], depth[i] - 1
       local members = read_key({}, 'ZREVRANGE', q_head .. topics[i] .. q_tail, start, stop)
       local q = queue[i]
-      for j = 1, #members do
-        local v = members[j]
-        if is_id(v) then loaded[i] = loaded[i] + 1; q[loaded[i]] = v else skip('queue_member', v) end
-      end
-      read[i] = start + #members
+      for j = 1, #members do q[start + j] = members[j] end
+      loaded[i] = start + #members
       if #members < stop - start + 1 then complete[i] = true end
       depth[i] = 2 * depth[i] + n
     end
@@ -202,7 +199,11 @@ if k > 0 and n > 0 then
           local p = position[i] + 1
           position[i] = p
           local v = q[p]
-          if not exclude[v] and not seen[v] then
+          if exclude[v] or seen[v] then
+            -- clicked or drawn: valid ids, skipped
+          elseif not is_id(v) then
+            skip('queue_member', v)
+          else
             seen[v] = true
             drawn = drawn + 1
             out_video[drawn], out_topic[drawn] = v, topics[i]
