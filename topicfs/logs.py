@@ -4,7 +4,8 @@
 
     {"ts": "2026-12-07T10:00:00.123+00:00", "level": "INFO", "logger": "stream.app", "message": "...", "pid": 7}
 
-plus ``exc_info`` (the formatted traceback) when an exception is logged.
+plus ``exc_info`` (the formatted traceback) when an exception is logged. Terminal escape codes that libraries print
+(Feast's materialize colours its output) are removed from stdout and stderr when they are not a terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -41,8 +43,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class EscapeStrippingStream:
+    """A text stream that drops ANSI escape sequences (colours, cursor moves) from what is written to it."""
+
+    ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+
+    def __init__(self, stream) -> None:
+        self.wrapped = stream
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(self.ESCAPES.sub("", text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self.wrapped, name)
+
+
+def strip_escapes_when_not_a_terminal() -> None:
+    """Wrap ``sys.stdout`` / ``sys.stderr`` in :class:`EscapeStrippingStream` when they are not a terminal (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or isinstance(stream, EscapeStrippingStream):
+            continue
+        try:
+            terminal = stream.isatty()
+        except (AttributeError, ValueError):  # closed or not a real stream
+            continue
+        if not terminal:
+            setattr(sys, name, EscapeStrippingStream(stream))
+
+
 def configure_logging(config: LoggingConfig, verbose: bool = False) -> None:
     """Replace the root logger's handlers with one stderr handler in ``config.format``; INFO (DEBUG when ``verbose``)."""
+    strip_escapes_when_not_a_terminal()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(SecretMaskingFilter())  # a Redis or Kafka URL may carry a password

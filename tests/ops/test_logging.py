@@ -48,3 +48,21 @@ def test_text_format_is_the_default_line_format():
     assert any(line.startswith("ZeroDivisionError") for line in lines)
     with pytest.raises(json.JSONDecodeError):
         json.loads(lines[0])
+
+
+def test_escape_codes_libraries_print_are_removed_when_not_a_terminal():
+    """Feast's materialize prints colours (colorama codes) whatever its output is; a log file gets the text only."""
+    script = (
+        "import sys\n"
+        "from topicfs.logs import configure_logging\n"
+        "from topicfs.settings import get_settings\n"
+        "configure_logging(get_settings().logging)\n"
+        "print('Materializing \\x1b[1m\\x1b[32m1\\x1b[0m feature views')\n"
+        "sys.stderr.write('\\x1b[?25lspinner\\x1b[?25h\\n')\n"
+        "configure_logging(get_settings().logging)  # twice: wrapped once\n"
+        "print(type(sys.stdout).__name__, type(sys.stdout.wrapped).__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["Materializing 1 feature views", "EscapeStrippingStream TextIOWrapper"]
+    assert done.stderr == "spinner\n"
