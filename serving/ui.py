@@ -313,7 +313,7 @@ def parse_metrics(text: str) -> dict:
             elif name == "topicfs_stream_consumer_lag":
                 out["lag"][labels.get("partition", "?")] = value
             elif name == "topicfs_stream_dead_letters_total":
-                reason = labels.get("reason", "all reasons")
+                reason = labels.get("reason", "all reasons (by reason: topicfs stream dead-letters)")
                 out["dead_letters"][reason] = out["dead_letters"].get(reason, 0.0) + value
             elif name == "topicfs_stream_events_total":
                 out["events"][labels.get("type", "?")] = value
@@ -337,6 +337,16 @@ def read_metrics(url: str, timeout_s: float = 1.0) -> tuple[dict | None, str | N
             return parse_metrics(response.read().decode()), None
     except (OSError, ValueError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def read_health(metrics_url: str, timeout_s: float = 1.0) -> dict | None:
+    """The process's ``/health`` JSON next to its ``/metrics`` (stream.metrics.MetricsServer), or None."""
+    url = metrics_url.rsplit("/metrics", 1)[0] + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (an operator-configured http URL)
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
 
 
 def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
@@ -754,7 +764,8 @@ class TopicBrowser:
         if self.settings.serving.ui_metrics_urls:
             return list(self.settings.serving.ui_metrics_urls)
         stream = self.settings.stream
-        return [f"http://127.0.0.1:{port}/metrics" for port in (stream.metrics_port, stream.pusher_metrics_port) if port]
+        host = "127.0.0.1" if stream.metrics_host in ("0.0.0.0", "::", "") else stream.metrics_host
+        return [f"http://{host}:{port}/metrics" for port in (stream.metrics_port, stream.pusher_metrics_port) if port]
 
     def stream_page(self) -> str:
         _, notices = self._state()
@@ -768,9 +779,16 @@ class TopicBrowser:
             if figures is None:
                 parts.append(f"<section><h2>{escape(url)}</h2>{_notice(f'not readable: {why}')}</section>")
                 continue
-            rows = [["events/s (last 10 s)", _num(figures["events_per_second"], 1)],
-                    ["events counted", ", ".join(f"{k} {_num(v)}" for k, v in sorted(figures["events"].items())) or "—"],
-                    ["messages applied", _num(figures["messages"])]]
+            rows = []
+            health = read_health(url)
+            if health is not None:
+                rows.append(["health", escape(", ".join(f"{k} {v}" for k, v in health.items()))])
+                if health.get("last_push_age_s") is not None:
+                    rows.append(["last Feast push", f"{health['last_push_age_s']:.1f} s ago"])
+            if figures["events_per_second"] is not None or figures["events"]:
+                rows += [["events/s (last 10 s)", _num(figures["events_per_second"], 1)],
+                         ["events counted", ", ".join(f"{k} {_num(v)}" for k, v in sorted(figures["events"].items())) or "—"],
+                         ["messages applied", _num(figures["messages"])]]
             push = figures["push"]
             if push and push["count"]:
                 p50, p99 = bucket_quantile(push["buckets"], 0.5), bucket_quantile(push["buckets"], 0.99)
@@ -780,9 +798,11 @@ class TopicBrowser:
             dead_rows = [[escape(reason), _num(n)] for reason, n in sorted(figures["dead_letters"].items())]
             lag_plot = ui_plots.bars([str(p) for p, _ in sorted(figures["lag"].items())], [v for _, v in sorted(figures["lag"].items())],
                                      "partition", "messages behind", "consumer lag per partition", height=220) if figures["lag"] else ""
-            parts.append(f'<section class="metrics"><h2>{escape(url)}</h2>{_table(["figure", "value"], rows, "figures")}'
-                         f'<h3>Consumer lag per partition</h3>{lag_plot}{_table(["partition", "lag"], lag_rows, "lag")}'
-                         f'<h3>Dead letters</h3>{_table(["reason", "messages"], dead_rows, "dead-letters")}</section>')
+            worker_parts = ""
+            if figures["lag"] or figures["events"] or figures["dead_letters"]:  # a worker's endpoint (a pusher's has push figures only)
+                worker_parts = (f'<h3>Consumer lag per partition</h3>{lag_plot}{_table(["partition", "lag"], lag_rows, "lag")}'
+                                f'<h3>Dead letters</h3>{_table(["reason", "messages"], dead_rows, "dead-letters")}')
+            parts.append(f'<section class="metrics"><h2>{escape(url)}</h2>{_table(["figure", "value"], rows, "figures")}{worker_parts}</section>')
         if not self.redis_down:
             shard_rows = []
             for shard in self.live.shards([self.settings.stream.events_topic, self.settings.stream.videos_topic]):

@@ -4,6 +4,7 @@ deleted), Feast registered and materialized, a stream state applied by StreamSto
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -131,24 +132,37 @@ class UIServer:
 
 
 @pytest.fixture(scope="module")
-def metrics_endpoint():
-    """A worker's real Prometheus exporter (stream.metrics.StreamMetrics) with figures a worker would have set."""
-    from stream.metrics import StreamMetrics
+def metrics_endpoints():
+    """A worker's and a pusher's real metrics servers (stream.metrics: WorkerMetrics, PusherMetrics, MetricsServer on
+    an event loop of their own) holding figures a worker and a pusher would have set."""
+    import asyncio
+    import threading
 
-    metrics = StreamMetrics()
-    metrics.record_events(exposures=1200, clicks=80)
-    for partition, lag in ((0, 17), (1, 0), (2, 240), (3, 5)):
-        metrics.consumer_lag.labels(str(partition)).set(lag)
-    metrics.dead_letters.inc(3)
+    from stream.metrics import MetricsServer, PusherMetrics, WorkerMetrics, pusher_health
+
+    worker, pusher = WorkerMetrics(), PusherMetrics()
+    worker.record_events(exposures=1200, clicks=80)
+    worker.observe_lag({0: 17, 1: 0, 2: 240, 3: 5})
+    worker.dead_letters.inc(3)
     for seconds in (0.004, 0.006, 0.02):
-        metrics.push_latency.observe(seconds)
-    port = free_port()
-    metrics.serve(port)
-    return f"http://127.0.0.1:{port}/metrics"
+        pusher.record_push(seconds, rows=10)
+    started = time.monotonic()
+    servers = [(MetricsServer(worker.registry, lambda: {"alive": True, "assigned_partitions": [0, 1, 2, 3]}), free_port()),
+               (MetricsServer(pusher.registry, lambda: pusher_health(pusher, started)), free_port())]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    for server, port in servers:
+        asyncio.run_coroutine_threadsafe(server.start("127.0.0.1", port), loop).result(30)
+    yield [f"http://127.0.0.1:{port}/metrics" for _, port in servers]
+    for server, _ in servers:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
 
 
 @pytest.fixture(scope="module")
-def ui_server(ui_state, metrics_endpoint):
-    server = UIServer({**ui_state["environment"], "TOPICFS_SERVING__UI_METRICS_URLS": f'["{metrics_endpoint}"]'}, free_port())
+def ui_server(ui_state, metrics_endpoints):
+    server = UIServer({**ui_state["environment"], "TOPICFS_SERVING__UI_METRICS_URLS": json.dumps(metrics_endpoints)}, free_port())
     yield server
     server.stop()
