@@ -221,8 +221,8 @@ def test_walkthrough_own_catalogue_and_click_log(project, redis_url):
         assert {topic for _, topic in result["candidates"]} <= user_topics
 
         # 7. a ranker on the click log (point-in-time topic features from the Feast repo), then ranked lists
-        out = topicfs(["offline", "train-ranker", "--clicks", "data/interactions.csv", "--feature-repo", "feature_repo", "--model", "lr"], folder, env)
-        ranker = folder / "artifacts" / "models" / "ranker_lr_topic"
+        out = topicfs(["offline", "train-ranker", "--clicks", "data/interactions.csv", "--feature-repo", "feature_repo"], folder, env)
+        ranker = folder / "artifacts" / "models" / "ranker_dcn_topic"
         assert ranker.is_dir(), out
         out = topicfs(["serve", "demo", "--ranker", str(ranker), "--feature-repo", "feature_repo", "--user", str(user), "--k", "3"], folder, env)
         assert f"user {user}" in out
