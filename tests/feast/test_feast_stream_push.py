@@ -34,6 +34,7 @@ def test_stream_push_reaches_the_ranker_service(registered, feast_env):
     from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
+    from topicfs.keys import KeyLayout
 
     store, _ = registered
     config = StreamConfig()
@@ -46,7 +47,7 @@ def test_stream_push_reaches_the_ranker_service(registered, feast_env):
 
     async def go() -> int:
         client = aioredis.Redis.from_url(feast_env["redis_url"])
-        stream_store = StreamStore(client, "push-test", config, push_enabled=True)
+        stream_store = StreamStore(client, KeyLayout("push-test"), config, push_enabled=True)
         await stream_store.register_videos({901: [3], 902: [3, 4]})
         await stream_store.apply_batch(messages, lambda letters: asyncio.sleep(0))
         pushed = await push_changed_statistics(stream_store, FeastPushSink(feast_env["repo"]), config)

@@ -17,6 +17,7 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
     from stream.pusher import push_changed_statistics
     from stream.sinks import FeastPushSink
     from stream.state import RawMessage, StreamStore
+    from topicfs.keys import KeyLayout
     from topicfs.settings import StreamConfig
 
     from stream.sinks import write_push_repo
@@ -31,7 +32,7 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
     messages = [RawMessage("ev", 0, i, json.dumps(e).encode()) for i, e in enumerate(events)]
 
     async def go():
-        store = StreamStore(aioredis.Redis.from_url(redis_url), "p", config, push_enabled=True)
+        store = StreamStore(aioredis.Redis.from_url(redis_url), KeyLayout("p"), config, push_enabled=True)
         await store.register_videos({1: [10], 2: [10, 11], 3: [12]})
         await store.apply_batch(messages, lambda letters: asyncio.sleep(0))
         sink = FeastPushSink(tmp_path / "repo")
