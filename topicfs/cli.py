@@ -52,11 +52,12 @@ def show_settings() -> None:
 def demo(
     users: int = typer.Option(3, min=1, help="users whose candidates are printed at the end"),
     stream_messages: int = typer.Option(20000, min=1, help="messages of the synthetic click stream the worker consumes"),
+    serve: bool = typer.Option(False, "--serve", help="at the end, serve the topic browser on the demo's state until Ctrl-C"),
 ) -> None:
     """Run every stage end to end on a synthetic catalogue: topics, MRLM, Feast, the stream, candidates, a ranker (stops what it starts)."""
     from topicfs.demo import run_demo
 
-    run_demo(get_settings(), typer.echo, n_users_shown=users, stream_messages=stream_messages)
+    run_demo(get_settings(), typer.echo, n_users_shown=users, stream_messages=stream_messages, serve=serve)
 
 
 def deprecated(command: Callable, new_name: str) -> Callable:

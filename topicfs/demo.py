@@ -40,8 +40,11 @@ def write_click_log(interactions: pd.DataFrame, settings: Settings) -> str:
     return str(path)
 
 
-def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_shown: int = 3, stream_messages: int = 20000) -> None:
-    """Run the six stages in order, printing what each produced."""
+def run_demo(
+    settings: Settings, echo: Callable[[str], None] = print, n_users_shown: int = 3, stream_messages: int = 20000, serve: bool = False
+) -> None:
+    """Run the six stages in order, printing what each produced; end with the topic browser's address, and with
+    ``serve`` keep the browser serving the demo's state until Ctrl-C (then stop what the demo started)."""
     from feast import FeatureStore
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
@@ -121,4 +124,27 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, n_users_sh
         stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in generator.candidates(users[0]).candidates[:2]])
         echo("      live statistics pushed by the stream, read through Feast:")
         echo("      " + format_ranker_read(stats).replace("\n", "\n      "))
-    echo(f"demo finished in {time.perf_counter() - started:.0f} s")
+        echo(f"demo finished in {time.perf_counter() - started:.0f} s")
+        address = f"http://{settings.serving.ui_host}:{settings.serving.ui_port}/"
+        if serve:
+            serve_browser(settings, echo)
+        elif local_redis is None:
+            echo(f"topic browser of this state: `topicfs serve ui` serves it at {address}")
+        else:
+            echo(f"topic browser: `topicfs demo --serve` keeps this state (in a Redis the demo started) and serves it at {address}")
+
+
+def serve_browser(settings: Settings, echo: Callable[[str], None]) -> None:
+    """Serve the topic browser on ``serving.ui_host:ui_port`` until Ctrl-C, printing its address once it listens."""
+    import uvicorn
+
+    from serving.ui import create_ui_app
+
+    class Announcing(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                echo(f"topic browser at http://{settings.serving.ui_host}:{settings.serving.ui_port}/ (Ctrl-C stops it and the demo's services)")
+
+    config = uvicorn.Config(create_ui_app(settings), host=settings.serving.ui_host, port=settings.serving.ui_port, log_level="warning")
+    Announcing(config).run()
