@@ -14,7 +14,8 @@ Every answer that is not a 200 is JSON ``{"detail": ...}``:
 * 503 (``Retry-After: 1``): Redis is unreachable or answered with an error;
 * 500: a bug (logged with its traceback; the caller sees the exception's type only);
 * 400: a request uvicorn cannot parse as HTTP (:func:`json_http_protocol` makes uvicorn's own reply JSON too).
-  Not handleable: a connection closed or timed out before a full request arrived gets no reply at all.
+  Not handleable: a connection closed or timed out before a full request arrived gets no reply at all; uvicorn's
+  plain-text 500 (an app that raised before answering) and 503 (``limit_concurrency``, not set) never occur here.
 
 Corrupt values in the Redis state are skipped with a warning and counted (``topicfs_candidates_corrupt_values_total``),
 never an error. ``/metrics`` also counts requests by status (``topicfs_api_requests_total{status}``).
@@ -225,9 +226,10 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
 
 
 def json_http_protocol(on_bad_request: Callable[[], None] | None = None) -> type:
-    """uvicorn's HTTP protocol (httptools when installed, else h11) answering the errors uvicorn sends itself with
-    JSON bodies: 400 for a request it cannot parse (``on_bad_request`` is called for each, e.g. to count it) and
-    500 for an app that failed before answering. Pass it as ``uvicorn.run(..., http=json_http_protocol())``."""
+    """uvicorn's HTTP protocol (httptools when installed, else h11) answering a request it cannot parse as HTTP with
+    a JSON 400 (``on_bad_request`` is called for each, e.g. to count it) instead of plain text. Pass it as
+    ``uvicorn.Config(..., http=json_http_protocol())``. (uvicorn's other own answer, a plain-text 500 for an app that
+    raised before answering, never happens with :func:`create_app`: its exception handler always answers JSON.)"""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
@@ -238,16 +240,5 @@ def json_http_protocol(on_bad_request: Callable[[], None] | None = None) -> type
             head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
             self.transport.write(head + body)
             self.transport.close()
-
-        async def send_500_response(self) -> None:
-            body = b'{"detail":"internal error"}'
-            await self.send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")],
-                }
-            )
-            await self.send({"type": "http.response.body", "body": body, "more_body": False})
 
     return JsonErrorsProtocol

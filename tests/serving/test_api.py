@@ -353,4 +353,3 @@ def _read_all(sock: socket.socket) -> bytes:
         if not chunk:
             return b"".join(chunks)
         chunks.append(chunk)
-
