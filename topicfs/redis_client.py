@@ -2,9 +2,12 @@
 ``redis.cluster`` is set. Every process (worker, pusher, candidate library and API, ranking service, MRLM refresh)
 gets its client here, so the deployment choice is configuration.
 
-The connection pool is bounded (``redis.max_connections`` per node) and a caller beyond the bound waits for a free
-connection (up to the timeout) instead of failing: a burst of requests queues instead of opening thousands of
-connections.
+The connection pool is bounded (``redis.max_connections`` per node). On a single Redis a caller beyond the bound
+waits for a free connection (up to the timeout, a BlockingConnectionPool) instead of failing, so a burst of requests
+queues instead of opening thousands of connections. redis-py's cluster clients raise instead of waiting
+(``MaxConnectionsError`` / "Too many connections"), so a caller that may run more than ``max_connections`` commands
+at once on a cluster bounds itself: the candidate API does, with a semaphore of that size
+(:class:`serving.candidates.AsyncCandidateGenerator`).
 """
 
 from __future__ import annotations

@@ -226,6 +226,33 @@ def test_g_one_master_restarted_empty_is_rebuilt(deployed_stream_settings, reque
         worker.stop()
 
 
+def test_h_kill_9_three_times_during_a_200k_event_replay_on_the_cluster(deployed_stream_settings):
+    """The acceptance run of the cluster: 200,000+ events (exposed videos + clicks) already in the log, the worker
+    killed -9 three times while it applies them and restarted each time: 0 lost, 0 doubled."""
+    settings = deployed_stream_settings
+    if not settings.redis.cluster:
+        pytest.skip("the single-node kill test is test_b")
+    events, topics_of = setup_stream(settings, n_users=1500)
+    n_events = sum(len(e["video_ids"]) if e["type"] == "exposure" else 1 for e in events)
+    assert n_events >= 200_000
+    client = sync_client(settings.redis)
+    sent = replay(settings, events)
+    n_messages = sum(sent.values())
+    worker = WorkerProcess.start(settings)
+    try:
+        kills = []
+        for share in (0.2, 0.45, 0.7):
+            wait_applied_at_least(client, settings, int(n_messages * share), worker, timeout_s=180)
+            worker.kill()
+            kills.append(applied(client, settings))
+            worker = WorkerProcess.start(settings)
+        assert kills[-1] < n_messages, f"kills at {kills} of {n_messages}: the last came after the replay"
+        wait_done(client, settings, n_messages, [worker], timeout_s=300)
+        check(client, settings, events, topics_of)
+    finally:
+        worker.stop()
+
+
 def malformed(rng: random.Random, valid: dict, n_videos: int) -> tuple[bytes, dict | None]:
     """A bad message derived from a valid one, and the valid part the worker must still count (or None)."""
     kind = rng.randrange(7)
