@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.rankers import PADDING, pad_lists
+from serving.padding import PADDING, pad_lists
 
 logger = logging.getLogger(__name__)
 

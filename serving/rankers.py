@@ -43,26 +43,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from serving.padding import PADDING, pad_lists
+
 logger = logging.getLogger(__name__)
 
 ModelName = Literal["lr", "emlp", "dcn"]
 FeatureSet = Literal["base", "topic", "content"]
 MODELS: tuple[str, ...] = ("lr", "emlp", "dcn")
 FEATURE_SETS: tuple[str, ...] = ("base", "topic", "content")
-PADDING = -1  # raw id of an empty list slot in RankerInputs
 # cross feature (a, b) -> bucket (a * M + b + salt) mod buckets; the salt keeps the two cross kinds apart
 CROSS_HASH_MULTIPLIER = 1_000_003
 VIDEO_CROSS_SALT, TOPIC_CROSS_SALT = 0, 500_009
-
-
-def pad_lists(values, width: int, dtype, fill) -> np.ndarray:
-    """A column of lists -> (N, width) array, cut at ``width``, padded with ``fill``."""
-    out = np.full((len(values), width), fill, dtype=dtype)
-    for row, value in enumerate(values):
-        if value is not None and len(value):
-            k = min(len(value), width)
-            out[row, :k] = np.asarray(value[:k], dtype=dtype)
-    return out
 
 
 @dataclass

@@ -22,7 +22,8 @@ import numpy as np
 
 from serving.candidates import CandidateGenerator, CandidateResult, vote_topics
 from serving.features import OnlineFetcher, UserExposureHistory, online_fetcher
-from serving.rankers import PADDING, Ranker, RankerInputs, pad_lists
+from serving.padding import PADDING, pad_lists
+from serving.rankers import Ranker, RankerInputs
 
 logger = logging.getLogger(__name__)
 
