@@ -87,7 +87,7 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
         "TOPICFS_MMOE__EXPERT_DIM": "8", "TOPICFS_MMOE__TOWER_HIDDEN": "8", "TOPICFS_MMOE__IMAGE_SIZE_PX": "16",
         "TOPICFS_MMOE__CNN_CHANNELS": "[4]", "TOPICFS_MMOE__TORCH_THREADS": "1", "TOPICFS_MMOE__MODALITY_DROPOUT": "0.5",
         "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10", "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2", "TOPICFS_TAG_GRAPH__EPOCHS": "1",
-        "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_TAGS": "tag_task",
+        "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_MODALITIES": "predict",
     }
     done = subprocess.run([sys.executable, "-m", "topicfs.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
                           capture_output=True, text=True, timeout=300)
@@ -100,6 +100,33 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
 
     stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
     assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
+    # the saved models remember which modalities a took from predictions: the stream's assigner gives the same topics
+    from offline_jobs.pipeline import load_topic_assigner
+    from topicfs.contracts import load_videos
+
+    assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
+    assert assigner.models.topics.predicted_modalities_ == ["cover", "tags"]
+    videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
+    table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
+    assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
+
+
+def test_cover_dropout_encodes_dropped_covers_as_missing(tiny_title_model, tmp_path):  # noqa: F811
+    from offline_jobs.mmoe import MultimodalTopicEncoder
+    from tests.offline.test_mmoe import make_videos, tiny_config
+
+    videos = make_videos(12, tmp_path)
+    model = MultimodalTopicEncoder(tiny_config(tiny_title_model, epochs=1, modality_dropout=0.5)).fit(videos)
+    rows = np.arange(12)
+    title_ids = model.title_encoder_.tokenize(videos["title"].tolist())
+    covers = videos["cover_image"].tolist()
+    cover_dim = model.cover_encoder_.output_dim
+    model.cover_encoder_.eval()
+    kept = model._joint(title_ids, covers, rows)[:, :cover_dim]  # no rng: inference, every cover used
+    dropped = model._joint(title_ids, covers, rows, np.random.default_rng(0))[:, :cover_dim]
+    zero_rows = (dropped == 0).all(dim=1)
+    assert (kept != 0).any(dim=1).all() and 0 < int(zero_rows.sum()) < 12
+    assert np.allclose(dropped[~zero_rows].detach().numpy(), kept[~zero_rows].detach().numpy(), atol=1e-6)
 
 
 def _base_env() -> dict[str, str]:
