@@ -33,7 +33,7 @@ from faust.sensors.monitor import Monitor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from stream.logic import next_rebuild_at, parse_video_event
+from stream.logic import next_rebuild_at, parse_video_event, reason_kind
 from stream.metrics import MetricsServer, WorkerMetrics, worker_health
 from stream.records import DeadLetter, VideoPublishedEvent
 from stream.state import RawMessage, StateLost, StreamStore, dead_letter
@@ -211,7 +211,8 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
         # delivery is awaited before the batch commits, so no dead letter is lost
         pending = [await dead_letter_topic.send(key=f"{l.source_topic}:{l.partition}:{l.offset}".encode(), value=_dead_letter_bytes(l)) for l in letters]
         await asyncio.gather(*pending)
-        metrics.dead_letters.inc(len(letters))
+        for letter in letters:
+            metrics.dead_letters.labels(reason_kind(letter.reasons[0]) if letter.reasons else "other").inc()
 
     @app.agent(events_topic, concurrency=1)
     async def count_events(stream):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -446,3 +447,28 @@ def next_rebuild_at(last_start: float, last_end: float, min_interval_s: float, m
     worker real time, at the price of queue latency under a backlog).
     """
     return max(last_start + min_interval_s, last_end + push_pause_s(last_end - last_start, max_busy_share))
+
+
+_REASON_KINDS = (
+    ("payload of ", "oversize"),
+    ("bad JSON", "bad JSON"),
+    ("message must be a JSON object", "not a JSON object"),
+    ("empty message", "empty message"),
+    ("type must be", "bad type"),
+    ("unknown video_id", "unknown video"),
+    ("topic assignment failed", "topic assignment failed"),
+    ("ts ", "bad ts"),
+    ("exposure lists no video", "no video"),
+    ("exposure needs video_ids", "no video"),
+)
+
+
+def reason_kind(reason: str) -> str:
+    """A dead letter's reason without its values: a bounded label for metrics ("unknown video", "bad JSON",
+    "video_ids invalid", ...), where the reason itself names ids and values."""
+    for prefix, kind in _REASON_KINDS:
+        if reason.startswith(prefix):
+            return kind
+    field_name = re.match(r"[A-Za-z_]+", reason)
+    return f"{field_name.group(0)} invalid" if field_name else "other"
+

@@ -25,7 +25,9 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.events = Counter("topicfs_stream_events", "valid events counted, by type", ["type"], registry=self.registry)
         self.messages = Counter("topicfs_stream_messages", "Kafka messages applied to the state", registry=self.registry)
-        self.dead_letters = Counter("topicfs_stream_dead_letters", "messages (or parts) sent to the dead-letter topic", registry=self.registry)
+        self.dead_letters = Counter(
+            "topicfs_stream_dead_letters", "messages (or parts) sent to the dead-letter topic, by the kind of their first reason", ["reason"], registry=self.registry
+        )
         self.batch_retries = Counter("topicfs_stream_batch_retries", "batches retried because another worker applied some of their partitions first (offset check)", registry=self.registry)
         self.events_per_second = Gauge("topicfs_stream_events_per_second", "valid events per second over the last 10 s", registry=self.registry)
         self.consumer_lag = Gauge("topicfs_stream_consumer_lag", "messages behind the partition's high watermark", ["partition"], registry=self.registry)

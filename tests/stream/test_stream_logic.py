@@ -249,12 +249,12 @@ def test_metrics_are_exposed_in_prometheus_format():
     metrics = WorkerMetrics()
     metrics.record_events(100, 7)
     metrics.record_events(50, 3)
-    metrics.dead_letters.inc(2)
+    metrics.dead_letters.labels("bad JSON").inc(2)
     metrics.observe_lag({0: 12, 1: 3})
     metrics.observe_lag({0: 12})  # partition 1 was revoked: it leaves the gauge
     text = metrics.text()
     assert 'topicfs_stream_events_total{type="exposure"} 150.0' in text
-    assert "topicfs_stream_dead_letters_total 2.0" in text
+    assert 'topicfs_stream_dead_letters_total{reason="bad JSON"} 2.0' in text
     assert 'topicfs_stream_consumer_lag{partition="0"} 12.0' in text and 'partition="1"' not in text
     assert "topicfs_stream_events_per_second" in text
     assert "topicfs_stream_push" not in text  # each process exports only its own metrics: pushes are the pusher's
@@ -288,3 +288,21 @@ def test_a_slow_rebuild_under_a_backlog_defers_the_next_one():
     assert math.isclose(next_rebuild_at(10.0, 10.005, 0.1, 0.2), 10.1)
     # backlog: a 50 ms rebuild at a 20% share → 200 ms of pause after it ends
     assert math.isclose(next_rebuild_at(10.0, 10.05, 0.1, 0.2), 10.25)
+
+
+def test_dead_letter_reasons_become_bounded_kinds():
+    from stream.logic import Limits, parse_event, reason_kind
+
+    samples = {
+        b"{oops": "bad JSON",
+        b"[1]": "not a JSON object",
+        b'{"type": "view", "event_id": "a", "user_id": 1, "video_id": 2, "ts": 1.8e9}': "bad type",
+        b'{"type": "click", "event_id": "a", "user_id": "1", "video_id": 2, "ts": 1.8e9}': "user_id invalid",
+        b'{"type": "click", "event_id": "a", "user_id": 1, "video_id": 2, "ts": 5}': "bad ts",
+        b'{"type": "exposure", "event_id": "a", "user_id": 1, "video_ids": [], "ts": 1.8e9}': "no video",
+    }
+    for raw, kind in samples.items():
+        _, errors = parse_event(raw, Limits())
+        assert errors and reason_kind(errors[0]) == kind, (raw, errors)
+    assert reason_kind("unknown video_id 12345") == reason_kind("unknown video_id 7") == "unknown video"
+    assert reason_kind("payload of 70001 bytes exceeds max_payload_bytes=65536") == "oversize"

@@ -67,7 +67,7 @@ def ui_state(tmp_path_factory, redis_server):
     import redis
 
     from offline_jobs.pipeline import run_topic_job
-    from serving.training import train_ranker
+    from offline_jobs.ranker_training import train_ranker
     from state import fill_stream_state
     from topicfs.demo import write_click_log
     from topicfs.feature_registry import register_and_materialize
@@ -143,7 +143,7 @@ def metrics_endpoints():
     worker, pusher = WorkerMetrics(), PusherMetrics()
     worker.record_events(exposures=1200, clicks=80)
     worker.observe_lag({0: 17, 1: 0, 2: 240, 3: 5})
-    worker.dead_letters.inc(3)
+    worker.dead_letters.labels("unknown video").inc(3)
     for seconds in (0.004, 0.006, 0.02):
         pusher.record_push(seconds, rows=10)
     started = time.monotonic()

@@ -156,11 +156,14 @@ def test_video_page_shows_topics_feature_and_feast_values(ui_state, ui_server, c
 def test_stream_page_reads_the_worker_metrics_and_the_shards(ui_state, ui_server, chromium):
     visit = chromium.visit(f"{ui_server.url}/stream",
                            expressions={"lag": "Array.from(document.querySelectorAll('table.lag tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])",
-                                        "offsets": "document.querySelector('table.shards').innerText"})
+                                        "offsets": "document.querySelector('table.shards').innerText",
+                                        "dead": "Array.from(document.querySelectorAll('table.dead-letters tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])"})
     assert visit.errors == []
     assert visit.values["lag"] == [["0", "17"], ["1", "0"], ["2", "240"], ["3", "5"]]
     assert "Feast push latency" in visit.text and "3 pushes" in visit.text and "last Feast push" in visit.text
-    assert "events/s (last 10 s)" in visit.text and "all reasons" in visit.text
+    assert "events/s (last 10 s)" in visit.text
+    dead = visit.values["dead"]
+    assert dead == [["unknown video", "3"]], dead  # dead letters by reason, as the worker counts them
     offsets = ui_state["applied"]["offsets"]
     topic = ui_state["settings"].stream.events_topic
     for partition, next_offset in enumerate(offsets):
