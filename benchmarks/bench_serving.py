@@ -12,7 +12,7 @@ Then, with N1 = 128, N2 = 4, N3 = 600 (paper values):
 2. HTTP ``GET /users/{id}/candidates`` through ``topicfs serve api`` (uvicorn in a subprocess on 127.0.0.1),
    open loop at ``--rate`` requests/s for ``--seconds`` s; latency counted from each request's scheduled time;
 3. retrieve 600 + fetch topic features (Feast online store in the same Redis: packed one-MGET read vs Feast's
-   ``get_online_features``) + score with a DCN with topic features trained by ``serving.training.train_ranker``.
+   ``get_online_features``) + score with a DCN with topic features trained by ``offline_jobs.ranker_training.train_ranker``.
 
 Run: ``python -m benchmarks.bench_serving`` (about 3 minutes); figures go to stdout.
 """
@@ -254,7 +254,7 @@ def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[in
     from serving.features import VIDEO_TOPICS_SERVICE, FeastOnlineFetcher, PackedOnlineFetcher, make_video_topics_repo
     from serving.ranking import RankingService
     from serving.rankers import Ranker
-    from serving.training import train_ranker
+    from offline_jobs.ranker_training import train_ranker
     from topicfs.settings import Settings
 
     ids = np.fromiter(video_topics, dtype=np.int64)

@@ -54,7 +54,7 @@ def run_demo(
     from serving.candidates import CandidateGenerator
     from serving.features import UserExposureHistory
     from serving.ranking import demo_text
-    from serving.training import train_ranker
+    from offline_jobs.ranker_training import train_ranker
     from stream import synthetic_stream as stream_users
     from stream.demo import run_demo_stream
     from topicfs.feature_client import PackedFeatureClient

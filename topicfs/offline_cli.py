@@ -60,13 +60,13 @@ def train_ranker_command(
     if dataset is RankerDataset.file:
         clicks = data_files(None, interactions, on_error=on_error, need_videos=False).load_interactions(settings.rankers.rating_threshold)
     else:
-        from serving.table2 import movielens_dataset, synthetic_dataset
+        from offline_jobs.table2 import movielens_dataset, synthetic_dataset
 
         _, entity = (synthetic_dataset if dataset is RankerDataset.synthetic else movielens_dataset)(settings)
         clicks = entity.rename(columns={"event_timestamp": "ts", "label": "clicked"})
 
     from serving.features import make_video_topics_repo
-    from serving.training import train_ranker
+    from offline_jobs.ranker_training import train_ranker
 
     with tempfile.TemporaryDirectory(prefix="ranker-train-") as work:
         if with_topics and feature_repo is None:
@@ -103,7 +103,7 @@ def table2_command(
     ),
 ) -> None:
     """Table II: AUC of LR, EMLP, DCN without / with topic features on a time split; prints Markdown."""
-    from serving.table2 import save_report, to_markdown
+    from offline_jobs.table2 import save_report, to_markdown
 
     if video_topics is not None and len(dataset) > 1:
         raise UserError("--video-topics belongs to one dataset; run one --dataset at a time with it")
@@ -122,7 +122,7 @@ def table2_command(
     # check every report folder before the first (long) run, so a name clash stops at once
     folders = {label: report_dir(root, f"table2_{label}", sources) for _, label, sources, _ in jobs}
 
-    from serving.table2 import run_table2
+    from offline_jobs.table2 import run_table2
 
     rows = []
     for kind, label, _, options in jobs:

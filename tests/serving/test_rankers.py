@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from serving.candidates import vote_topics
 from serving.features import exposure_history, user_history
 from serving.rankers import MODELS, Ranker, RankerInputs, exposure_features, topic_affinity
-from serving.table2 import Table2Row, time_split, to_markdown, withhold_video_ids
+from offline_jobs.table2 import Table2Row, time_split, to_markdown, withhold_video_ids
 
 
 def _frame(n_rows: int, n_users: int, video_ids: np.ndarray, seed: int, with_content: bool = False) -> pd.DataFrame:

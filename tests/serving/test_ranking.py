@@ -13,7 +13,7 @@ import redis
 from serving.features import VIDEO_TOPICS_SERVICE, FeastOnlineFetcher, PackedOnlineFetcher, make_video_topics_repo, user_history
 from serving.ranking import demo_text, ranking_service
 from serving.rankers import Ranker
-from serving.training import train_ranker
+from offline_jobs.ranker_training import train_ranker
 from topicfs import keys
 from topicfs.keys import KeyLayout
 from topicfs.redis_client import sync_client

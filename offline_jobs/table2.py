@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 from serving.features import FeastHistoricalFetcher, make_video_topics_repo
 from serving.rankers import MODELS, Ranker
-from serving.training import training_frame
+from offline_jobs.ranker_training import training_frame
 from topicfs.datasets import DataFiles
 from topicfs.errors import UserError
 from topicfs.settings import Settings

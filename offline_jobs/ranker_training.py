@@ -2,7 +2,7 @@
 
 ::
 
-    from serving.training import train_ranker
+    from offline_jobs.ranker_training import train_ranker
     ranker_dir = train_ranker(clicks, settings, feature_repo="feature_repo")   # DCN with topic features
 
 ``clicks`` is the offline interactions contract (user_id, video_id, clicked 0/1, ts). Every row gets the
