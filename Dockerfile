@@ -10,6 +10,7 @@ COPY topicfs ./topicfs
 COPY stream ./stream
 COPY offline_jobs ./offline_jobs
 COPY serving ./serving
+COPY topicfs_app ./topicfs_app
 RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu .
 COPY feature_repo ./feature_repo
 # The user the processes run as, with a home for library caches (Hugging Face, matplotlib); the folders compose mounts

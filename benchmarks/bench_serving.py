@@ -204,7 +204,7 @@ def main() -> None:
             "TOPICFS_SERVING__ACCESS_LOG": "false",  # a line per request is not what is measured here
         }
         api = subprocess.Popen(
-            [sys.executable, "-m", "topicfs.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "topicfs_app.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "api.log", "wb"),  # a pipe nobody reads would fill and stall it
         )
         wait_listening("127.0.0.1", port, 60, "candidate API")

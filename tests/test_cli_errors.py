@@ -22,7 +22,7 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> su
     environ["PYTHONPATH"] = str(ROOT)
     environ.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "topicfs.cli", *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "topicfs_app.cli", *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300
     )
 
 

@@ -129,7 +129,7 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 def topicfs(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    result = subprocess.run([sys.executable, "-m", "topicfs.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([sys.executable, "-m", "topicfs_app.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"topicfs {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout
 
@@ -180,7 +180,7 @@ def test_walkthrough_own_catalogue_and_click_log(project, redis_url):
 
         # 3. the worker, then the click log into Kafka
         worker = subprocess.Popen(
-            [sys.executable, "-m", "topicfs.cli", "stream", "worker"], cwd=folder, env=env,
+            [sys.executable, "-m", "topicfs_app.cli", "stream", "worker"], cwd=folder, env=env,
             stdout=open(folder / "worker.log", "w"), stderr=subprocess.STDOUT,
         )
         try:

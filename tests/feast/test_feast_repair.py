@@ -148,7 +148,7 @@ def test_verify_cli(registered, redis_client, feast_env):
     client = PackedFeatureClient(store, names.RANKER_V1)
     redis_client.delete(_packed_keys(redis_client, client.layout, [10])[0])
     env = dict(os.environ, PYTHONPATH=str(WORKTREE))
-    command = [sys.executable, "-m", "topicfs.cli", "feast", "verify", "--sample", "50"]
+    command = [sys.executable, "-m", "topicfs_app.cli", "feast", "verify", "--sample", "50"]
     found = subprocess.run(command, capture_output=True, text=True, env=env, cwd=WORKTREE, timeout=180)
     assert found.returncode == 1, found.stderr[-2000:]
     assert "1 differ" in found.stdout and "id 10 " in found.stdout

@@ -89,7 +89,7 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
         "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10", "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2", "TOPICFS_TAG_GRAPH__EPOCHS": "1",
         "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_MODALITIES": "predict",
     }
-    done = subprocess.run([sys.executable, "-m", "topicfs.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
+    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "presence audit: NMI(nearest topic, x) — has cover" in done.stdout and "without tags" in done.stdout

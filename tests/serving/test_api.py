@@ -267,7 +267,7 @@ def _serve(config: RedisConfig, log_path: Path, **env) -> tuple[subprocess.Popen
     } | env
     log = open(log_path, "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "topicfs.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "topicfs_app.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
         env=variables, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()

@@ -464,8 +464,8 @@ def test_serve_candidates_prints_json_and_refuses_an_id_beyond_int64(deployment)
         "TOPICFS_REDIS__URL": config.url, "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(), "TOPICFS_REDIS__SHARDS": str(config.shards),
         "TOPICFS_REDIS__KEY_PREFIX": PREFIX, "TOPICFS_SERVING__TOPICS_PER_USER": "2", "TOPICFS_SERVING__N_CANDIDATES": "6",
     }
-    done = subprocess.run([sys.executable, "-m", "topicfs.cli", "serve", "candidates", "7"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", "7"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["candidates"] == [[100, 1], [200, 2], [101, 1], [201, 2], [103, 1], [104, 1]]
-    bad = subprocess.run([sys.executable, "-m", "topicfs.cli", "serve", "candidates", str(2**63)], env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", str(2**63)], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

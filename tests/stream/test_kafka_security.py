@@ -128,7 +128,7 @@ def test_passwords_are_masked_in_topicfs_settings_and_reach_child_processes(tmp_
 
     env = {**os.environ, "TOPICFS_KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "TOPICFS_KAFKA__SASL_USERNAME": "topicfs",
            "TOPICFS_KAFKA__SASL_PASSWORD": PASSWORD, "TOPICFS_KAFKA__SSL_KEY_PASSWORD": PASSWORD + "k"}
-    shown = subprocess.run([sys.executable, "-m", "topicfs.cli", "settings"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    shown = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "settings"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert PASSWORD not in shown.stdout + shown.stderr and '"sasl_password": "**********"' in shown.stdout
     settings = Settings(kafka=KafkaConfig(sasl_username="topicfs", sasl_password=PASSWORD, ssl_key_password=PASSWORD + "k"))

@@ -128,7 +128,7 @@ def tls_settings(settings, certs, proxy, ca="ca.pem"):
 
 
 def cli(settings, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "topicfs.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "topicfs_app.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow

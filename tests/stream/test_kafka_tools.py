@@ -1,7 +1,7 @@
 """The kafka-python tools: `topicfs stream produce --interactions`, `stream dead-letters`, `stream topics`.
 
 Unit tests of the click log -> events grouping and of the dead-letter planning; then, as a user runs them
-(subprocesses of `python -m topicfs.cli` against the embedded broker, a real worker, the private Redis):
+(subprocesses of `python -m topicfs_app.cli` against the embedded broker, a real worker, the private Redis):
 produce gives exact counts; dead letters are summarised and re-injected until the counts equal the whole log's.
 """
 
@@ -122,7 +122,7 @@ def test_reinjection_sends_only_what_was_not_counted_and_corrects_what_it_can(st
 
 
 def cli(settings, *args, timeout=120, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "topicfs.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "topicfs_app.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
 def eventually(check, worker, timeout_s=90.0):

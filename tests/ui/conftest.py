@@ -69,7 +69,7 @@ def ui_state(tmp_path_factory, redis_server):
     from offline_jobs.pipeline import run_topic_job
     from offline_jobs.ranker_training import train_ranker
     from state import fill_stream_state
-    from topicfs.demo import write_click_log
+    from topicfs_app.demo import write_click_log
     from topicfs.feature_registry import register_and_materialize
     from topicfs.settings import get_settings
     from topicfs.synthetic import make_catalogue, make_click_log

@@ -55,7 +55,7 @@ def demo(
     serve: bool = typer.Option(False, "--serve", help="at the end, serve the topic browser on the demo's state until Ctrl-C"),
 ) -> None:
     """Run every stage end to end on a synthetic catalogue: topics, MRLM, Feast, the stream, candidates, a ranker (stops what it starts)."""
-    from topicfs.demo import run_demo
+    from topicfs_app.demo import run_demo
 
     run_demo(get_settings(), typer.echo, n_users_shown=users, stream_messages=stream_messages, serve=serve)
 
@@ -74,11 +74,10 @@ def deprecated(command: Callable, new_name: str) -> Callable:
 
 def _register_stages() -> None:
     # Each stage owns its sub-app; importing them is cheap (heavy libraries load inside the commands).
-    from offline_jobs import mrlm_cli
+    from offline_jobs import mrlm_cli, offline_cli
     from offline_jobs.topic_cli import app as topics_app
     from serving.cli import app as serving_app
     from stream.cli import app as stream_app
-    from topicfs import offline_cli
     from topicfs.feast_cli import app as feast_app
 
     offline_cli.register(mrlm_cli.app)
