@@ -78,7 +78,25 @@ def summary_row(runs: list[dict]) -> dict[str, tuple[float, float]]:
         for group, g in audit["groups"].items():
             figures.setdefault(f"topics/video {group}", []).append(g["mean_topics"])
             figures.setdefault(f"at cap {group}", []).append(g["at_cap"])
-    return {name: (float(np.mean(v)), float(np.std(v))) for name, v in figures.items()}
+    return {name: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0) for name, v in figures.items()}
+
+
+def print_summary(runs: list[dict]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean ± std (ddof 1) over the seeds per catalogue and method, printed as a Markdown table (one column each)."""
+    summary = {}
+    for name in dict.fromkeys(r["catalogue"] for r in runs):
+        for method in dict.fromkeys(r["method"] for r in runs):
+            audits = [r["audit"] for r in runs if r["catalogue"] == name and r["method"] == method]
+            if audits:
+                summary[f"{name}/{method}"] = summary_row(audits)
+    keys = sorted({k for row in summary.values() for k in row})
+    n_seeds = len({r["seed"] for r in runs})
+    print(f"\n| figure (mean ± std over {n_seeds} seeds) | " + " | ".join(summary) + " |")
+    print("|---|" + "---:|" * len(summary))
+    for key in keys:
+        cells = [f"{row[key][0]:.3f} ± {row[key][1]:.3f}" if key in row else "" for row in summary.values()]
+        print(f"| {key} | " + " | ".join(cells) + " |")
+    return summary
 
 
 def main() -> None:
@@ -92,7 +110,12 @@ def main() -> None:
     parser.add_argument("--catalogues", nargs="+", default=["complete", "ragged"], choices=["complete", "ragged"])
     parser.add_argument("--epochs", type=int, default=None, help="MMoE epochs (default: the settings')")
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench_topics_ragged.json"))
+    parser.add_argument("--merge", type=Path, nargs="+", help="no run: merge these JSON outputs (one per seed) and print the table")
     args = parser.parse_args()
+    if args.merge:
+        runs = [run for path in args.merge for run in json.loads(path.read_text())["runs"]]
+        print_summary(runs)
+        return
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     base = Settings()
@@ -117,17 +140,7 @@ def main() -> None:
                     groups = ", ".join(f"{k} {g['mean_topics']:.2f} ({100 * g['at_cap']:.0f}% cap)" for k, g in audit["groups"].items())
                     print(f"seed {seed} {name:<8} {method:<7} NMI: {nmi} | topics/video: {groups} | {audit['seconds']:.0f} s", flush=True)
     results["seconds"] = time.perf_counter() - started
-    results["summary"] = {}
-    for name in args.catalogues:
-        for method in args.methods:
-            runs = [r["audit"] for r in results["runs"] if r["catalogue"] == name and r["method"] == method]
-            results["summary"][f"{name}/{method}"] = summary_row(runs)
-    keys = sorted({k for row in results["summary"].values() for k in row})
-    print("\n| figure | " + " | ".join(results["summary"]) + " |")
-    print("|---|" + "---:|" * len(results["summary"]))
-    for key in keys:
-        cells = [f"{row[key][0]:.3f} ± {row[key][1]:.3f}" if key in row else "" for row in results["summary"].values()]
-        print(f"| {key} | " + " | ".join(cells) + " |")
+    results["summary"] = print_summary(results["runs"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(f"{len(results['runs'])} runs in {results['seconds']:.0f} s; wrote {args.out}")
