@@ -13,7 +13,7 @@ Steps, each a model of its own module:
 3. a = [ē/‖ē‖, z/‖z‖] -> k-means topics, τ3 assignment, 8-dim topic feature        (offline_jobs.topics)
 
 Outputs: the four tables of :mod:`topicfs.tables` under ``paths.tables_dir`` and the three fitted
-models under ``paths.models_dir`` (each with its config), so :class:`TopicAssigner` can give topics to
+models under ``paths.models_dir`` (each with its config), so :class:`offline_jobs.inference.TopicAssigner` can give topics to
 videos published later (the stream's video-published events). Beside the tables, ``video_map.parquet``
 places every video on a 2-D map for the topic browser (:func:`video_map`, the paper's Fig. 4 analogue).
 """
@@ -319,21 +319,3 @@ def learn_topics(videos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     result = run_topic_job(videos, settings, write=True)
     return pd.read_parquet(result.tables["video_topics.parquet"]).drop(columns=["event_timestamp", "created"])
 
-
-class TopicAssigner:
-    """Topics for videos published after the job ran, from the saved models (used by the stream)."""
-
-    def __init__(self, models: TopicModels):
-        self.models = models
-
-    def assign_with_weights(self, videos: pd.DataFrame) -> tuple[list[list[int]], list[list[float]]]:
-        a, _, _ = self.models.representation(videos)
-        return self.models.topics.assign(a).to_lists()
-
-    def assign(self, videos: pd.DataFrame) -> list[list[int]]:
-        """Topic ids per row of ``videos`` (a table meeting topicfs.contracts), nearest first."""
-        return self.assign_with_weights(videos)[0]
-
-
-def load_topic_assigner(models_dir: str | Path) -> TopicAssigner:
-    return TopicAssigner(TopicModels.load(Path(models_dir)))

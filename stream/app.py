@@ -304,7 +304,7 @@ def _assign_topics(runtime: StreamRuntime, event: VideoPublishedEvent) -> list[i
     """Topics of a video that arrived with its content, from the trained topic models (loaded once)."""
     global _assigner
     if _assigner is None:
-        from offline_jobs.pipeline import load_topic_assigner  # heavy (torch): only when content events arrive
+        from offline_jobs.inference import load_topic_assigner  # heavy (torch): only when content events arrive
 
         _assigner = load_topic_assigner(runtime.settings.paths.models_dir)
     frame = pd.DataFrame(

@@ -58,7 +58,8 @@ def test_end_to_end_topic_job_on_a_kuairec_slice(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from offline_jobs.pipeline import TopicAssigner, TopicModels, run_topic_job
+    from offline_jobs.inference import TopicAssigner
+    from offline_jobs.pipeline import TopicModels, run_topic_job
     from topicfs import tables
     from topicfs.settings import MMoEConfig, PathsConfig, Settings, TagGraphConfig, TopicsConfig
 

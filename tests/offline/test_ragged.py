@@ -101,7 +101,7 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
     stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
     assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
     # the saved models remember which modalities a took from predictions: the stream's assigner gives the same topics
-    from offline_jobs.pipeline import load_topic_assigner
+    from offline_jobs.inference import load_topic_assigner
     from topicfs.contracts import load_videos
 
     assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
