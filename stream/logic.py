@@ -1,6 +1,6 @@
 """Pure logic of the streaming updater: validation, counting with optional decay, τ1/τ2 pruning, queue building.
 
-Plain functions over plain types (no Kafka, no Redis), property-tested in tests/stream/test_logic.py.
+Plain functions over plain types (no Kafka, no Redis), property-tested in tests/stream/test_stream_logic.py.
 The Faust agents (:mod:`stream.app`) and the Redis layer (:mod:`stream.state`) only decode, call these and write.
 
 Symbols (DESIGN.md "Topic utilisation"): τ1 = ``min_exposures``, τ2 = ``min_ctr``, N1 = ``recent_clicks``,
@@ -13,7 +13,6 @@ import json
 import math
 import random
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -356,20 +355,6 @@ def _fold_events_plain(
     return delta
 
 
-# ---------------------------------------------------------------- users
-
-
-def push_recent_clicks(recent: Sequence[int], clicked_oldest_first: Sequence[int], n1: int) -> list[int]:
-    """The user's last N1 clicked videos, newest first, after ``clicked_oldest_first`` happened."""
-    return (list(reversed(clicked_oldest_first)) + list(recent))[:n1]
-
-
-def topic_histogram(recent: Sequence[int], topics_of: Mapping[int, Sequence[int]]) -> list[tuple[int, int]]:
-    """Topics voted by the recent clicks: (topic_id, count), most voted first, ties by topic id."""
-    votes = Counter(topic_id for video_id in recent for topic_id in topics_of.get(video_id, ()))
-    return sorted(votes.items(), key=lambda item: (-item[1], item[0]))
-
-
 # ---------------------------------------------------------------- topic queues
 
 
@@ -423,11 +408,6 @@ def build_queue(
     for rank in range(total):
         queue.append(next(fresh_iter) if rank in fresh_ranks else next(established_iter))
     return queue
-
-
-def queue_scores(queue: Sequence[int]) -> dict[int, float]:
-    """ZSET scores that make ``ZREVRANGE`` return ``queue`` in order: the first video gets len(queue), the last 1."""
-    return {video_id: float(len(queue) - rank) for rank, video_id in enumerate(queue)}
 
 
 def push_pause_s(push_s: float, max_busy_share: float) -> float:

@@ -337,7 +337,7 @@ def test_fresh_videos_the_stream_places_in_a_queue_are_candidates(deployment):
     """A queue built by the stream's own logic (established by CTR, 10% fresh spread among them) is served as is."""
     import random
 
-    from stream.logic import build_queue, queue_scores
+    from stream.logic import build_queue
 
     client, layout, _ = deployment
     established = [(v, 0.5 - v / 1000) for v in range(100, 118)]  # (video, CTR), all above τ2
@@ -345,8 +345,7 @@ def test_fresh_videos_the_stream_places_in_a_queue_are_candidates(deployment):
     queue = build_queue(established, fresh, len(fresh), fresh_share=0.1, cold_start_fresh=0, max_queue_length=1000, rng=random.Random(1))
     served_fresh = [v for v in queue if v in fresh]
     assert served_fresh and len(served_fresh) == 2  # 10% of 20 videos
-    client.zadd(layout.queue(1), queue_scores(queue))
-    write_state(client, layout, popular={1: 5.0})
+    write_state(client, layout, queues={1: queue}, popular={1: 5.0})
     for generator in generators(client, layout, 128, 4, 600):
         result = generator.candidates(42)  # no history: the popular topic
         assert [c.video_id for c in result.candidates] == queue

@@ -22,9 +22,6 @@ from stream.logic import (
     parse_event,
     parse_video_event,
     push_pause_s,
-    push_recent_clicks,
-    queue_scores,
-    topic_histogram,
     video_status,
 )
 from stream.records import ClickEvent, ExposureEvent
@@ -181,14 +178,6 @@ def test_status_follows_tau1_tau2():
     assert video_status(Counts(100, 6), TAU1, TAU2) == "pruned"
 
 
-# ------------------------------------------------------------ users
-
-
-def test_recent_clicks_newest_first_trimmed_to_n1():
-    assert push_recent_clicks([5, 4], [6, 7, 8], 4) == [8, 7, 6, 5]
-    assert topic_histogram([8, 7, 6, 5], {8: (1,), 7: (1, 2), 6: (2,), 5: ()}) == [(1, 2), (2, 2)]
-
-
 # ------------------------------------------------------------ queues
 
 videos_strategy = st.dictionaries(st.integers(0, 500), st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=300)
@@ -221,9 +210,6 @@ def test_queue_invariants(videos, max_length, seed):
     n_fresh = sum(1 for v in queue if v not in ctr_of)
     if in_queue and len(fresh) >= math.ceil(SHARE * max_length) + 1:
         assert abs(n_fresh - SHARE * len(queue)) <= 1
-    # scores make ZREVRANGE give the queue order
-    scores = queue_scores(queue)
-    assert sorted(queue, key=lambda v: -scores[v]) == queue
 
 
 def test_fresh_videos_are_spread_and_rotate():
