@@ -41,9 +41,9 @@ def probe_mmoe_and_topics(title_model: Path, work: Path, models: set[str]) -> di
     settings = Settings(
         mmoe=MMoEConfig(title_encoder=str(title_model), n_experts=3, expert_dim=8, tower_hidden=8, batch_size=8, epochs=1,
                         image_size_px=16, cnn_channels=[4, 8], title_trainable_layers=1, seed=5, torch_threads=1,
-                        new_token_init="skipgram"),
+                        new_token_init="skipgram", modality_dropout=0.5),
         tag_graph=TagGraphConfig(walk_length=10, walks_per_tag=2, embedding_dim=8, epochs=1, workers=1),
-        topics=TopicsConfig(n_topics=4, kmeans_iterations=5),
+        topics=TopicsConfig(n_topics=4, kmeans_iterations=5, missing_modalities="predict"),
     )
     result = run_topic_job(catalogue.videos, settings, write=False)
     out = {}
