@@ -9,6 +9,11 @@ Training fine-tunes f_T and f_C together with the MMoE head (Adam; ``encoder_lea
 weights, ``learning_rate`` for the head and for freshly initialised weights). A task without labels, or a
 modality without data (KuaiRec has no covers), is dropped with a warning.
 
+Missing covers (issue 21): a video without a cover has f_C = 0. ``modality_dropout`` (ModDrop, Neverova et al. 2015)
+drops a training video's cover with that probability in each step, so the title path learns to stand alone;
+:meth:`MultimodalTopicEncoder.encode` returns z and the tag task's predicted tags in one pass, which
+:func:`offline_jobs.pipeline.topic_inputs` uses to fill or replace ē (``topics.missing_modalities``).
+
 What we export as z (``MMoEConfig.representation``): the paper's "deep joint representation z after
 fine-tuning" is ``encoder`` = [f_C(x_I), f_T(x_W)] with the fine-tuned encoders. ``experts`` exports the
 gate-weighted expert mixtures [f^1(z), ..., f^N(z)] instead. On held-out KuaiRec videos ``experts``

@@ -41,6 +41,10 @@ Steps:
 5. :func:`write_topic_tables` writes the four Parquet tables of :mod:`topicfs.tables` with a JSON sidecar
    (config + data fingerprints) beside each, and :func:`topics_per_video_report` summarises how many
    topics videos get (the paper reports about 4 on average).
+6. Ragged catalogues (issue 21): :func:`presence_audit` measures whether topics follow which modalities videos have
+   (NMI of the nearest topic with has-cover / has-tags, topics per video and share at the cap per modality group);
+   :func:`impute_tag_half` fills ē of tagless videos from a predicted tag distribution. Which a the job builds for
+   videos lacking a modality is ``missing_modalities`` (kept with the model; :func:`offline_jobs.pipeline.topic_inputs`).
 
 Run it (z from the MMoE job, tags from the videos table)::
 
