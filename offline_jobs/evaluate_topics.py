@@ -21,10 +21,14 @@ concatenated, are clustered like the rows above. It shows how much class informa
 directly for the classes gets out of the titles under this protocol, so a representation's score can be
 read against it (docs/TABLE1.md).
 
-When only some held-out videos have tags, the table is also scored on those alone (``facts["with_tags"]``,
-:func:`tagged_rows`; K = the classes among them): a video without tags has a = [0, z/‖z‖], at cosine at most
-1/√2 from every tagged video whatever its z, so on a mixed set k-means partly separates tagged from tagless
-videos, which is not what Table I measures about a representation.
+Ragged modalities (issue 21): the table is also scored per modality group, on the held-out videos with / without
+tags and with / without a cover (``facts["groups"]``, :func:`groups_markdown`; K = the classes in the group;
+``facts["with_tags"]`` and :func:`tagged_rows` keep the tagged group). The cover-only row exists only for videos with
+a cover and is scored on them (its ``n`` says how many). "MMoE (z)" and "MMoE+Tag (a)" are built as the topic job
+builds them (``topics.missing_modalities``, :func:`offline_jobs.pipeline.topic_inputs`). With the paper's zero fill a
+tagless video has a = [0, z/‖z‖], at cosine at most 1/√2 from every tagged video whatever its z, so on a mixed set
+k-means partly separates tagged from tagless videos, which is not what Table I measures about a representation.
+The presence audit of the topics (``facts["presence_audit"]``) is printed and saved with the table.
 
 Fig. 3's figure is the ratio of the mean distance between class centres to the mean distance of a
 video to its class centre (primary classes), per representation. The command prints a Markdown table
