@@ -76,19 +76,23 @@ def test_impute_tag_half_is_the_expected_tag_vector_for_tagless_rows_only():
         impute_tag_half(e_bar, has_tags, probs[:, :2], embeddings)
 
 
-def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_model):  # noqa: F811
-    """The user's command on a small ragged catalogue: the audit is printed and saved beside the tables, and with the
-    imputation every video has a tag half."""
-    env = {
+def _ragged_env(tmp_path: Path, title_model: Path) -> dict[str, str]:
+    return {
         "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts"),
         "TOPICFS_SYNTHETIC__N_VIDEOS": "150", "TOPICFS_SYNTHETIC__N_TRUE_TOPICS": "3", "TOPICFS_SYNTHETIC__IMAGE_SIZE": "16",
         "TOPICFS_SYNTHETIC__COVER_SHARE": "0.3", "TOPICFS_SYNTHETIC__TAG_SHARE": "0.15",
-        "TOPICFS_MMOE__TITLE_ENCODER": str(tiny_title_model), "TOPICFS_MMOE__EPOCHS": "1", "TOPICFS_MMOE__N_EXPERTS": "2",
+        "TOPICFS_MMOE__TITLE_ENCODER": str(title_model), "TOPICFS_MMOE__EPOCHS": "1", "TOPICFS_MMOE__N_EXPERTS": "2",
         "TOPICFS_MMOE__EXPERT_DIM": "8", "TOPICFS_MMOE__TOWER_HIDDEN": "8", "TOPICFS_MMOE__IMAGE_SIZE_PX": "16",
         "TOPICFS_MMOE__CNN_CHANNELS": "[4]", "TOPICFS_MMOE__TORCH_THREADS": "1", "TOPICFS_MMOE__MODALITY_DROPOUT": "0.5",
         "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10", "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2", "TOPICFS_TAG_GRAPH__EPOCHS": "1",
         "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_MODALITIES": "predict",
     }
+
+
+def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_model):  # noqa: F811
+    """The user's command on a small ragged catalogue: the audit is printed and saved beside the tables, and with the
+    imputation every video has a tag half."""
+    env = _ragged_env(tmp_path, tiny_title_model)
     done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -109,6 +113,19 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
     videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
     table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
     assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
+
+
+def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path, tiny_title_model):  # noqa: F811
+    env = {**_ragged_env(tmp_path, tiny_title_model), "TOPICFS_SYNTHETIC__N_VIDEOS": "300", "TOPICFS_EVALUATION__HOLDOUT_FRACTION": "0.3",
+           "TOPICFS_EVALUATION__SUPERVISED_REFERENCE": "false"}
+    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "topics", "evaluate", "--out", str(tmp_path / "report")], cwd=ROOT,
+                          env={**_base_env(), **env}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for group in ("with tags", "without tags", "with cover", "without cover"):
+        assert f"held-out videos {group}:" in done.stdout
+    assert "held_out videos, presence audit: NMI(nearest topic, x) — has cover" in done.stdout
+    facts = json.loads((tmp_path / "report" / "table1.json").read_text())["facts"]
+    assert facts["predicted_modalities"] == ["tags", "cover"] and set(facts["presence_audit"]) == {"train", "held_out"}
 
 
 def test_cover_dropout_encodes_dropped_covers_as_missing(tiny_title_model, tmp_path):  # noqa: F811
