@@ -22,7 +22,7 @@ For each step: wall time, and peak resident memory of the process during the ste
 samples /proc/self/statm every 50 ms; ``ru_maxrss`` gives the whole-run peak). Quality: ARI / NMI of the
 nearest topic against the ground-truth sub-topics.
 
-Run (full size: 3.8 min for ours + 1.0 min for the baseline on 2 idle cores, 2026-12-02, docs/BENCHMARKS.md)::
+Run (full size: 4.7 min for ours + 0.75 min for the baseline on 2 idle cores, 2026-12-06, docs/BENCH_KMEANS.md)::
 
     python -m benchmarks.bench_kmeans
     python -m benchmarks.bench_kmeans --n-videos 50000 --n-topics 300      # quick check, ~1 min

@@ -29,9 +29,9 @@ m(g_u) passes the user's global vector through the same siamese network as the i
 concatenates [g_u, m of the latest items] (d1 + d4) and takes a cosine with d4-dim items, which is
 undefined; its intent, "global + latest items, cosine", is what the rule above keeps. To train with the
 cosine we serve, ``serving_triplet_weight`` (ρ) adds Eq. 3 on (m(g_u), m_v+, m_v-) to L_MFRL (ρ = 0 is
-the paper). docs/MRLM.md compares this rule with the alternatives on the validation split.
+the paper). docs/appendix/MRLM_history.md compares this rule with the alternatives on the validation split.
 
-Deviations chosen on ml-100k valid (docs/MRLM.md, "What we tried"; each can be switched back to the paper):
+Deviations chosen on ml-100k valid (docs/appendix/MRLM_history.md, "What we tried"; each can be switched back to the paper):
 ``skip_connection`` adds a linear path to both networks (g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2),
 no sigmoid), so the FM's initial vectors are not lost in the convolutions; ``triplet_negatives`` K and
 ``triplet_temperature`` τ turn Eq. 3 (on g and on m) into a smooth maximum over K random negatives
