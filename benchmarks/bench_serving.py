@@ -198,7 +198,7 @@ def main() -> None:
         env = os.environ | {
             "TOPICFS_REDIS__URL": server.url,
             "TOPICFS_REDIS__KEY_PREFIX": PREFIX,
-            "TOPICFS_SERVING__RECENT_CLICKS": str(N1),
+            "TOPICFS_STREAM__RECENT_CLICKS": str(N1),
             "TOPICFS_SERVING__TOPICS_PER_USER": str(N2),
             "TOPICFS_SERVING__N_CANDIDATES": str(N3),
             "TOPICFS_SERVING__ACCESS_LOG": "false",  # a line per request is not what is measured here

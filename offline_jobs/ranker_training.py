@@ -32,7 +32,7 @@ def training_frame(entity_df: pd.DataFrame, fetch_features: HistoricalFetcher | 
         entity_df,
         fetch_features,
         settings.topics.topic_feature_dim,
-        recent_clicks=settings.serving.recent_clicks,
+        recent_clicks=settings.stream.recent_clicks,
         history_videos=settings.rankers.history_videos,
         history_topics=settings.rankers.history_topics,
     )
@@ -68,7 +68,7 @@ def train_ranker(
         fetcher = FeastHistoricalFetcher(feature_repo, feature_service) if feature_service else FeastHistoricalFetcher(feature_repo)
     frame = training_frame(entity, fetcher, settings)
     torch.set_num_threads(settings.rankers.torch_threads)
-    ranker = Ranker.from_config(settings.rankers, model, features).fit(frame)
+    ranker = Ranker.from_config(settings.rankers, model, features, settings.topics).fit(frame)
     out = Path(out_dir) if out_dir is not None else settings.paths.models_dir / f"ranker_{model}_{features}"
     ranker.save(out)
     logger.info("saved %s/%s ranker (%d parameters, %d training rows) to %s", model, features, ranker.n_parameters(), len(frame), out)

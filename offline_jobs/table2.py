@@ -197,7 +197,7 @@ def evaluate(
         for features in ("base", "topic"):
             scores = []
             for seed in range(seeds):
-                ranker = Ranker.from_config(config, model, features, random_state=config.seed + seed)
+                ranker = Ranker.from_config(config, model, features, settings.topics, random_state=config.seed + seed)
                 started = time.perf_counter()
                 ranker.fit(train)
                 scores.append(roc_auc_score(test["label"], ranker.predict_proba(test)))

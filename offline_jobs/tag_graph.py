@@ -182,10 +182,13 @@ class _EpochProgress(CallbackAny2Vec):
         self.bar.close()
 
 
+_DEFAULTS = TagGraphConfig()
+
+
 class TagGraphEmbedder(BaseEstimator):
     """Tag embeddings e_j from DeepWalk + skip-gram on the tag co-occurrence graph; ē per video (Eq. 3-4).
 
-    Parameters mirror :class:`topicfs.settings.TagGraphConfig`. Learned state after :meth:`fit`:
+    Parameters mirror :class:`topicfs.settings.TagGraphConfig`, defaults included. Learned state after :meth:`fit`:
 
     - ``tags_``: list[str], the T graph nodes, most frequent first (ties alphabetical)
     - ``tag_counts_``: (T,) int64, videos holding each tag
@@ -197,15 +200,15 @@ class TagGraphEmbedder(BaseEstimator):
 
     def __init__(
         self,
-        walk_length: int = 100,
-        walks_per_tag: int = 10,
-        embedding_dim: int = 64,
-        window: int = 5,
-        epochs: int = 5,
-        min_tag_count: int = 1,
-        seed: int = 13,
-        workers: int = 1,
-        weighting: str = "mean",
+        walk_length: int = _DEFAULTS.walk_length,
+        walks_per_tag: int = _DEFAULTS.walks_per_tag,
+        embedding_dim: int = _DEFAULTS.embedding_dim,
+        window: int = _DEFAULTS.window,
+        epochs: int = _DEFAULTS.epochs,
+        min_tag_count: int = _DEFAULTS.min_tag_count,
+        seed: int = _DEFAULTS.seed,
+        workers: int = _DEFAULTS.workers,
+        weighting: str = _DEFAULTS.weighting,
         show_progress: bool = True,
     ):
         self.walk_length = walk_length
@@ -387,7 +390,7 @@ class TagGraphEmbedder(BaseEstimator):
         meta = read_json(directory / META_FILE)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{directory / META_FILE}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-        embedder = cls(**meta["config"])
+        embedder = cls(**{"weighting": "mean", **meta["config"]})  # saved before weighting existed: the plain mean
         with np.load(directory / ARRAYS_FILE) as arrays:
             n_tags = len(meta["tags"])
             embedder.embeddings_ = arrays["embeddings"]

@@ -353,10 +353,13 @@ def weighted_topic_features(assignment: TopicAssignment, topic_embeddings: np.nd
     return features.astype(np.float32)
 
 
+_DEFAULTS = TopicsConfig()
+
+
 class TopicModel(BaseEstimator):
     """K topics by spherical k-means on a; threshold assignment; per-topic 8-dim embeddings.
 
-    Parameters mirror :class:`topicfs.settings.TopicsConfig`; ``block_size`` (rows scored at once by
+    Parameters mirror :class:`topicfs.settings.TopicsConfig`, defaults included; ``block_size`` (rows scored at once by
     :meth:`assign`) and ``max_points_per_centroid`` (faiss's training sample cap per centre) bound memory
     and time; ``init_sample_per_topic`` sets the k-means++ seeding sample (that many rows per topic, at least
     10,000). Learned state after :meth:`fit`:
@@ -371,15 +374,15 @@ class TopicModel(BaseEstimator):
 
     def __init__(
         self,
-        n_topics: int = 60,
-        assign_threshold: float = 0.4,
-        max_topics_per_video: int = 8,
-        topic_feature_dim: int = 8,
-        kmeans_iterations: int = 25,
-        seed: int = 23,
-        center_halves: bool = True,
-        missing_modalities: str = "zero",
-        complete_share: float = 0.95,
+        n_topics: int = _DEFAULTS.n_topics,
+        assign_threshold: float = _DEFAULTS.assign_threshold,
+        max_topics_per_video: int = _DEFAULTS.max_topics_per_video,
+        topic_feature_dim: int = _DEFAULTS.topic_feature_dim,
+        kmeans_iterations: int = _DEFAULTS.kmeans_iterations,
+        seed: int = _DEFAULTS.seed,
+        center_halves: bool = _DEFAULTS.center_halves,
+        missing_modalities: str = _DEFAULTS.missing_modalities,
+        complete_share: float = _DEFAULTS.complete_share,
         block_size: int = 65536,
         max_points_per_centroid: int = 256,
         init_sample_per_topic: int = 3,

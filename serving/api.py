@@ -160,7 +160,7 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
         version="1.0",
         description=(
             "Candidates for a user from the live topic queues (MTL paper III-B): the topics of the user's last "
-            f"N1={settings.serving.recent_clicks} clicked videos vote, the top N2={settings.serving.topics_per_user} "
+            f"N1={settings.stream.recent_clicks} clicked videos vote, the top N2={settings.serving.topics_per_user} "
             "topics share the n candidates by votes; users without history get the popular topics."
         ),
     )

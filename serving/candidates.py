@@ -584,7 +584,7 @@ class CandidateGenerator:
                 client = sync_client(settings.redis, timeout_s=serving.redis_timeout_s)
             except _UNAVAILABLE as exc:  # a cluster client asks a node for the topology when built
                 raise _unavailable(exc, "the cluster topology") from exc
-        return cls(client, KeyLayout.from_config(settings.redis), serving.recent_clicks, serving.topics_per_user, serving.n_candidates)
+        return cls(client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates)
 
     def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Up to ``n`` (default N3) candidates for ``user_id``; raises :class:`CandidateStoreUnavailable`."""
@@ -668,7 +668,7 @@ class AsyncCandidateGenerator:
         serving = settings.serving
         client = async_client(settings.redis, timeout_s=serving.redis_timeout_s)
         return cls(
-            client, KeyLayout.from_config(settings.redis), serving.recent_clicks, serving.topics_per_user, serving.n_candidates,
+            client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates,
             max_concurrency=settings.redis.max_connections,
         )
 

@@ -44,6 +44,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from serving.padding import PADDING, pad_lists
+from topicfs.settings import RankerConfig, TopicsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -301,6 +302,9 @@ def _cross(left: np.ndarray, right: np.ndarray, left_weight: np.ndarray, right_w
     return bucket.reshape(len(left), -1), weight.reshape(len(left), -1).astype(np.float32)
 
 
+_RANKER, _TOPICS = RankerConfig(), TopicsConfig()  # the defaults of Ranker's parameters are the settings' defaults
+
+
 class Ranker:
     """A click-through ranker; ``predict_proba(frame)`` gives P(click) per row.
 
@@ -309,28 +313,31 @@ class Ranker:
     model: "lr", "emlp" or "dcn".
     features: "base" (user, video and history IDs), "topic" (+ video and user topic ids and the topic feature
         vector) or "content" (+ a content embedding vector, for the Fig. 6 cost comparison).
+    The other parameters are the settings of the same name in :class:`topicfs.settings.RankerConfig`
+    (``random_state`` = ``seed``), ``topic_embedding_dim`` = ``topics.topic_feature_dim`` and ``max_topics_per_video`` =
+    ``topics.max_topics_per_video``; their defaults are those settings' defaults (tests/test_settings_consistency.py).
     """
 
     def __init__(
         self,
         model: ModelName = "dcn",
         features: FeatureSet = "topic",
-        id_embedding_dim: int = 16,
-        topic_embedding_dim: int = 8,
-        max_topics_per_video: int = 8,
-        history_videos: int = 20,
-        history_topics: int = 8,
-        exposure_history: bool = False,
-        exposure_prior_strength: float = 5.0,
-        user_id_dropout: float = 0.0,
-        hidden_units: tuple[int, ...] = (64, 32),
-        cross_layers: int = 2,
-        cross_buckets: int = 200_003,
-        learning_rate: float = 2e-3,
-        weight_decay: float = 1e-6,
-        batch_size: int = 1024,
-        epochs: int = 3,
-        random_state: int = 31,
+        id_embedding_dim: int = _RANKER.id_embedding_dim,
+        topic_embedding_dim: int = _TOPICS.topic_feature_dim,
+        max_topics_per_video: int = _TOPICS.max_topics_per_video,
+        history_videos: int = _RANKER.history_videos,
+        history_topics: int = _RANKER.history_topics,
+        exposure_history: bool = _RANKER.exposure_history,
+        exposure_prior_strength: float = _RANKER.exposure_prior_strength,
+        user_id_dropout: float = _RANKER.user_id_dropout,
+        hidden_units: tuple[int, ...] = tuple(_RANKER.hidden_units),
+        cross_layers: int = _RANKER.cross_layers,
+        cross_buckets: int = _RANKER.cross_buckets,
+        learning_rate: float = _RANKER.learning_rate,
+        weight_decay: float = _RANKER.weight_decay,
+        batch_size: int = _RANKER.batch_size,
+        epochs: int = _RANKER.epochs,
+        random_state: int = _RANKER.seed,
         show_progress: bool = False,
     ) -> None:
         self.model = model
@@ -354,12 +361,16 @@ class Ranker:
         self.show_progress = show_progress
 
     @classmethod
-    def from_config(cls, config, model: ModelName, features: FeatureSet, **overrides) -> "Ranker":
-        """Build from :class:`topicfs.settings.RankerConfig`."""
+    def from_config(
+        cls, config: RankerConfig, model: ModelName, features: FeatureSet, topics: TopicsConfig | None = None, **overrides
+    ) -> "Ranker":
+        """Build from :class:`topicfs.settings.RankerConfig`; the topic-id embedding size and the topic ids read per
+        video come from ``topics`` (:class:`topicfs.settings.TopicsConfig`, its defaults when None)."""
+        topics = topics if topics is not None else TopicsConfig()
         params = dict(
             id_embedding_dim=config.id_embedding_dim,
-            topic_embedding_dim=config.topic_embedding_dim,
-            max_topics_per_video=config.max_topics_per_video,
+            topic_embedding_dim=topics.topic_feature_dim,
+            max_topics_per_video=topics.max_topics_per_video,
             history_videos=config.history_videos,
             history_topics=config.history_topics,
             exposure_history=config.exposure_history,

@@ -700,13 +700,13 @@ class TopicBrowser:
         data, notices = self._state()
         if self.redis_down:
             return self.page(f"User {user_id}", "", notices)
-        user = self.live.user(user_id, self.settings.serving.recent_clicks)
+        user = self.live.user(user_id, self.settings.stream.recent_clicks)
         parts = []
         click_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), " ".join(_topic_link(t) for t in topics)]
                       for v, topics in zip(user["clicks"][:20], user["click_topics"][:20] + [[]] * 20)]
         total = sum(n for _, n in user["votes"]) or 1.0
         vote_rows = [[_topic_link(t), _num(n), f"{n / total:.0%}"] for t, n in user["votes"][:20]]
-        parts.append(f'<div class="row"><section><h2>Last clicks ({len(user["clicks"])} of N1 = {self.settings.serving.recent_clicks}, newest first)</h2>'
+        parts.append(f'<div class="row"><section><h2>Last clicks ({len(user["clicks"])} of N1 = {self.settings.stream.recent_clicks}, newest first)</h2>'
                      f"{_table(['cover', 'video', 'topics when clicked'], click_rows, 'clicks compact')}</section>"
                      f"<section><h2>Topic votes</h2>{_table(['topic', 'votes', 'share'], vote_rows, 'votes')}</section></div>")
         from serving.candidates import CandidateGenerator, CandidateStoreUnavailable

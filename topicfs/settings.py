@@ -20,7 +20,7 @@ from pathlib import Path
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from topicfs import feast_names
@@ -120,7 +120,7 @@ class MMoEConfig(BaseModel):
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the MMoE head and of freshly initialised weights (paper: 1e-3)")
     encoder_learning_rate: float = Field(5e-5, gt=0, description="Adam learning rate of the pretrained weights of f_T and f_C")
     batch_size: int = Field(64, ge=1, description="videos per step (paper: 300, smaller here for 2 CPU cores)")
-    epochs: int = Field(2, ge=1, description="passes over the training videos (KuaiRec's 9,655: 95 s per epoch on 2 idle CPU cores, ~12 min when shared)")
+    epochs: int = Field(2, ge=1, description="passes over the training videos")
     representation: str = Field(
         "experts",
         pattern="^(encoder|experts)$",
@@ -141,11 +141,17 @@ class TopicsConfig(BaseModel):
     n_topics: int = Field(60, ge=2, description="K: k-means centres = topics (paper: 6000 for 3M videos)")
     assign_threshold: float = Field(
         0.4, ge=-1, le=1,
-        description="τ3: cosine similarity a video needs to a centre to get its topic (paper: 0.6 on raw cosines; 0.4 on the centred "
-        "halves gives KuaiRec about 3.3 topics per video, the paper about 4, and was the best of 0.4-0.7 on the ml-100k validation days)",
+        description="τ3: cosine similarity a video needs to a centre to get its topic (paper: 0.6 on raw cosines; this one applies to the "
+        "centred halves when center_halves is on)",
     )
-    max_topics_per_video: int = Field(8, ge=1, description="cap on the topics assigned to one video, nearest first")
-    topic_feature_dim: int = Field(8, ge=1, description="size of the per-topic embedding and the video topic feature (paper IV-D: 8)")
+    max_topics_per_video: int = Field(
+        8, ge=1, description="cap on the topics assigned to one video, nearest first; the rankers read this many topic ids of a video"
+    )
+    topic_feature_dim: int = Field(
+        8, ge=1,
+        description="size of a topic's embedding: the per-topic PCA embedding behind the video topic feature, and the rankers' "
+        "learned topic-id embedding (paper III-B, IV-D: 8)",
+    )
     kmeans_iterations: int = Field(25, ge=1, description="Lloyd iterations of faiss k-means")
     seed: int = Field(23, description="random seed of k-means")
     center_halves: bool = Field(
@@ -255,7 +261,11 @@ class StreamConfig(BaseModel):
     fresh_share: float = Field(0.1, ge=0, lt=1, description="share of fresh videos (< τ1 exposures) in each topic queue (paper: 10%)")
     cold_start_fresh: int = Field(50, ge=0, description="fresh videos served by a topic queue that has no established video yet")
     max_queue_length: int = Field(1000, ge=1, description="videos kept in a served topic queue (established by CTR + fresh); bounds the rebuild cost")
-    recent_clicks: int = Field(128, ge=1, description="N1: a user's last clicked videos that vote for their topics (paper: 128)")
+    recent_clicks: int = Field(
+        128, ge=1,
+        description="N1: a user's last clicked videos the stream keeps and that vote for their topics, in the stream's topic "
+        "histogram, the candidate service and the rankers' history features (paper: 128)",
+    )
     half_life_s: float | None = Field(None, gt=0, description="half-life of the exposure/click counts in event-time seconds; None = no decay (the paper)")
     user_exposure_counts: bool = Field(
         False,
@@ -263,7 +273,7 @@ class StreamConfig(BaseModel):
         "{prefix}:user:{id}:exposures, never decayed): the exposure history a ranker trained with rankers.exposure_history "
         "needs at serving time; costs Redis work per exposed video, so off unless such a ranker is served",
     )
-    batch_max_messages: int = Field(5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events; on the 2-core benchmark 5000 ran 40,200 events/s without the Feast push, 2000 ran 29,400)")
+    batch_max_messages: int = Field(5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events)")
     batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
     queue_refresh_interval_s: float = Field(
         0.1, gt=0, description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)"
@@ -316,9 +326,11 @@ class StreamConfig(BaseModel):
 
 
 class ServingConfig(BaseModel):
-    """Candidate generation and its HTTP API (MTL III-B): user's top topics -> candidates from the topic queues."""
+    """Candidate generation and its HTTP API (MTL III-B): user's top topics -> candidates from the topic queues.
 
-    recent_clicks: int = Field(128, ge=1, description="N1: the user's latest clicked videos that vote for their topics (paper: 128)")
+    N1, the clicks that vote, is ``stream.recent_clicks``: the stream keeps that many.
+    """
+
     topics_per_user: int = Field(4, ge=1, description="N2: top voted topics whose queues feed the candidates (paper: 4)")
     n_candidates: int = Field(600, ge=1, description="N3: candidates per request when the caller gives no n (paper: 600)")
     max_candidates: int = Field(5000, ge=1, description="largest n a caller may ask for; larger requests get a 422")
@@ -339,16 +351,18 @@ class ServingConfig(BaseModel):
 
 
 class RankerConfig(BaseModel):
-    """LR / Embedding&MLP / DCN rankers with and without topic features (MTL III-B, Table II, Fig. 6)."""
+    """LR / Embedding&MLP / DCN rankers with and without topic features (MTL III-B, Table II, Fig. 6).
+
+    The topic-id embedding size and the topic ids read per video are ``topics.topic_feature_dim`` and
+    ``topics.max_topics_per_video``.
+    """
 
     id_embedding_dim: int = Field(16, ge=1, description="embedding size of the user and video ID features")
-    topic_embedding_dim: int = Field(8, ge=1, description="embedding size of a topic-id ID feature (paper III-B: 8)")
-    max_topics_per_video: int = Field(8, ge=1, description="topic ids of a video fed to a ranker, nearest first; extra ones are dropped")
     history_videos: int = Field(
         20, ge=1, description="the user's latest clicked videos whose ID embeddings are averaged into the user's history feature (paper III-B-2)"
     )
     history_topics: int = Field(
-        8, ge=1, description="the user's top topics (votes over their last N1 = serving.recent_clicks clicks) fed to a topic ranker as ID features"
+        8, ge=1, description="the user's top topics (votes over their last N1 = stream.recent_clicks clicks) fed to a topic ranker as ID features"
     )
     exposure_history: bool = Field(
         False,
@@ -356,10 +370,10 @@ class RankerConfig(BaseModel):
         "Table II turns it on; serving such a ranker needs the stream to keep them (stream.user_exposure_counts)",
     )
     exposure_prior_strength: float = Field(
-        5.0, gt=0, description="pseudo-exposures shrinking a user's click rate on a topic towards their overall rate (with 5 the rate alone scored a higher AUC than with 2 on the ml-100k validation days)"
+        5.0, gt=0, description="pseudo-exposures shrinking a user's click rate on a topic towards their overall rate, exposures"
     )
     movielens_n_topics: int = Field(
-        40, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres; best of 12-80 on the validation days, docs/TABLE2.md)"
+        40, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres)"
     )
     movielens_kg_tags: list[str] = Field(
         [],
@@ -369,20 +383,19 @@ class RankerConfig(BaseModel):
     movielens_kg_min_movies: int = Field(2, ge=1, description="a knowledge-graph fact becomes a tag when at least this many movies hold it")
     user_id_dropout: float = Field(
         0.5, ge=0, lt=1,
-        description="share of training rows whose user id is replaced by the unseen-user index, so that index learns what new users get "
-        "(most ml-100k test users are new; 0.5 beat 0 and 0.2 on its validation days)",
+        description="share of training rows whose user id is replaced by the unseen-user index, so that index learns what new users get",
     )
     hidden_units: list[int] = Field([64, 32], description="hidden layer sizes of the EMLP tower and the DCN deep part")
     cross_layers: int = Field(2, ge=1, description="cross layers of DCN")
     cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's cross features (history video x video, user topic x video topic)")
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
-    weight_decay: float = Field(1e-4, ge=0, description="Adam L2 penalty, keeps rare IDs' embeddings small (1e-4 beat 1e-5 and 1e-6 on the ml-100k validation days)")
+    weight_decay: float = Field(1e-4, ge=0, description="Adam L2 penalty of EMLP and DCN, keeps rare IDs' embeddings small")
     batch_size: int = Field(1024, ge=1, description="training examples per step")
-    epochs: int = Field(2, ge=1, description="passes over the training days (2 beat 1, 3 and 6 on the ml-100k validation days: EMLP and DCN overfit the IDs after that)")
+    epochs: int = Field(2, ge=1, description="passes of EMLP and DCN over the training days")
     logistic_learning_rate: float = Field(
-        1e-2, gt=0, description="Adam learning rate of LR, whose zero-initialised sparse weights need larger steps (chosen on a validation split of the training days)"
+        1e-2, gt=0, description="Adam learning rate of LR, whose zero-initialised sparse weights need larger steps"
     )
-    logistic_epochs: int = Field(5, ge=1, description="passes over the training days for LR (chosen with logistic_learning_rate)")
+    logistic_epochs: int = Field(5, ge=1, description="passes of LR over the training days")
     test_days: int = Field(1, ge=1, description="Table II time split: the last this many days are the test set")
     min_test_fraction: float = Field(0.1, gt=0, lt=1, description="Table II split: move the cut earlier by whole days until at least this share of rows is test")
     rating_threshold: float = Field(4.0, description="MovieLens ratings >= this are clicks")
@@ -397,7 +410,7 @@ class MRLMConfig(BaseModel):
     Feast vector size (``feast.mrlm_vector_dim``) instead of the paper's 250.
     """
 
-    initial_dim: int = Field(128, ge=8, description="d0: size of the initial user/item vectors from the structured-attribute FM (paper: 250; 128 scored as well on ml-100k valid and is faster)")
+    initial_dim: int = Field(128, ge=8, description="d0: size of the initial user/item vectors from the structured-attribute FM (paper: 250)")
     n_clusters: dict[str, int] = Field(
         {"title": 25, "tags": 20, "categories": 20, "knowledge": 25, "image": 20},
         description="τ_i: k-means clusters per modality (paper: τ1..τ4 = 25, 20, 25, 20); a modality absent from the data is dropped",
@@ -413,41 +426,41 @@ class MRLMConfig(BaseModel):
     global_dim: int = Field(300, ge=2, description="d1: size of the global vector g (paper: 300)")
     dcp_dim: int = Field(64, ge=1, description="size of C_p, the DCP compression of Eq. 8-9 (paper: not given)")
     siamese_channels: list[int] = Field([20, 30], min_length=2, max_length=2, description="κ1, κ2: kernels of MFRL conv1, conv2 (paper: 20, 30)")
-    vector_dim: int = Field(128, ge=1, description="d4: size of the multimodal item vector m; must equal feast.mrlm_vector_dim (paper: 250; ml-100k valid served Recall@50 with ρ = 3: 32 0.532, 128 0.541, 300 0.537)")
+    vector_dim: int = Field(128, ge=1, description="d4: size of the multimodal item vector m; must equal feast.mrlm_vector_dim (paper: 250)")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the FC of GFRL and of MFRL (paper: not given)")
-    lambda_triplet: float = Field(0.6, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4; 0.6 chosen on ml-100k valid)")
-    lambda_softmax: float = Field(0.02, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2; 0.02 chosen on ml-100k valid with the skip path); L_g3 gets 1 - λ1 - λ2")
-    theta: float = Field(0.8, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55; 0.8 chosen on ml-100k valid); 1 trains U-GFRL")
+    lambda_triplet: float = Field(0.6, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4)")
+    lambda_softmax: float = Field(0.02, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2); L_g3 gets 1 - λ1 - λ2")
+    theta: float = Field(0.8, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55); 1 trains U-GFRL")
     serving_triplet_weight: float = Field(
-        3.0, ge=0, description="ρ: weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper; 3 chosen on ml-100k valid: 0.532 against 0.522 with 1 at d4 = 32)"
+        3.0, ge=0, description="ρ: weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
     )
     skip_connection: bool = Field(
-        True, description="linear skip path in GFRL and MFRL: g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2), no sigmoid (deviation from the paper, which has convs + FC + sigmoid only: False; True won on ml-100k valid)"
+        True, description="linear skip path in GFRL and MFRL: g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2), no sigmoid (deviation from the paper, which has convs + FC + sigmoid only: False)"
     )
     triplet_negatives: int = Field(
-        8, ge=1, description="K random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1; ml-100k valid served Recall@50 with τ = 0.1: K 4 0.456, 8 0.522, 16 0.535 at twice the time of 8, so 8; 4 with τ = 0 did not help)"
+        8, ge=1, description="K random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1)"
     )
     in_batch_negatives: bool = Field(
-        False, description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, not the same user's positives; lost on ml-100k valid: it pushes popular items away)"
+        False, description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, not the same user's positives)"
     )
     triplet_temperature: float = Field(
-        0.1, ge=0, description="τ: 0 averages Eq. 3 over the K negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them, i.e. weights the hardest (0.1 chosen on ml-100k valid; no effect when K = 1)"
+        0.1, ge=0, description="τ: 0 averages Eq. 3 over the K negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them, i.e. weights the hardest (no effect when K = 1)"
     )
     explicit_negative_share: float = Field(
-        0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item (0.5 lost on ml-100k valid: rated-low films are watched films)"
+        0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item"
     )
-    latest_items: int = Field(50, ge=1, description="how many of the user's latest interacted items enter the user vector (50 beat 10 and 20 on ml-100k valid)")
+    latest_items: int = Field(50, ge=1, description="how many of the user's latest interacted items enter the user vector")
     user_global_weight: float = Field(
-        0.5, ge=0, le=1, description="α (chosen on valid): user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only"
+        0.5, ge=0, le=1, description="α: user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only"
     )
     rating_threshold: float = Field(4.0, description="ratings >= this are positive feedback, the rest negative (paper: 4 on MovieLens)")
     split_fractions: list[float] = Field([0.7, 0.2, 0.1], min_length=3, max_length=3, description="train / valid / test shares of the random split (paper: 70/20/10)")
-    fm_epochs: int = Field(40, ge=1, description="epochs of the structured-attribute FM that gives the initial vectors (40 chosen on ml-100k valid: u0 · v0 Recall@50 0.461 after 10, 0.487 after 40 without weight decay)")
+    fm_epochs: int = Field(40, ge=1, description="epochs of the structured-attribute FM that gives the initial vectors")
     fm_learning_rate: float = Field(5e-3, gt=0, description="Adam learning rate of the FM")
-    fm_weight_decay: float = Field(0.0, ge=0, description="Adam L2 penalty of the FM (0 chosen on ml-100k valid; 1e-5 and 3e-5 scored lower)")
+    fm_weight_decay: float = Field(0.0, ge=0, description="Adam L2 penalty of the FM")
     batch_size: int = Field(128, ge=1, description="B: triplets per step (paper: 128)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of GFRL + MFRL (paper: 0.001)")
-    epochs: int = Field(6, ge=1, description="passes over the training positives (U-GFRL too); the epoch with the best valid Recall@50 is kept (ml-100k valid, 2026-12-02 defaults: 6 epochs, epoch 5 kept, 0.447 against 0.443 after 3, a gain about the size of run-to-run noise; ~75 s per epoch on one shared core)")
+    epochs: int = Field(6, ge=1, description="passes over the training positives (U-GFRL too); the epoch with the best valid Recall@50 is kept")
     bpr_dim: int = Field(64, ge=1, description="factors of the BPR-MF baseline")
     bpr_epochs: int = Field(100, ge=1, description="epochs of the BPR-MF baseline; the best valid Recall@50 epoch is kept")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads while training and scoring")
@@ -484,6 +497,29 @@ class Settings(BaseSettings):
     mrlm: MRLMConfig = MRLMConfig()
     logging: LoggingConfig = LoggingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_settings(cls, data):
+        """Old names of settings that became one field (:data:`RENAMED`) still work, with a warning naming the new variable."""
+        if not isinstance(data, dict):
+            return data
+        for (old_section, old_field), (new_section, new_field) in RENAMED.items():
+            old = data.get(old_section)
+            if not isinstance(old, dict) or old_field not in old:
+                continue
+            old = dict(old)
+            value = old.pop(old_field)
+            data = {**data, old_section: old}
+            new = data.get(new_section)
+            new = dict(new) if isinstance(new, dict) else (new.model_dump() if isinstance(new, BaseModel) else {})
+            old_name, new_name = _variable((old_section, old_field)), _variable((new_section, new_field))
+            if new_field in new:
+                logger.warning("%s is deprecated and ignored: %s is set; unset %s", old_name, new_name, old_name)
+                continue
+            logger.warning("%s is deprecated; use %s", old_name, new_name)
+            data[new_section] = {**new, new_field: value}
+        return data
+
     def resolve_paths(self, base: Path) -> Settings:
         """Make every relative path setting absolute against ``base``, in place; returns self.
 
@@ -503,6 +539,14 @@ class Settings(BaseSettings):
 
 ENV_PREFIX = "TOPICFS_"
 logger = logging.getLogger(__name__)
+
+#: Settings merged into another field (one field per concept): (section, old field) -> (section, field).
+#: The old ``TOPICFS_*`` variables keep working with a deprecation warning.
+RENAMED: dict[tuple[str, str], tuple[str, str]] = {
+    ("serving", "recent_clicks"): ("stream", "recent_clicks"),
+    ("rankers", "max_topics_per_video"): ("topics", "max_topics_per_video"),
+    ("rankers", "topic_embedding_dim"): ("topics", "topic_feature_dim"),
+}
 
 
 class SettingsError(UserError):
@@ -525,10 +569,11 @@ def setting_variables() -> dict[str, bool]:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One warning per ``TOPICFS_*`` variable no setting reads (a misspelling would otherwise be silently ignored)."""
     known = setting_variables()
+    renamed = {_variable(old) for old in RENAMED}  # Settings warns about these itself
     warnings = []
     for name in sorted(environ):
         upper = name.upper()
-        if not upper.startswith(ENV_PREFIX) or upper in known:
+        if not upper.startswith(ENV_PREFIX) or upper in known or upper in renamed:
             continue
         parts = upper.split("__")
         if len(parts) > 2 and known.get("__".join(parts[:2])):

@@ -101,7 +101,7 @@ def test_isolated_tag_walks_are_one_token_and_still_embedded() -> None:
 
 
 def test_video_representation_is_the_mean_of_its_tags_eq4() -> None:
-    embedder = small_embedder().fit(KNOWN_VIDEOS)
+    embedder = small_embedder(weighting="mean").fit(KNOWN_VIDEOS)  # the paper's plain mean (the default is idf)
     embedder.embeddings_ = np.array(  # hand-set e_j, rows in tags_ order b, a, c, d, e
         [[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 5.0], [0.5, 0.5]], dtype=np.float32
     )
