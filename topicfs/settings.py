@@ -302,15 +302,15 @@ class StreamConfig(BaseModel):
     push_source_video_stats: str = Field(feast_names.VIDEO_STATS_PUSH, description="Feast push source of per-video exposures/clicks/ctr")
     push_source_topic_stats: str = Field(feast_names.TOPIC_STATS_PUSH, description="Feast push source of per-topic exposures/clicks/ctr")
     push_source_user_recent_topics: str = Field(feast_names.USER_RECENT_TOPICS_PUSH, description="Feast push source of the user topic histogram")
-    max_payload_bytes: int = Field(65536, ge=64, description="messages larger than this go to the dead-letter topic")
+    max_payload_bytes: int = Field(65536, ge=64, description="messages larger than this many bytes go to the dead-letter topic")
     max_videos_per_exposure: int = Field(200, ge=1, description="an exposure message listing more videos is refused as a whole")
     min_event_ts_s: float = Field(946684800.0, description="events before this epoch second (2000-01-01) are refused as absurd")
     max_clock_skew_s: float = Field(86400.0, ge=0, description="events later than now + this many seconds are refused as absurd")
-    rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout; a group's first join waits about half of it")
+    rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout, seconds; a group's first join waits about half of it")
     state_check_interval_s: float = Field(
         1.0, gt=0, description="how often a worker checks every shard's epoch, seconds, so a loss of Redis state is noticed even on quiet partitions"
     )
-    session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout: a silent worker leaves the group after this")
+    session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout, seconds: a silent worker leaves the group after this")
     metrics_port: int = Field(
         0, ge=0, le=65535, description="port of a worker's HTTP endpoint: Prometheus /metrics and /health (alive, assigned partitions, lag); 0 = off"
     )
@@ -388,7 +388,7 @@ class RankerConfig(BaseModel):
     hidden_units: list[int] = Field([64, 32], description="hidden layer sizes of the EMLP tower and the DCN deep part")
     cross_layers: int = Field(2, ge=1, description="cross layers of DCN")
     cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's cross features (history video x video, user topic x video topic)")
-    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate")
+    learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate of EMLP and DCN")
     weight_decay: float = Field(1e-4, ge=0, description="Adam L2 penalty of EMLP and DCN, keeps rare IDs' embeddings small")
     batch_size: int = Field(1024, ge=1, description="training examples per step")
     epochs: int = Field(2, ge=1, description="passes of EMLP and DCN over the training days")
