@@ -40,6 +40,10 @@ def child_env(settings: Settings) -> dict[str, str]:
     """The environment of a ``python -m stream.cli ...`` child: ours without TOPICFS_* (``settings`` replaces them),
     and this checkout on PYTHONPATH (the child imports the same code, installed or not)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("TOPICFS_")}
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"):
+        # feast.metrics sets these for its own gunicorn workers when imported; our processes keep in-process metrics
+        if Path(env.get(name, "")).name.startswith("feast_metrics_"):
+            del env[name]
     env.update(settings_env(settings))
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)

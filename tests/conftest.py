@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import prometheus_client  # noqa: F401  before anything imports feast.metrics, which turns on prometheus_client's multiprocess mode for later imports
 import pytest
 
 from topicfs.services import LocalRedis
