@@ -45,6 +45,7 @@ class LocalRedis:
 
     port: int
     process: subprocess.Popen = field(repr=False)
+    workdir: str | None = None  # removed on stop
 
     @property
     def url(self) -> str:
@@ -57,6 +58,9 @@ class LocalRedis:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait(timeout=10)
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @classmethod
     def start(cls, port: int | None = None) -> "LocalRedis":
@@ -71,7 +75,7 @@ class LocalRedis:
             stderr=subprocess.DEVNULL,
         )
         wait_listening("127.0.0.1", port, 10, "redis-server")
-        return cls(port, process)
+        return cls(port, process, workdir)
 
 
 @dataclass
@@ -99,6 +103,7 @@ class LocalRedisCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_node_empty(self, index: int) -> None:
         """Kill one master and start it again with the same cluster identity but no data (as after a crash of a
