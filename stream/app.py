@@ -283,14 +283,14 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
     @app.timer(5.0)
     async def measure_lag() -> None:
         consumer = app.consumer
+        assigned = [tp for tp in consumer.assignment() if tp.topic == config.events_topic]
+        stored = await store.stored_offsets(config.events_topic, [tp.partition for tp in assigned])  # one read per shard
         lag = {}
-        for tp in consumer.assignment():
-            if tp.topic != config.events_topic:
-                continue
+        for tp in assigned:
             highwater = consumer.highwater(tp)
-            applied = await store.applied_offset(tp.topic, tp.partition)
+            applied = stored[tp.partition]
             if highwater is not None:
-                lag[tp.partition] = max(0, highwater - (applied + 1))
+                lag[tp.partition] = max(0, highwater - ((applied if applied is not None else -1) + 1))
         metrics.observe_lag(lag)
 
     runtime.count_events = count_events  # type: ignore[attr-defined]
@@ -498,6 +498,7 @@ async def prepare(settings: Settings, redis_client) -> list[str]:
     await _load_table(settings, store)
     applied = await store.stored_offsets(config.events_topic, await partition_ids(servers, config.events_topic))
     await align_committed_offsets(servers, config.app_id, config.events_topic, applied, wait_s=config.session_timeout_s + config.rebalance_timeout_s + 10, rebalance_timeout_s=config.rebalance_timeout_s)
+    return epochs
 
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:

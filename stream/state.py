@@ -183,22 +183,6 @@ def dead_letter(message: RawMessage, reasons: list[str], event_id: str | None = 
     )
 
 
-class _Payload:
-    """KEYS and the JSON argument of one apply_batch.lua call (one shard)."""
-
-    def __init__(self, epoch_key: str) -> None:
-        self.keys = [epoch_key]
-        self._index: dict[str, int] = {epoch_key: 1}
-        self.body: dict = {"o": [], "v": [], "t": [], "u": [], "x": []}
-
-    def key(self, name: str) -> int:
-        index = self._index.get(name)
-        if index is None:
-            self.keys.append(name)
-            index = self._index[name] = len(self.keys)
-        return index
-
-
 class StreamStore:
     """The stream's Redis state: applies batches exactly once per shard, rebuilds queues, registers videos, collects
     pushes."""
@@ -220,7 +204,8 @@ class StreamStore:
         self._applied: list[dict[tuple[str, int], int]] = [{} for _ in layout.all_shards()]
         self.epochs: list[str] | None = None  # each shard's epoch as this worker knows it
         self.highest_applied: dict[tuple[str, int], int] = {}  # highest offset this worker ever applied, per partition
-        self._video_keys: dict[int, tuple[str, list[tuple[str, str, str]]]] = {}  # stats key, (est, fresh, topic)
+        self._video_keys: dict[int, tuple[str, str, list[str], str]] = {}  # video → (stats key, id text, topic id texts, topics joined)
+        self._index_keys: dict[tuple[int, str], tuple[str, str]] = {}  # (shard, topic id text) → (established, fresh)
         self._token = uuid.uuid4().hex[:12]
 
     @property
@@ -252,7 +237,7 @@ class StreamStore:
         if self.epochs is None:
             return []
         layout = self.layout
-        stored = [_text(await self.client.get(layout.epoch(shard))) for shard in layout.all_shards()]
+        stored = [_text(raw) for raw in await asyncio.gather(*(self.client.get(layout.epoch(shard)) for shard in layout.all_shards()))]
         return [shard for shard, (now, known) in enumerate(zip(stored, self.epochs)) if now != known]
 
     def forget_offsets(self) -> None:
@@ -266,10 +251,12 @@ class StreamStore:
         out: dict[int, int | None] = {p: None for p in partitions}
         lowest: dict[int, int] = {}
         missing: set[int] = set()
-        for shard in self.layout.all_shards():
-            if not partitions:
-                break
-            raw = await self.client.mget([self.layout.offset(shard, kafka_topic, p) for p in partitions])
+        if not partitions:
+            return out
+        replies = await asyncio.gather(
+            *(self.client.mget([self.layout.offset(shard, kafka_topic, p) for p in partitions]) for shard in self.layout.all_shards())
+        )
+        for raw in replies:
             for p, value in zip(partitions, raw):
                 if value is None:
                     missing.add(p)
@@ -305,15 +292,17 @@ class StreamStore:
         self.topics_of[video_id] = topics
         self._video_keys.pop(video_id, None)
 
-    def _keys_of_video(self, video_id: int) -> tuple[str, list[tuple[str, str, str]]]:
+    def _video_entry(self, video_id: int) -> tuple[str, str, list[str], str]:
         known = self._video_keys.get(video_id)
         if known is None:
-            layout = self.layout
-            shard = layout.shard(video_id)
-            known = self._video_keys[video_id] = (
-                layout.video_stats(video_id),
-                [(layout.established(shard, t), layout.fresh(shard, t), str(t)) for t in self.topics_of[video_id]],
-            )
+            topics = [str(t) for t in self.topics_of[video_id]]
+            known = self._video_keys[video_id] = (self.layout.video_stats(video_id), str(video_id), topics, ",".join(topics))
+        return known
+
+    def _topic_index_keys(self, shard: int, topic: str) -> tuple[str, str]:
+        known = self._index_keys.get((shard, topic))
+        if known is None:
+            known = self._index_keys[(shard, topic)] = (self.layout.established(shard, int(topic)), self.layout.fresh(shard, int(topic)))
         return known
 
     async def register_videos(self, topics_by_video: Mapping[int, Sequence[int]], chunk_size: int = 5000, show_progress: bool = False) -> int:
@@ -447,11 +436,11 @@ class StreamStore:
                     tp = (message.topic, message.partition)
                     if message.offset > last[tp]:
                         last[tp] = message.offset
-                for shard, payload in self._payloads(delta, shards).items():
-                    payload.body["o"] = [[payload.key(layout.offset(shard, t, p)), upto[(t, p)], last[(t, p)]] for t, p in partitions]
+                offsets = [[upto[tp], last[tp]] for tp in partitions]
+                for shard, payload in self._payloads(delta, shards, partitions, offsets).items():
                     calls.append((shard, payload, last))
             replies = await asyncio.gather(
-                *(self._apply_script(keys=payload.keys, args=[self.epochs[shard], _dumps(payload.body)]) for shard, payload, _ in calls)
+                *(self._apply_script(keys=keys, args=[self.epochs[shard], _dumps(body)]) for shard, (keys, body), _ in calls)
             )
             lost: list[int] = []
             for (shard, _, last), reply in zip(calls, replies):
@@ -500,63 +489,70 @@ class StreamStore:
         delta = fold_events(events, self.topics_of, self.config.half_life_s, self.config.user_exposure_counts)
         return delta, dead
 
-    def _payloads(self, delta: BatchDelta, shards: Sequence[int]) -> dict[int, _Payload]:
-        """The apply_batch.lua payload of each shard in ``shards`` (every one, even with no deltas)."""
+    def _payloads(self, delta: BatchDelta, shards: Sequence[int], partitions: Sequence[tuple[str, int]], offsets: list) -> dict[int, tuple[list[str], dict]]:
+        """(KEYS, the JSON argument) of apply_batch.lua for each shard in ``shards`` (every one, even with no
+        deltas); ``offsets`` = [expected, new] per partition of ``partitions``. The keys go in sections in the order
+        of the lists that use them, so an entry needs no key index (the script's header has the layout)."""
         layout, config = self.layout, self.config
-        payloads = {shard: _Payload(layout.epoch(shard)) for shard in shards}
-        for payload in payloads.values():
-            body = payload.body
-            body.update(tau1=config.min_exposures, tau2=config.min_ctr, n1=config.recent_clicks, h=config.half_life_s or 0)
-            if self.push_enabled:
-                body.update(pv=[], pt=[], pu=[])
-        one = len(payloads) == 1 and layout.shards == 1
-        only = next(iter(payloads.values())) if one else None
+        single = layout.shards == 1
+        parts = {shard: ([], [], [], [], [], [], [], []) for shard in shards}  # v, vk, t, tk, u, uk, x, xk
+        video_entry = self._video_entry
         for video_id, counts in delta.videos.items():
-            payload = only or payloads.get(layout.shard(video_id))
-            if payload is None:
+            part = parts.get(0 if single else layout.shard(video_id))
+            if part is None:
                 continue
-            stats_key, index_keys = self._keys_of_video(video_id)
-            if "d" not in payload.body:
-                payload.body["d"] = payload.key(layout.dirty(layout.shard(video_id)))
-            payload.body["v"].append(
-                [payload.key(stats_key), counts.exposures, counts.clicks, counts.ts, str(video_id), [[payload.key(e), payload.key(f), t] for e, f, t in index_keys]]
-            )
-            if self.push_enabled:
-                payload.body["pv"].append(str(video_id))
+            stats_key, id_text, topics, _ = video_entry(video_id)
+            part[0].append([counts.exposures, counts.clicks, counts.ts, id_text, topics])
+            part[1].append(stats_key)
+        touched = [str(t) for t in delta.topics]  # every topic of the batch's videos (a shard's videos use a subset)
         for topic_id, counts in delta.topics.items():
-            shard = layout.shard(topic_id)
-            payload = only or payloads.get(shard)
-            if payload is None:
-                continue
-            if "pop" not in payload.body:
-                payload.body["pop"] = payload.key(layout.popular(shard))
-            payload.body["t"].append([payload.key(layout.topic_stats(topic_id)), counts.exposures, counts.clicks, counts.ts, str(topic_id)])
-            if self.push_enabled:
-                payload.body["pt"].append(str(topic_id))
+            part = parts.get(0 if single else layout.shard(topic_id))
+            if part is not None:
+                part[2].append([counts.exposures, counts.clicks, counts.ts, str(topic_id)])
+                part[3].append(layout.topic_stats(topic_id))
+        topics_of = self.topics_of
         for user_id, clicked in delta.user_clicks.items():
-            payload = only or payloads.get(layout.shard(user_id))
-            if payload is None:
-                continue
-            payload.body["u"].append(
-                [
-                    payload.key(layout.user_clicks(user_id)),
-                    payload.key(layout.user_click_topics(user_id)),
-                    payload.key(layout.user_topic_counts(user_id)),
-                    [str(v) for v in clicked],
-                    [encode_ids(self.topics_of.get(v, ())) for v in clicked],
-                ]
-            )
+            part = parts.get(0 if single else layout.shard(user_id))
+            if part is not None:
+                entries = [video_entry(v) for v in clicked]
+                part[4].append([str(user_id), [e[1] for e in entries], [e[3] for e in entries]])
+                part[5].extend((layout.user_clicks(user_id), layout.user_click_topics(user_id), layout.user_topic_counts(user_id)))
+        if config.user_exposure_counts:
+            for user_id, increments in _exposure_increments(delta, topics_of).items():
+                part = parts.get(0 if single else layout.shard(user_id))
+                if part is not None:
+                    part[6].append(increments)
+                    part[7].append(layout.user_exposures(user_id))
+        out = {}
+        for shard, (videos, video_keys, topics, topic_keys, users, user_keys, exposed, exposed_keys) in parts.items():
+            keys = [layout.epoch(shard), *(layout.offset(shard, t, p) for t, p in partitions)]
+            body = {"tau1": config.min_exposures, "tau2": config.min_ctr, "n1": config.recent_clicks, "h": config.half_life_s or 0, "o": offsets}
+            body["kv"] = len(keys) + 1
+            keys += video_keys
+            body["kt"] = len(keys) + 1
+            keys += topic_keys
+            body["ku"] = len(keys) + 1
+            keys += user_keys
+            body["kx"] = len(keys) + 1
+            keys += exposed_keys
+            body.update(ko=2, v=videos, t=topics, u=users, x=exposed)
+            index = {}
+            for topic in touched:
+                established, fresh = self._topic_index_keys(shard, topic)
+                index[topic] = [len(keys) + 1, len(keys) + 2]
+                keys += (established, fresh)
+            body["tk"] = index
+            if videos:
+                keys.append(layout.dirty(shard))
+                body["d"] = len(keys)
+            if topics:
+                keys.append(layout.popular(shard))
+                body["pop"] = len(keys)
             if self.push_enabled:
-                payload.body["pu"].append(str(user_id))
-        if self.config.user_exposure_counts:
-            for user_id, increments in _exposure_increments(delta, self.topics_of).items():
-                payload = only or payloads.get(layout.shard(user_id))
-                if payload is not None:
-                    payload.body["x"].append([payload.key(layout.user_exposures(user_id)), increments])
-        if self.push_enabled:
-            for shard, payload in payloads.items():
-                payload.body["push"] = [payload.key(layout.push_pending(shard, entity)) for entity in ENTITIES]
-        return payloads
+                body["push"] = [len(keys) + 1, len(keys) + 2, len(keys) + 3]
+                keys += (layout.push_pending(shard, entity) for entity in ENTITIES)
+            out[shard] = (keys, body)
+        return out
 
     # ------------------------------------------------------------ served queues
 

@@ -1,15 +1,15 @@
 -- One batch's deltas for ONE shard, applied atomically (see stream/state.py and docs/STATE.md).
--- Every key is in KEYS (all in the shard's hash tag, so one cluster slot); ARGV[2] refers to them by index.
--- KEYS[1] = the shard's epoch. ARGV[1] = the epoch the worker knows.
--- ARGV[2] = JSON {"tau1", "tau2", "n1", "h": half-life s or 0,
---   "o": [[offset key index, expected stored offset or -1, new offset]],
---   "v": [[stats key index, d_exposures, d_clicks, ts or null, video id, [[est key index, fresh key index, topic id]]]],
---   "d": dirty set key index,
---   "t": [[stats key index, d_exposures, d_clicks, ts or null, topic id]], "pop": popular key index,
---   "u": [[clicks key index, click-topics key index, topic-counts key index, [clicked ids, oldest first],
---          [their topic ids, comma-separated, same order]]],
---   "x": [[exposure-history key index, [field, increment, field, increment, ...]]],
---   "push": [video, topic, user push-set key index] or absent, "pv"/"pt"/"pu": ids to add to them}.
+-- Every key is in KEYS (all in the shard's hash tag, so one cluster slot); ARGV[2] says where each section starts.
+-- KEYS[1] = the shard's epoch; then the offset keys ("o"), the video stats keys ("v"), the topic stats keys ("t"),
+-- three keys per user ("u": clicks, click topics, topic counts), the exposure-history keys ("x"), in the order of
+-- those lists; then the topic index keys ("tk"), the dirty set ("d"), the popular set ("pop"), the push sets ("push").
+-- ARGV[1] = the epoch the worker knows.
+-- ARGV[2] = JSON {"tau1", "tau2", "n1", "h": half-life s or 0, "ko", "kv", "kt", "ku", "kx": first KEYS index of each
+--   section, "o": [[expected stored offset or -1, new offset]], "v": [[d_exposures, d_clicks, ts or null, video id,
+--   [topic ids]]], "tk": {topic id: [established key index, fresh key index]}, "d": dirty key index,
+--   "t": [[d_exposures, d_clicks, ts or null, topic id]], "pop": popular key index,
+--   "u": [[user id, [clicked ids, oldest first], [their topic ids, comma-separated, same order]]],
+--   "x": [[field, increment, field, increment, ...]], "push": [video, topic, user push-set key index] or absent}.
 -- Reply: "ok"; "lost:<stored epoch>" when the shard's epoch is not the worker's (its state was lost or rebuilt:
 -- nothing is written); or a JSON list of the stored offsets (-1 = none) when one differs from the expected one
 -- (another worker applied that partition meanwhile, or the shard lost its offsets): nothing is written.
@@ -17,13 +17,14 @@ local stored_epoch = redis.call('GET', KEYS[1])
 if stored_epoch ~= ARGV[1] then return 'lost:' .. (stored_epoch or '') end
 local b = cjson.decode(ARGV[2])
 local conflict, stored = false, {}
+local ko, kv, kt, ku, kx = b.ko, b.kv, b.kt, b.ku, b.kx
 for i, o in ipairs(b.o) do
-  local now = tonumber(redis.call('GET', KEYS[o[1]]) or '-1')
+  local now = tonumber(redis.call('GET', KEYS[ko + i - 1]) or '-1')
   stored[i] = now
-  if now ~= o[2] then conflict = true end
+  if now ~= o[1] then conflict = true end
 end
 if conflict then return cjson.encode(stored) end
-for _, o in ipairs(b.o) do redis.call('SET', KEYS[o[1]], string.format('%.0f', o[3])) end
+for i, o in ipairs(b.o) do redis.call('SET', KEYS[ko + i - 1], string.format('%.0f', o[2])) end
 
 local tau1, tau2, n1, h = b.tau1, b.tau2, b.n1, b.h
 local function num(x)
@@ -71,15 +72,17 @@ local function flush(cmd, key, list)
 end
 
 local dirty_key = b.d and KEYS[b.d]
-for _, v in ipairs(b.v) do
-  local key, id = KEYS[v[1]], v[5]
+local tk = b.tk
+for i, v in ipairs(b.v) do
+  local key, id = KEYS[kv + i - 1], v[4]
   local e0, c0, t0 = read(key)
-  local e, c, t = merge(e0, c0, t0, v[2], v[3], v[4])
+  local e, c, t = merge(e0, c0, t0, v[1], v[2], v[3])
   write(key, e, c, t)
   local st, old = status(e, c), status(e0, c0)
   local changed = st ~= old or (st == 'established' and ctr(e, c) ~= ctr(e0, c0))
-  for _, x in ipairs(v[6]) do
-    local est, fresh, topic = KEYS[x[1]], KEYS[x[2]], x[3]
+  for _, topic in ipairs(v[5]) do
+    local index = tk[topic]
+    local est, fresh = KEYS[index[1]], KEYS[index[2]]
     if st == 'established' then
       if changed then group(zadds, est, string.format('%.17g', ctr(e, c)), id) end
       if old ~= 'established' then group(zrems, fresh, id) end
@@ -92,19 +95,20 @@ for _, v in ipairs(b.v) do
   end
 end
 local popular = {}
-for _, v in ipairs(b.t) do
-  local key = KEYS[v[1]]
+for i, v in ipairs(b.t) do
+  local key = KEYS[kt + i - 1]
   local e0, c0, t0 = read(key)
-  local e, c, t = merge(e0, c0, t0, v[2], v[3], v[4])
+  local e, c, t = merge(e0, c0, t0, v[1], v[2], v[3])
   write(key, e, c, t)
   popular[#popular + 1] = num(c)
-  popular[#popular + 1] = v[5]
+  popular[#popular + 1] = v[4]
 end
 if #popular > 0 then flush('ZADD', KEYS[b.pop], popular) end
 
 -- users: the last N1 clicks (newest first), beside them the topics each had when clicked, and the topic votes
-for _, u in ipairs(b.u) do
-  local key, tkey, hkey, clicks, topics = KEYS[u[1]], KEYS[u[2]], KEYS[u[3]], u[4], u[5]
+for i, u in ipairs(b.u) do
+  local base = ku + 3 * (i - 1)
+  local key, tkey, hkey, clicks, topics = KEYS[base], KEYS[base + 1], KEYS[base + 2], u[2], u[3]
   for s = 1, #clicks, 1000 do
     redis.call('LPUSH', key, unpack(clicks, s, math.min(s + 999, #clicks)))
     redis.call('LPUSH', tkey, unpack(topics, s, math.min(s + 999, #topics)))
@@ -125,9 +129,9 @@ for _, u in ipairs(b.u) do
 end
 
 -- users' exposure history (stream.user_exposure_counts): the increments come folded from the worker
-for _, x in ipairs(b.x) do
-  local key, incr = KEYS[x[1]], x[2]
-  for i = 1, #incr, 2 do redis.call('HINCRBY', key, incr[i], incr[i + 1]) end
+for i, incr in ipairs(b.x) do
+  local key = KEYS[kx + i - 1]
+  for j = 1, #incr, 2 do redis.call('HINCRBY', key, incr[j], incr[j + 1]) end
 end
 
 for _, entry in ipairs(order) do
@@ -139,8 +143,13 @@ for _, entry in ipairs(order) do
   if tbl == zadds then flush('ZADD', key, tbl[key]) elseif tbl == sadds then flush('SADD', key, tbl[key]) end
 end
 if b.push then
-  if #b.pv > 0 then flush('SADD', KEYS[b.push[1]], b.pv) end
-  if #b.pt > 0 then flush('SADD', KEYS[b.push[2]], b.pt) end
-  if #b.pu > 0 then flush('SADD', KEYS[b.push[3]], b.pu) end
+  local function ids(list, at)
+    local out = {}
+    for i, entry in ipairs(list) do out[i] = entry[at] end
+    return out
+  end
+  if #b.v > 0 then flush('SADD', KEYS[b.push[1]], ids(b.v, 4)) end
+  if #b.t > 0 then flush('SADD', KEYS[b.push[2]], ids(b.t, 4)) end
+  if #b.u > 0 then flush('SADD', KEYS[b.push[3]], ids(b.u, 1)) end
 end
 return 'ok'
