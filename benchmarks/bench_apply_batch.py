@@ -31,6 +31,7 @@ try:
     try:
         from topicfs.keys import KeyLayout
         from topicfs.redis_client import async_client
+
         settings.redis.url, settings.redis.shards = r.url, shards
         client = async_client(settings.redis)
         store = StreamStore(client, KeyLayout("m", shards), settings.stream, push_enabled=True)
@@ -43,15 +44,29 @@ try:
         if hasattr(store, "init_epochs"):
             await store.init_epochs()
         await store.register_videos(topics_of)
-        async def dl(x): pass
+
+        async def dl(x):
+            pass
+
         me, redis_proc = psutil.Process(), psutil.Process(r.process.pid)
         c0, rc0, w0 = me.cpu_times(), redis_proc.cpu_times(), time.perf_counter()
         for s in range(0, len(raw), 5000):
-            await store.apply_batch(raw[s:s + 5000], dl)
+            await store.apply_batch(raw[s : s + 5000], dl)
         c1, rc1, w1 = me.cpu_times(), redis_proc.cpu_times(), time.perf_counter()
         cpu = c1.user + c1.system - c0.user - c0.system
         rcpu = rc1.user + rc1.system - rc0.user - rc0.system
-        print(json.dumps({"events": n_events, "wall_s": w1 - w0, "py_cpu_us_per_event": 1e6 * cpu / n_events, "redis_cpu_us_per_event": 1e6 * rcpu / n_events, "events_per_s": n_events / (w1 - w0)}))
+        print(
+            json.dumps(
+                {
+                    "events": n_events,
+                    "wall_s": w1 - w0,
+                    "py_cpu_us_per_event": 1e6 * cpu / n_events,
+                    "redis_cpu_us_per_event": 1e6 * rcpu / n_events,
+                    "events_per_s": n_events / (w1 - w0),
+                }
+            )
+        )
+
     asyncio.run(go())
 finally:
     r.stop()

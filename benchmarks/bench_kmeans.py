@@ -154,7 +154,9 @@ def main() -> None:
     with measured("make data", sampler, results):
         vectors, truth = make_vectors(args.n_videos, args.dim, args.n_topics, args.noise, args.seed)
 
-    print(f"ours: TopicModel(n_topics={args.n_topics}, kmeans_iterations={args.iterations}, assign_threshold={args.threshold}, max_topics_per_video=8)")
+    print(
+        f"ours: TopicModel(n_topics={args.n_topics}, kmeans_iterations={args.iterations}, assign_threshold={args.threshold}, max_topics_per_video=8)"
+    )
     model = TopicModel(
         n_topics=args.n_topics, kmeans_iterations=args.iterations, assign_threshold=args.threshold, seed=args.seed, show_progress=False
     )
@@ -169,8 +171,10 @@ def main() -> None:
     nearest = assignment.topic_ids[assignment.offsets[:-1]]
     ours_quality = quality(truth, nearest)
     report = topics_per_video_report(assignment, args.threshold)
-    print(f"ours total: {ours_total:.1f} s ({ours_total / 60:.1f} min), peak RSS {ours_peak:.2f} GiB; "
-          f"nearest topic vs truth: ARI {ours_quality['ari']:.3f}  NMI {ours_quality['nmi']:.3f}")
+    print(
+        f"ours total: {ours_total:.1f} s ({ours_total / 60:.1f} min), peak RSS {ours_peak:.2f} GiB; "
+        f"nearest topic vs truth: ARI {ours_quality['ari']:.3f}  NMI {ours_quality['nmi']:.3f}"
+    )
     print(format_topics_per_video_report(report))
 
     if not args.skip_baseline:
@@ -179,8 +183,13 @@ def main() -> None:
             f"max_iter={args.baseline_epochs}, n_init=1, compute_labels=False, random_state={args.seed}) + predict"
         )
         baseline = MiniBatchKMeans(
-            n_clusters=args.n_topics, init="random", batch_size=args.baseline_batch, max_iter=args.baseline_epochs,
-            n_init=1, compute_labels=False, random_state=args.seed,
+            n_clusters=args.n_topics,
+            init="random",
+            batch_size=args.baseline_batch,
+            max_iter=args.baseline_epochs,
+            n_init=1,
+            compute_labels=False,
+            random_state=args.seed,
         )
         with measured("baseline: fit", sampler, results):
             baseline.fit(vectors)
@@ -188,12 +197,16 @@ def main() -> None:
             baseline_labels = baseline.predict(vectors)
         base_total = results["baseline: fit"]["seconds"] + results["baseline: predict"]["seconds"]
         base_quality = quality(truth, baseline_labels)
-        print(f"baseline total: {base_total:.1f} s ({base_total / 60:.1f} min), "
-              f"peak RSS {max(results['baseline: fit']['peak_rss_gib'], results['baseline: predict']['peak_rss_gib']):.2f} GiB; "
-              f"ARI {base_quality['ari']:.3f}  NMI {base_quality['nmi']:.3f} (steps run: {baseline.n_steps_})")
+        print(
+            f"baseline total: {base_total:.1f} s ({base_total / 60:.1f} min), "
+            f"peak RSS {max(results['baseline: fit']['peak_rss_gib'], results['baseline: predict']['peak_rss_gib']):.2f} GiB; "
+            f"ARI {base_quality['ari']:.3f}  NMI {base_quality['nmi']:.3f} (steps run: {baseline.n_steps_})"
+        )
     sampler.stop()
-    print(f"whole-run peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; "
-          f"load average at end {os.getloadavg()[0]:.1f}")
+    print(
+        f"whole-run peak RSS (ru_maxrss): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB; "
+        f"load average at end {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def cpu_seconds() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kuairec"), help="KuaiRec folder (kuairec_caption_category.csv)")
-    parser.add_argument("--keep", type=Path, default=None, help="write models and tables here and keep them (default: a temporary directory, removed)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="write models and tables here and keep them (default: a temporary directory, removed)"
+    )
     parser.add_argument("--verbose", action="store_true", help="log the pipeline's INFO messages")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -119,7 +121,9 @@ def main() -> None:
         vocabulary = result.models.mmoe.vocabulary_report_
         print(f"MMoE mean losses per epoch: {history}")
         if vocabulary is not None:
-            print(f"f_T vocabulary: +{vocabulary.added_tokens} tokens, [UNK] {100 * vocabulary.unk_rate_before:.1f}% -> {100 * vocabulary.unk_rate_after:.1f}%")
+            print(
+                f"f_T vocabulary: +{vocabulary.added_tokens} tokens, [UNK] {100 * vocabulary.unk_rate_before:.1f}% -> {100 * vocabulary.unk_rate_after:.1f}%"
+            )
     print(f"topics per video (K={t.n_topics}, τ3={t.assign_threshold}; paper: about 4):")
     print(format_topics_per_video_report(result.report))
     for name, path in result.tables.items():

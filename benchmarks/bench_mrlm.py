@@ -59,10 +59,16 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}")
     print(f"ml-100k: {data.n_users} users, {data.n_items} items, {int(data.train['positive'].sum())} training positives")
     print(f"preprocessing (features, k-means, FM d0={config.initial_dim}): {preprocessing:.1f} s")
-    print(f"MRLM training ({config.epochs} epochs, B={config.batch_size}): {mrlm_s:.1f} s = {mrlm_s / config.epochs:.1f} s/epoch; "
-          f"valid Recall@50 {model.best_score_:.4f} (epoch {model.best_epoch_ + 1})")
-    print(f"baseline BPR-MF training ({config.bpr_epochs} epochs, {config.bpr_dim} factors): {bpr_s:.1f} s; valid Recall@50 {recall(bpr.scores_):.4f}")
-    print(f"preprocessing + MRLM: {total:.1f} s = {total / 60:.1f} min; target {TARGET_S / 60:.0f} min: {'met' if total <= TARGET_S else 'MISSED'}")
+    print(
+        f"MRLM training ({config.epochs} epochs, B={config.batch_size}): {mrlm_s:.1f} s = {mrlm_s / config.epochs:.1f} s/epoch; "
+        f"valid Recall@50 {model.best_score_:.4f} (epoch {model.best_epoch_ + 1})"
+    )
+    print(
+        f"baseline BPR-MF training ({config.bpr_epochs} epochs, {config.bpr_dim} factors): {bpr_s:.1f} s; valid Recall@50 {recall(bpr.scores_):.4f}"
+    )
+    print(
+        f"preprocessing + MRLM: {total:.1f} s = {total / 60:.1f} min; target {TARGET_S / 60:.0f} min: {'met' if total <= TARGET_S else 'MISSED'}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,10 @@ def write_tables(folder: Path, n_videos: int, tag_dim: int, topic_dim: int, max_
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     ids = np.arange(1, n_videos + 1, dtype=np.int64)
-    at = pa.array(np.full(n_videos, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1), "us")), pa.timestamp("us", tz="UTC"))
+    at = pa.array(
+        np.full(n_videos, np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(hours=1), "us")),
+        pa.timestamp("us", tz="UTC"),
+    )
     counts = rng.integers(1, max_topics + 1, n_videos)
     total = int(counts.sum())
     pq.write_table(
@@ -51,7 +54,9 @@ def write_tables(folder: Path, n_videos: int, tag_dim: int, topic_dim: int, max_
                 "video_id": ids,
                 "topic_ids": _list_column(rng.integers(0, 6000, total), counts, pa.int64()),
                 "topic_weights": _list_column(rng.random(total, dtype=np.float32), counts, pa.float32()),
-                "topic_feature": _list_column(rng.standard_normal(n_videos * topic_dim).astype(np.float32), np.full(n_videos, topic_dim), pa.float32()),
+                "topic_feature": _list_column(
+                    rng.standard_normal(n_videos * topic_dim).astype(np.float32), np.full(n_videos, topic_dim), pa.float32()
+                ),
                 "n_topics": counts.astype(np.int64),
                 "event_timestamp": at,
                 "created": at,
@@ -63,7 +68,9 @@ def write_tables(folder: Path, n_videos: int, tag_dim: int, topic_dim: int, max_
         pa.table(
             {
                 "video_id": ids,
-                "video_tag_embedding": _list_column(rng.standard_normal(n_videos * tag_dim).astype(np.float32), np.full(n_videos, tag_dim), pa.float32()),
+                "video_tag_embedding": _list_column(
+                    rng.standard_normal(n_videos * tag_dim).astype(np.float32), np.full(n_videos, tag_dim), pa.float32()
+                ),
                 "has_tags": np.ones(n_videos, dtype=bool),
                 "event_timestamp": at,
                 "created": at,
@@ -88,7 +95,9 @@ def write_tables(folder: Path, n_videos: int, tag_dim: int, topic_dim: int, max_
             {
                 "topic_id": np.arange(60, dtype=np.int64),
                 "centroid": _list_column(rng.standard_normal(60 * 16).astype(np.float32), np.full(60, 16), pa.float32()),
-                "topic_embedding": _list_column(rng.standard_normal(60 * topic_dim).astype(np.float32), np.full(60, topic_dim), pa.float32()),
+                "topic_embedding": _list_column(
+                    rng.standard_normal(60 * topic_dim).astype(np.float32), np.full(60, topic_dim), pa.float32()
+                ),
                 "n_videos": np.full(60, n_videos // 60, dtype=np.int64),
                 "event_timestamp": at[:60],
                 "created": at[:60],
@@ -130,8 +139,12 @@ def main() -> None:
         get_settings.cache_clear()
         settings = get_settings()
         write_tables(
-            settings.paths.tables_dir, args.videos, settings.tag_graph.embedding_dim, settings.topics.topic_feature_dim,
-            settings.topics.max_topics_per_video, args.seed,
+            settings.paths.tables_dir,
+            args.videos,
+            settings.tag_graph.embedding_dim,
+            settings.topics.topic_feature_dim,
+            settings.topics.max_topics_per_video,
+            args.seed,
         )
 
         from topicfs import feast_names as names
@@ -153,8 +166,13 @@ def main() -> None:
             exposures = rng.integers(0, 1000, len(chunk))
             clicks = rng.binomial(exposures, 0.08)
             frame = pd.DataFrame(
-                {"video_id": chunk, "exposures": exposures, "clicks": clicks,
-                 "ctr": (clicks / np.maximum(exposures, 1)).astype(np.float32), "event_timestamp": now}
+                {
+                    "video_id": chunk,
+                    "exposures": exposures,
+                    "clicks": clicks,
+                    "ctr": (clicks / np.maximum(exposures, 1)).astype(np.float32),
+                    "event_timestamp": now,
+                }
             )
             began = time.perf_counter()
             push_stats(store, names.VIDEO_STATS_PUSH, frame)
@@ -192,7 +210,11 @@ def main() -> None:
             "- machine: 2-core x86_64, 24 GiB, no GPU (shared with other jobs while measured)",
             f"- python {platform.python_version()}, feast {__import__('feast').__version__}, private redis-server on loopback",
             "- command: `python -m benchmarks.bench_online_read"
-            + (f" --videos {args.videos} --candidates {args.candidates} --requests {args.requests}`" if args.videos != 100_000 or args.candidates != 600 or args.requests != 300 else "`"),
+            + (
+                f" --videos {args.videos} --candidates {args.candidates} --requests {args.requests}`"
+                if args.videos != 100_000 or args.candidates != 600 or args.requests != 300
+                else "`"
+            ),
             f"- data: {args.videos:,} videos; feature service `ranker_v1` = video_topics (topic_ids, topic_weights, topic_feature[8], n_topics)"
             f" + video_tag_embeddings (video_tag_embedding[{settings.tag_graph.embedding_dim}], has_tags) + video_stats (exposures, clicks, ctr);"
             f" one request = {args.candidates} random candidates, {args.requests} requests after {warmup} warm-up, both paths on the same candidates",
@@ -204,7 +226,7 @@ def main() -> None:
             f"| baseline: `FeatureStore.get_online_features(ranker_v1).to_dict()` | {sdk_p50:.2f} | {sdk_p99:.2f} |",
             "",
             f"- speed-up at p50: {sdk_p50 / fast_p50:.1f}x (target >= 5x); fast-path p99 {fast_p99:.2f} ms (target <= 10 ms)",
-            f"- values checked identical (`to_dict()` of both paths) on one request before timing",
+            "- values checked identical (`to_dict()` of both paths) on one request before timing",
             f"- register + materialize of {args.videos:,} videos: {register_s:.1f} s;"
             f" push of {push_batch:,} video-stats rows (Feast hashes + packed records): p50 {push_ms:.0f} ms",
             "",

@@ -147,7 +147,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--cluster", action=argparse.BooleanOptionalAction, default=True, help="also time the library call on a 3-master cluster")
+    parser.add_argument(
+        "--cluster", action=argparse.BooleanOptionalAction, default=True, help="also time the library call on a 3-master cluster"
+    )
     parser.add_argument("--shards", type=int, default=12, help="redis.shards on the cluster")
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True, help="part 2")
     parser.add_argument("--ranking", action=argparse.BooleanOptionalAction, default=True, help="part 3")
@@ -167,8 +169,12 @@ def main() -> None:
         state_seed = int(rng.integers(2**31))
         video_topics = build_state(client, layout, args.videos, args.topics, args.users, np.random.default_rng(state_seed))
         print(f"# Serving benchmark ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
-        print(f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}; private redis-server on loopback")
-        print(f"state: {args.videos:,} videos, {args.topics} topic queues (<= 1000 videos), {args.users} users x {N1} clicks; built in {time.perf_counter() - started:.1f} s")
+        print(
+            f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}; private redis-server on loopback"
+        )
+        print(
+            f"state: {args.videos:,} videos, {args.topics} topic queues (<= 1000 videos), {args.users} users x {N1} clicks; built in {time.perf_counter() - started:.1f} s"
+        )
         print(f"N1={N1} N2={N2} N3={N3}\n")
 
         generator = CandidateGenerator(client, layout, N1, N2, N3)
@@ -205,7 +211,10 @@ def main() -> None:
         }
         api = subprocess.Popen(
             [sys.executable, "-m", "topicfs_app.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(work / "api.log", "wb"),  # a pipe nobody reads would fill and stall it
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(work / "api.log", "wb"),  # a pipe nobody reads would fill and stall it
         )
         wait_listening("127.0.0.1", port, 60, "candidate API")
         url = f"http://127.0.0.1:{port}"
@@ -308,10 +317,14 @@ def ranking_benchmark(redis_url: str, client: redis.Redis, video_topics: dict[in
         stages.append((t1 - t0, t2 - t1))
     stage_ms = np.asarray(stages) * 1000.0
     print("## 3. retrieve 600 + fetch features + score with DCN (target p99 <= 50 ms)")
-    print(f"setup: {len(ids):,} videos materialised into the Feast online store in {materialize_s:.0f} s; DCN/topic trained on {n_rows:,} rows "
-          f"through train_ranker in {train_s:.0f} s ({ranker.n_parameters():,} parameters)")
+    print(
+        f"setup: {len(ids):,} videos materialised into the Feast online store in {materialize_s:.0f} s; DCN/topic trained on {n_rows:,} rows "
+        f"through train_ranker in {train_s:.0f} s ({ranker.n_parameters():,} parameters)"
+    )
     print(f"RankingService.rank, packed read  {summary(fast)}")
-    print(f"  of which retrieve p99 {np.percentile(stage_ms[:, 0], 99):.2f} ms, packed feature read p99 {np.percentile(stage_ms[:, 1], 99):.2f} ms")
+    print(
+        f"  of which retrieve p99 {np.percentile(stage_ms[:, 0], 99):.2f} ms, packed feature read p99 {np.percentile(stage_ms[:, 1], 99):.2f} ms"
+    )
     print(f"baseline: Feast get_online_features  {summary(slow)}")
 
     # a DCN trained with the user's exposure history, served from the hashes a stream with user_exposure_counts keeps

@@ -91,8 +91,12 @@ def main() -> None:
     frame = make_frame(args.rows, 500, 5000, 300, rng)
     request = frame.sample(args.candidates, random_state=args.seed).reset_index(drop=True)
     print(f"# Fig. 6 cost comparison ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC)")
-    print(f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
-    print(f"DCN, id_embedding_dim 16, hidden (64, 32), 2 cross layers; trained 1 epoch on {args.rows:,} synthetic rows; request = {args.candidates} candidates\n")
+    print(
+        f"machine: {os.cpu_count()}-core {platform.machine()}, python {platform.python_version()}, torch {torch.__version__}, 1 torch thread"
+    )
+    print(
+        f"DCN, id_embedding_dim 16, hidden (64, 32), 2 cross layers; trained 1 epoch on {args.rows:,} synthetic rows; request = {args.candidates} candidates\n"
+    )
     rows = []
     for name, features in CONFIGS:
         ranker = Ranker("dcn", features, epochs=1).fit(frame)

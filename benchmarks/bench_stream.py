@@ -76,7 +76,9 @@ def raw_consume_rate(bootstrap: str, topic: str, n_messages: int) -> float:
     from aiokafka import AIOKafkaConsumer
 
     async def run() -> float:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
+        )
         await consumer.start()
         seen, started = 0, time.perf_counter()
         try:
@@ -175,13 +177,19 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
 
     topic, bootstrap = settings.stream.events_topic, settings.kafka.bootstrap_servers
     events_per_message = 5.5  # refresh of 10 + ~1 click: ~11 events in 2 messages
-    load = threading.Thread(target=lambda: asyncio.run(produce(bootstrap, topic, load_messages, rate_per_s=rate_events_s / events_per_message)), daemon=True)
+    load = threading.Thread(
+        target=lambda: asyncio.run(produce(bootstrap, topic, load_messages, rate_per_s=rate_events_s / events_per_message)), daemon=True
+    )
     a, b = PROBE_VIDEOS
     # 1,000 exposures each and a CTR of 0.1: every probe's few clicks change the order yet keep the CTR sane (< 1)
     clicks = {a: 100, b: 100}
     now = time.time()
     setup = [{"type": "exposure", "event_id": f"p-exp{i}", "user_id": PROBE_USER, "video_ids": [a, b], "ts": now} for i in range(1000)]
-    setup += [{"type": "click", "event_id": f"p-c{v}-{i}", "user_id": PROBE_USER, "video_id": v, "ts": now} for v in (a, b) for i in range(clicks[v])]
+    setup += [
+        {"type": "click", "event_id": f"p-c{v}-{i}", "user_id": PROBE_USER, "video_id": v, "ts": now}
+        for v in (a, b)
+        for i in range(clicks[v])
+    ]
     asyncio.run(produce(bootstrap, topic, setup))
     queue_key = KeyLayout.from_config(settings.redis).queue(PROBE_TOPIC)
     deadline = time.monotonic() + 30
@@ -226,7 +234,9 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
             elif seen_feast is None and time.perf_counter() >= next_feast_read:
                 # the SDK read costs ~10 ms of CPU: polled every 50 ms, so the probe does not starve the pusher it times
                 next_feast_read = time.perf_counter() + 0.05
-                value = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": target}]).to_dict()["clicks"][0]
+                value = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": target}]).to_dict()[
+                    "clicks"
+                ][0]
                 if value == expected:
                     seen_feast = time.perf_counter() - sent_at
             time.sleep(0.005)
@@ -265,8 +275,14 @@ def naive_worker(bootstrap: str, topic: str, redis_url: str, cluster: bool, topi
     topics_of = {int(k): v for k, v in json.loads(Path(topics_json).read_text()).items()}
     progress = sync_client(RedisConfig(url=redis_url, cluster=cluster))
     app = faust.App(
-        "bench-naive", broker=f"kafka://{bootstrap}", store="memory://", topic_partitions=partitions,
-        broker_rebalance_timeout=2.0, broker_session_timeout=6.0, web_enabled=False, topic_disable_leader=True,
+        "bench-naive",
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        topic_partitions=partitions,
+        broker_rebalance_timeout=2.0,
+        broker_session_timeout=6.0,
+        web_enabled=False,
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
     )
     video_exposures = app.Table("video_exposures", default=int, help="exposures per video")
@@ -319,8 +335,21 @@ def naive_rate(settings, client, messages: list[bytes], n_events: int, tmp: Path
     topics_json.write_text(json.dumps(topics_of))
     client.delete("bench:naive")
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.bench_stream", "--naive-worker", bootstrap, topic, settings.redis.url, str(settings.redis.cluster).lower(), str(topics_json), str(settings.stream.partitions)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_stream",
+            "--naive-worker",
+            bootstrap,
+            topic,
+            settings.redis.url,
+            str(settings.redis.cluster).lower(),
+            str(topics_json),
+            str(settings.stream.partitions),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         first = None
@@ -348,12 +377,29 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000, help="events (exposures + clicks) in the throughput replay")
     parser.add_argument("--naive-events", type=int, default=30_000, help="events replayed to the naive agent (0: skip the naive baseline)")
     parser.add_argument("--videos", type=int, default=10_000, help="videos in the synthetic catalogue")
-    parser.add_argument("--freshness-seconds", type=float, default=120.0, help="length of the 5,000 events/s phase; ~2 probes/s, so 120 s gives ~240 probes and a p99 that is not just the slowest one (0: skip it)")
-    parser.add_argument("--redis", choices=("single", "cluster"), default="single", help="one private redis-server, or a private Redis Cluster of --masters masters")
+    parser.add_argument(
+        "--freshness-seconds",
+        type=float,
+        default=120.0,
+        help="length of the 5,000 events/s phase; ~2 probes/s, so 120 s gives ~240 probes and a p99 that is not just the slowest one (0: skip it)",
+    )
+    parser.add_argument(
+        "--redis",
+        choices=("single", "cluster"),
+        default="single",
+        help="one private redis-server, or a private Redis Cluster of --masters masters",
+    )
     parser.add_argument("--masters", type=int, default=3, help="masters of the --redis cluster")
-    parser.add_argument("--shards", type=int, default=None, help="redis.shards, the logical state shards (default: 1 on one node, 4 per master on a cluster)")
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        help="redis.shards, the logical state shards (default: 1 on one node, 4 per master on a cluster)",
+    )
     parser.add_argument("--output", type=Path, default=None, help="also write the run's figures as a markdown report to this file")
-    parser.add_argument("--no-feast", action="store_true", help="run the worker without the Feast push (freshness then measures the queue only)")
+    parser.add_argument(
+        "--no-feast", action="store_true", help="run the worker without the Feast push (freshness then measures the queue only)"
+    )
     parser.add_argument("--naive-worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.naive_worker:
@@ -402,7 +448,9 @@ def main() -> None:
         t0 = time.perf_counter()
         messages, topics_of, exposures, clicks, n_events = make_events(args.events, args.videos, seed=11)
         load_messages = make_events(int(args.freshness_seconds * 5000 * 1.3), args.videos, seed=12)[0] if args.freshness_seconds > 0 else []
-        print(f"made {n_events:,} events in {len(messages):,} messages ({sum(clicks.values()) / sum(exposures.values()):.3f} CTR) in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"made {n_events:,} events in {len(messages):,} messages ({sum(clicks.values()) / sum(exposures.values()):.3f} CTR) in {time.perf_counter() - t0:.0f} s"
+        )
         topics_with_probe = {**topics_of, **{v: [PROBE_TOPIC] for v in PROBE_VIDEOS}}
         gc.collect()
         gc.freeze()  # a full GC pass over the million event messages held here would stall the probes and count as latency
@@ -413,7 +461,12 @@ def main() -> None:
                 await prepare(settings, setup_client)
             finally:
                 await setup_client.aclose()
-            await produce(settings.kafka.bootstrap_servers, settings.stream.videos_topic, video_published_events(topics_with_probe, time.time() - 86400), key_field="video_id")
+            await produce(
+                settings.kafka.bootstrap_servers,
+                settings.stream.videos_topic,
+                video_published_events(topics_with_probe, time.time() - 86400),
+                key_field="video_id",
+            )
             return await produce(settings.kafka.bootstrap_servers, settings.stream.events_topic, messages, show_progress=True)
 
         sent = asyncio.run(setup())
@@ -450,7 +503,9 @@ def main() -> None:
             "worker_cpu_us": 1e6 * cost["worker_cpu_s"] / measured_events,
             "pusher_cpu_us": 1e6 * cost["pusher_cpu_s"] / measured_events,
         }
-        print(f"worker: {n_events:,} events in {elapsed:.1f} s = {throughput:,.0f} events/s ({(finished_at - start_wall):.1f} s incl. group join); {wrong} counts differ from the truth; load average at the start {load_at_start[0]:.1f}")
+        print(
+            f"worker: {n_events:,} events in {elapsed:.1f} s = {throughput:,.0f} events/s ({(finished_at - start_wall):.1f} s incl. group join); {wrong} counts differ from the truth; load average at the start {load_at_start[0]:.1f}"
+        )
         print(
             f"per event: {per_event['commands']:.3f} Redis commands ({per_event['script_calls']:.4f} script calls), Redis main-thread CPU {per_event['redis_cpu_us']:.2f} µs, "
             f"worker CPU {per_event['worker_cpu_us']:.1f} µs, pusher CPU {per_event['pusher_cpu_us']:.1f} µs; commands per master {cost['commands_per_node']}; "
@@ -462,20 +517,37 @@ def main() -> None:
             fresh = run_freshness(settings, client, feast_store, load_messages, args.freshness_seconds, 5000)
             if not np.isfinite(fresh["queue_max_s"]) or not np.isfinite(fresh["feast_max_s"]):
                 print("a probe was not seen within 10 s; the worker's (and pusher's) log ends with:\n" + worker.log()[-3000:])
-            print(f"freshness at 5,000 events/s ({fresh['probes']} probes): queue p50 {fresh['queue_p50_s']:.3f} s p99 {fresh['queue_p99_s']:.3f} s; Feast p50 {fresh['feast_p50_s']:.3f} s p99 {fresh['feast_p99_s']:.3f} s; slowest probe: queue {fresh['queue_max_s']:.3f} s, Feast {fresh['feast_max_s']:.3f} s")
+            print(
+                f"freshness at 5,000 events/s ({fresh['probes']} probes): queue p50 {fresh['queue_p50_s']:.3f} s p99 {fresh['queue_p99_s']:.3f} s; Feast p50 {fresh['feast_p50_s']:.3f} s p99 {fresh['feast_p99_s']:.3f} s; slowest probe: queue {fresh['queue_max_s']:.3f} s, Feast {fresh['feast_max_s']:.3f} s"
+            )
         worker.stop()
         worker = None
 
         naive = None
         if args.naive_events > 0:
             naive = naive_rate(settings, client, messages, args.naive_events, tmp, topics_of)
-            print(f"naive Faust agent: {naive:,.0f} events/s on {args.naive_events:,} single-event messages; ours is {throughput / naive:.1f}x")
+            print(
+                f"naive Faust agent: {naive:,.0f} events/s on {args.naive_events:,} single-event messages; ours is {throughput / naive:.1f}x"
+            )
 
         result = {
-            "redis": args.redis, "masters": args.masters if cluster_mode else 1, "shards": shards, "events": n_events, "messages": n_messages,
-            "events_per_s": throughput, "elapsed_s": elapsed, "wrong_counts": wrong, "ceiling_events_per_s": ceiling * events_per_message,
-            "per_event": per_event, "commands_per_node": cost["commands_per_node"], "commands_by_name": cost["by_name"],
-            "redis_cpu_s": cost["redis_cpu_s"], "freshness": fresh, "naive_events_per_s": naive, "load_at_start": load_at_start, "load_at_end": os.getloadavg(),
+            "redis": args.redis,
+            "masters": args.masters if cluster_mode else 1,
+            "shards": shards,
+            "events": n_events,
+            "messages": n_messages,
+            "events_per_s": throughput,
+            "elapsed_s": elapsed,
+            "wrong_counts": wrong,
+            "ceiling_events_per_s": ceiling * events_per_message,
+            "per_event": per_event,
+            "commands_per_node": cost["commands_per_node"],
+            "commands_by_name": cost["by_name"],
+            "redis_cpu_s": cost["redis_cpu_s"],
+            "freshness": fresh,
+            "naive_events_per_s": naive,
+            "load_at_start": load_at_start,
+            "load_at_end": os.getloadavg(),
         }
         if args.output is not None:
             write_report(args, result)
@@ -499,10 +571,16 @@ def write_report(args, r: dict) -> None:
         f"| ceiling: bare aiokafka consumer, no processing | {r['ceiling_events_per_s']:,.0f} events/s |",
     ]
     if r["naive_events_per_s"]:
-        rows.append(f"| baseline: naive Faust agent (1 message per event, changelogged tables) | {r['naive_events_per_s']:,.0f} events/s ({r['events_per_s'] / r['naive_events_per_s']:.1f}x) |")
+        rows.append(
+            f"| baseline: naive Faust agent (1 message per event, changelogged tables) | {r['naive_events_per_s']:,.0f} events/s ({r['events_per_s'] / r['naive_events_per_s']:.1f}x) |"
+        )
     if fresh:
-        rows.append(f"| freshness at 5,000 events/s, click → served queue reordered | p50 {fresh['queue_p50_s']:.3f} s, p99 {fresh['queue_p99_s']:.3f} s, max {fresh['queue_max_s']:.3f} s ({fresh['probes']} probes) |")
-        rows.append(f"| freshness at 5,000 events/s, click → Feast online value | p50 {fresh['feast_p50_s']:.3f} s, p99 {fresh['feast_p99_s']:.3f} s, max {fresh['feast_max_s']:.3f} s |")
+        rows.append(
+            f"| freshness at 5,000 events/s, click → served queue reordered | p50 {fresh['queue_p50_s']:.3f} s, p99 {fresh['queue_p99_s']:.3f} s, max {fresh['queue_max_s']:.3f} s ({fresh['probes']} probes) |"
+        )
+        rows.append(
+            f"| freshness at 5,000 events/s, click → Feast online value | p50 {fresh['feast_p50_s']:.3f} s, p99 {fresh['feast_p99_s']:.3f} s, max {fresh['feast_max_s']:.3f} s |"
+        )
     text = "\n".join(
         [
             "# Streaming updater (stream), one run",

@@ -119,21 +119,41 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     base = Settings()
-    results: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                     "machine": f"{platform.machine()} {platform.processor()} python {platform.python_version()}",
-                     "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": []}
+    results: dict = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": f"{platform.machine()} {platform.processor()} python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "runs": [],
+    }
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
-            settings = base.model_copy(update={
-                "mmoe": base.mmoe.model_copy(update={"seed": base.mmoe.seed + seed, "torch_threads": 1, **({"epochs": args.epochs} if args.epochs else {})}),
-                "tag_graph": base.tag_graph.model_copy(update={"seed": base.tag_graph.seed + seed, "workers": 1}),
-                "topics": base.topics.model_copy(update={"seed": base.topics.seed + seed}),
-            })
+            settings = base.model_copy(
+                update={
+                    "mmoe": base.mmoe.model_copy(
+                        update={"seed": base.mmoe.seed + seed, "torch_threads": 1, **({"epochs": args.epochs} if args.epochs else {})}
+                    ),
+                    "tag_graph": base.tag_graph.model_copy(update={"seed": base.tag_graph.seed + seed, "workers": 1}),
+                    "topics": base.topics.model_copy(update={"seed": base.topics.seed + seed}),
+                }
+            )
             for name in args.catalogues:
-                shares = {"cover_share": 1.0, "tag_share": 1.0} if name == "complete" else {"cover_share": args.cover_share, "tag_share": args.tag_share}
-                catalogue = make_catalogue(args.n_videos, base.synthetic.n_true_topics, base.synthetic.image_size, True,
-                                           Path(folder) / f"{seed}-{name}", seed, show_progress=False, publish_span_days=3650, **shares)
+                shares = (
+                    {"cover_share": 1.0, "tag_share": 1.0}
+                    if name == "complete"
+                    else {"cover_share": args.cover_share, "tag_share": args.tag_share}
+                )
+                catalogue = make_catalogue(
+                    args.n_videos,
+                    base.synthetic.n_true_topics,
+                    base.synthetic.image_size,
+                    True,
+                    Path(folder) / f"{seed}-{name}",
+                    seed,
+                    show_progress=False,
+                    publish_span_days=3650,
+                    **shares,
+                )
                 for method, audit in run_catalogue(catalogue.videos, catalogue.true_topic, settings, args.methods, args.dropout).items():
                     results["runs"].append({"seed": seed, "catalogue": name, "method": method, "audit": audit})
                     nmi = ", ".join(f"{k} {v:.3f}" for k, v in audit["nmi"].items())

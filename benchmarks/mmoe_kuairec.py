@@ -83,13 +83,17 @@ def main() -> None:
         held_unk_after = model.title_encoder_.unk_rate(held["title"].tolist())
         from offline_jobs.encoders import TitleEncoder, resolve_title_encoder
 
-        held_unk_before = TitleEncoder(resolve_title_encoder(config.title_encoder), config.max_title_tokens).unk_rate(held["title"].tolist())
+        held_unk_before = TitleEncoder(resolve_title_encoder(config.title_encoder), config.max_title_tokens).unk_rate(
+            held["title"].tolist()
+        )
 
     lines = [
         "# MMoE (mmoe): KuaiRec training time and held-out clustering",
         "",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; machine: 2-core x86_64, 24 GiB, no GPU ({platform.processor() or platform.machine()}), torch threads {args.threads}",
-        f"- command: `python -m benchmarks.mmoe_kuairec --threads {args.threads}" + (f" --epochs {args.epochs}" if args.epochs else "") + "`",
+        f"- command: `python -m benchmarks.mmoe_kuairec --threads {args.threads}"
+        + (f" --epochs {args.epochs}" if args.epochs else "")
+        + "`",
         f"- data: KuaiRec, {len(videos)} videos; train {len(train)}, held out {len(held)} (seed {evaluation.seed}); "
         f"K = {n_primary} primary / {n_secondary} secondary classes; no covers (f_C dropped)",
         f"- config: epochs {config.epochs}, batch {config.batch_size}, lr {config.learning_rate} / encoder lr {config.encoder_learning_rate}, "
@@ -100,7 +104,7 @@ def main() -> None:
         f"held-out {100 * held_unk_before:.1f}% -> {100 * held_unk_after:.1f}%",
         f"- time: fit {fit_seconds:.0f} s on {len(train)} videos; transform {transform_seconds:.1f} s per {len(held)} held-out videos, "
         f"{transform_all_seconds:.0f} s for all {len(videos)}; baseline embedding {baseline_seconds:.1f} s",
-        f"- loss per epoch: " + "; ".join(", ".join(f"{k} {v:.3f}" for k, v in epoch.items()) for epoch in model.history_),
+        "- loss per epoch: " + "; ".join(", ".join(f"{k} {v:.3f}" for k, v in epoch.items()) for epoch in model.history_),
         "",
         "| representation | dim | ARI primary | NMI primary | ARI secondary | NMI secondary |",
         "|---|---|---|---|---|---|",

@@ -153,7 +153,9 @@ topic_stats = FeatureView(
 )
 
 # A user's recent-topic histogram over the last N1 clicks (topic ids and their counts, most frequent first).
-user_recent_topics_push = PushSource(name=names.USER_RECENT_TOPICS_PUSH, batch_source=_table(names.USER_RECENT_TOPICS_LOG, created_column=""))
+user_recent_topics_push = PushSource(
+    name=names.USER_RECENT_TOPICS_PUSH, batch_source=_table(names.USER_RECENT_TOPICS_LOG, created_column="")
+)
 user_recent_topics = FeatureView(
     name=names.USER_RECENT_TOPICS_VIEW,
     entities=[user],

@@ -162,9 +162,7 @@ class TitleEncoder(nn.Module):
         unk = self.tokenizer.unk_token_id
         return float(sum(ids.count(unk) for ids in encoded) / total) if total else 0.0
 
-    def extend_vocabulary(
-        self, titles: Sequence[str], seed: int, min_count: int = 1, init: NewTokenInit = "mean"
-    ) -> VocabularyReport:
+    def extend_vocabulary(self, titles: Sequence[str], seed: int, min_count: int = 1, init: NewTokenInit = "mean") -> VocabularyReport:
         """Add every character of ``titles`` that tokenizes to [UNK] alone (seen >= ``min_count`` times) as a token.
 
         ``init`` sets where the new rows start (they are learned while fine-tuning either way):
@@ -194,7 +192,9 @@ class TitleEncoder(nn.Module):
             if init == "skipgram":
                 # The tokenizer may normalise a character it stores (the uncased MiniLM lowercases 'Ⅱ'), so each new
                 # id is traced back to a title character by tokenizing the characters again.
-                source = {ids[0]: ch for ch, ids in zip(missing, self.tokenizer(missing, add_special_tokens=False)["input_ids"]) if len(ids) == 1}
+                source = {
+                    ids[0]: ch for ch, ids in zip(missing, self.tokenizer(missing, add_special_tokens=False)["input_ids"]) if len(ids) == 1
+                }
                 new_ids = range(len(self.tokenizer) - added, len(self.tokenizer))
                 rows = _skipgram_rows(titles, [source[i] for i in new_ids], pretrained, seed)  # (added, D)
             else:
@@ -266,9 +266,7 @@ class TitleEncoder(nn.Module):
         self.tokenizer.save_pretrained(directory)
 
 
-def encode_titles(
-    encoder: TitleEncoder, titles: Sequence[str], batch_size: int, description: str = "f_T"
-) -> np.ndarray:
+def encode_titles(encoder: TitleEncoder, titles: Sequence[str], batch_size: int, description: str = "f_T") -> np.ndarray:
     """Mean-pooled f_T of titles, in length-sorted batches (little padding): -> (n, D) float32."""
     token_ids = encoder.tokenize(titles)
     order = np.argsort([len(ids) for ids in token_ids], kind="stable")

@@ -184,7 +184,10 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     facts["groups"] = {}
     for group, subset in (("with tags", has_tags), ("without tags", ~has_tags), ("with cover", covers), ("without cover", ~covers)):
         if 0 < subset.sum() < len(held):
-            facts["groups"][group] = {"n_videos": int(subset.sum()), "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed)]}
+            facts["groups"][group] = {
+                "n_videos": int(subset.sum()),
+                "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed)],
+            }
     if "with tags" in facts["groups"]:
         facts["with_tags"] = facts["groups"]["with tags"]
     start = time.perf_counter()
@@ -226,7 +229,9 @@ def markdown_table(rows: list[Row]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r.representation} | {r.n} | {r.ari_pc:.3f} | {r.nmi_pc:.3f} | {r.ari_sc:.3f} | {r.nmi_sc:.3f} | {r.inter_intra:.3f} |")
+        lines.append(
+            f"| {r.representation} | {r.n} | {r.ari_pc:.3f} | {r.nmi_pc:.3f} | {r.ari_sc:.3f} | {r.nmi_sc:.3f} | {r.inter_intra:.3f} |"
+        )
     return "\n".join(lines)
 
 
@@ -246,8 +251,10 @@ def write_report(rows: list[Row], facts: dict, out_dir: Path, title: str) -> dic
         lines += [f"{part} videos, {format_presence_audit(audit)}".replace("\n", "\n    "), ""]
     for part, report in facts.get("topics_per_video", {}).items():
         histogram = ", ".join(f"{k}: {v}" for k, v in report["histogram"].items())
-        lines.append(f"- topics per video, {part} videos: mean {report['mean_topics_per_video']:.2f}, "
-                     f"median {report['median_topics_per_video']:.1f} (histogram topics: videos — {histogram})")
+        lines.append(
+            f"- topics per video, {part} videos: mean {report['mean_topics_per_video']:.2f}, "
+            f"median {report['median_topics_per_video']:.1f} (histogram topics: videos — {histogram})"
+        )
     paths["markdown"].write_text("\n".join(lines) + "\n", encoding="utf-8")
     paths["json"].write_text(json.dumps({"rows": [r.__dict__ for r in rows], "facts": facts}, indent=2, default=float), encoding="utf-8")
     metrics = ["ari_pc", "nmi_pc", "ari_sc", "nmi_sc", "inter_intra"]

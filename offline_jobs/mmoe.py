@@ -89,8 +89,9 @@ class TaskSpec:
 class MMoE(nn.Module):
     """H experts, one softmax gate and one tower per task (Eq. 1), over z (B, D_z)."""
 
-    def __init__(self, modality_dims: Sequence[int], n_experts: int, expert_dim: int, tower_hidden: int,
-                 task_sizes: Sequence[int], dropout: float):
+    def __init__(
+        self, modality_dims: Sequence[int], n_experts: int, expert_dim: int, tower_hidden: int, task_sizes: Sequence[int], dropout: float
+    ):
         super().__init__()
         # One LayerNorm per modality so neither f_C nor f_T dominates the experts by its scale alone.
         self.norms = nn.ModuleList([nn.LayerNorm(d) for d in modality_dims])
@@ -152,8 +153,14 @@ def _tags(videos: pd.DataFrame) -> list[list[str]]:
 def data_fingerprint(videos: pd.DataFrame) -> str:
     """sha256 over what training reads (ids, titles, covers, labels, tags), so an artefact names its data."""
     digest = hashlib.sha256()
-    for row in zip(videos["video_id"].tolist(), _titles(videos), _covers(videos), _labels(videos, "primary_class"),
-                   _labels(videos, "secondary_class"), _tags(videos)):
+    for row in zip(
+        videos["video_id"].tolist(),
+        _titles(videos),
+        _covers(videos),
+        _labels(videos, "primary_class"),
+        _labels(videos, "secondary_class"),
+        _tags(videos),
+    ):
         digest.update(json.dumps(row, ensure_ascii=False, default=str).encode())
     return digest.hexdigest()
 
@@ -206,8 +213,14 @@ class MultimodalTopicEncoder:
             titles, covers = _titles(videos), _covers(videos)
             self._build_encoders(titles, covers)
             self.tasks_, targets = self._build_tasks(videos)
-            self.mmoe_ = MMoE(self._modality_dims(), config.n_experts, config.expert_dim, config.tower_hidden,
-                              [len(t.classes) for t in self.tasks_], config.dropout)
+            self.mmoe_ = MMoE(
+                self._modality_dims(),
+                config.n_experts,
+                config.expert_dim,
+                config.tower_hidden,
+                [len(t.classes) for t in self.tasks_],
+                config.dropout,
+            )
             self._init_tag_bias(targets)
             self.history_: list[dict[str, float]] = []
             if self.tasks_:
@@ -340,8 +353,9 @@ class MultimodalTopicEncoder:
             parts.append(float(loss.detach()))
         return total, parts
 
-    def _joint(self, title_ids: list[list[int]] | None, covers: list[str | None], rows: np.ndarray,
-               rng: np.random.Generator | None = None) -> torch.Tensor:
+    def _joint(
+        self, title_ids: list[list[int]] | None, covers: list[str | None], rows: np.ndarray, rng: np.random.Generator | None = None
+    ) -> torch.Tensor:
         """z = [f_C(x_I), f_T(x_W)] of one batch with gradients: (B, D_C + D_T).
 
         With ``rng`` and ``config.modality_dropout`` > 0 (training), each video's cover is dropped with that
@@ -385,8 +399,9 @@ class MultimodalTopicEncoder:
                 progress.set_postfix(loss=f"{np.nansum(parts):.3f}")
             epoch_losses = {t.name: float(s / c) if c else float("nan") for t, s, c in zip(self.tasks_, sums, counts)}
             self.history_.append(epoch_losses)
-            logger.info("MMoE epoch %d/%d: %s", epoch + 1, config.epochs,
-                        ", ".join(f"{name} {value:.3f}" for name, value in epoch_losses.items()))
+            logger.info(
+                "MMoE epoch %d/%d: %s", epoch + 1, config.epochs, ", ".join(f"{name} {value:.3f}" for name, value in epoch_losses.items())
+            )
         for module in modules:
             module.eval()
 
@@ -409,8 +424,7 @@ class MultimodalTopicEncoder:
                 parts.append(encode_titles(self.title_encoder_, _titles(videos), batch_size))
         return np.concatenate(parts, axis=1)
 
-    def transform(self, videos: pd.DataFrame, representation: Representation | None = None,
-                  batch_size: int | None = None) -> np.ndarray:
+    def transform(self, videos: pd.DataFrame, representation: Representation | None = None, batch_size: int | None = None) -> np.ndarray:
         """The deep joint representation of each video: (n, d) float32, rows in the order of ``videos``.
 
         ``representation`` (default: ``config.representation``): ``"encoder"`` -> [f_C(x_I), f_T(x_W)]
@@ -419,8 +433,9 @@ class MultimodalTopicEncoder:
         """
         return self.encode(videos, representation, batch_size)[0]
 
-    def encode(self, videos: pd.DataFrame, representation: Representation | None = None,
-               batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def encode(
+        self, videos: pd.DataFrame, representation: Representation | None = None, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(z, tag probabilities) in one pass: z as :meth:`transform`; the tag task's per-tag sigmoid (n, M3) float32
         over ``tag_classes()``, or None when there is no tag task."""
         representation = representation or self.config.representation
@@ -521,8 +536,14 @@ class MultimodalTopicEncoder:
             model.cover_encoder_ = CoverEncoder(directory / COVER_FILE if pretrained else None, config.image_size_px, config.cnn_channels)
             if not pretrained:
                 model.cover_encoder_.cnn.load_state_dict(torch.load(directory / COVER_FILE, weights_only=True))
-        model.mmoe_ = MMoE(model._modality_dims(), config.n_experts, config.expert_dim, config.tower_hidden,
-                           [len(t.classes) for t in model.tasks_], config.dropout)
+        model.mmoe_ = MMoE(
+            model._modality_dims(),
+            config.n_experts,
+            config.expert_dim,
+            config.tower_hidden,
+            [len(t.classes) for t in model.tasks_],
+            config.dropout,
+        )
         model.mmoe_.load_state_dict(torch.load(directory / HEAD_FILE, weights_only=True))
         for module in (model.title_encoder_, model.cover_encoder_, model.mmoe_):
             if module is not None:

@@ -134,8 +134,13 @@ def cosine_distance_triplet(anchor: torch.Tensor, positive: torch.Tensor, negati
 
 
 def multi_negative_triplet(
-    anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, in_batch: bool = False, temperature: float = 0.0,
-    anchor_ids: torch.Tensor | None = None, positive_ids: torch.Tensor | None = None,
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    negatives: torch.Tensor,
+    in_batch: bool = False,
+    temperature: float = 0.0,
+    anchor_ids: torch.Tensor | None = None,
+    positive_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 3 over several negatives per triplet; lower is better.
 
@@ -205,10 +210,14 @@ class MRLMNetwork(nn.Module):
         d2, d3 = config.conv_channels[0], _conv_length(config.initial_dim, 1)
         self.compress = nn.Linear(d2 * d3 * 9, config.dcp_dim)  # Eq. 8-9: W_c, b_c
         self.verifier = nn.Linear(config.dcp_dim, 1)  # the two-class classifier of Eq. 10
-        self.multimodal_net = MultimodalNet(config.global_dim, config.siamese_channels, config.vector_dim, config.dropout, config.skip_connection)
+        self.multimodal_net = MultimodalNet(
+            config.global_dim, config.siamese_channels, config.vector_dim, config.dropout, config.skip_connection
+        )
         self.modality_heads = nn.ModuleDict({name: nn.Linear(config.vector_dim, k) for name, k in n_clusters.items()})
 
-    def losses(self, config: MRLMConfig, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg) -> dict[str, torch.Tensor]:
+    def losses(
+        self, config: MRLMConfig, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg
+    ) -> dict[str, torch.Tensor]:
         """One batch: u0, v0_pos (B, d0); v0_neg (K·B, d0), K blocks of B (the k-th negative of every
         triplet); user, item_pos (B,); item_neg (K·B,); clusters_*: modality -> cluster ids of the first B."""
         batch = len(user)
@@ -218,9 +227,18 @@ class MRLMNetwork(nn.Module):
         g_neg = g_negs[:batch]
         h_u, h_pos, h_neg = h[:batch], h[batch : 2 * batch], h[2 * batch : 3 * batch]
         item_neg = item_neg[:batch]
-        triplet = {"in_batch": config.in_batch_negatives, "temperature": config.triplet_temperature, "anchor_ids": user, "positive_ids": item_pos}
+        triplet = {
+            "in_batch": config.in_batch_negatives,
+            "temperature": config.triplet_temperature,
+            "anchor_ids": user,
+            "positive_ids": item_pos,
+        }
         terms = {"g1": multi_negative_triplet(g_u, g_pos, g_negs.view(n_neg, batch, -1), **triplet)}
-        terms["g2"] = F.cross_entropy(self.user_head(g_u), user) + F.cross_entropy(self.item_head(g_pos), item_pos) + F.cross_entropy(self.item_head(g_neg), item_neg)
+        terms["g2"] = (
+            F.cross_entropy(self.user_head(g_u), user)
+            + F.cross_entropy(self.item_head(g_pos), item_pos)
+            + F.cross_entropy(self.item_head(g_neg), item_neg)
+        )
         c = self.compress(torch.cat([difference_calculation(h_u, h_pos), difference_calculation(h_u, h_neg)]).flatten(1))  # (2B, dcp_dim)
         target = torch.cat([torch.ones(batch), torch.zeros(batch)])
         terms["g3"] = F.binary_cross_entropy_with_logits(self.verifier(c).squeeze(1), target)
@@ -234,7 +252,9 @@ class MRLMNetwork(nn.Module):
         m_neg = m_negs[:batch]
         mfrl = torch.zeros(())
         for name, head in self.modality_heads.items():
-            terms[f"m_{name}"] = F.cross_entropy(head(m_pos), clusters_pos[name]) + F.cross_entropy(head(m_neg), clusters_neg[name])  # Eq. 15
+            terms[f"m_{name}"] = F.cross_entropy(head(m_pos), clusters_pos[name]) + F.cross_entropy(
+                head(m_neg), clusters_neg[name]
+            )  # Eq. 15
             mfrl = mfrl + weights[name] * terms[f"m_{name}"]
         if config.serving_triplet_weight > 0:
             terms["m_triplet"] = multi_negative_triplet(m_u, m_pos, m_negs.view(n_neg, batch, -1), **triplet)
@@ -315,7 +335,9 @@ class MRLM:
             users, pos, neg = self._triplets(data, rng)
             order = rng.permutation(len(users))
             sums: dict[str, float] = {}
-            progress = tqdm(range(0, len(order), config.batch_size), desc=f"MRLM epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+            progress = tqdm(
+                range(0, len(order), config.batch_size), desc=f"MRLM epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False
+            )
             for start in progress:
                 batch = order[start : start + config.batch_size]
                 if len(batch) < 2:  # BatchNorm needs two rows
@@ -323,8 +345,16 @@ class MRLM:
                 user, item_pos = torch.from_numpy(users[batch]), torch.from_numpy(pos[batch])
                 item_neg = torch.from_numpy(neg[:, batch].reshape(-1))  # K blocks of B
                 terms = self.network_.losses(
-                    config, self.modality_weights_, u0[user], v0[item_pos], v0[item_neg], user, item_pos, item_neg,
-                    {m: c[item_pos] for m, c in clusters.items()}, {m: c[item_neg[: len(batch)]] for m, c in clusters.items()},
+                    config,
+                    self.modality_weights_,
+                    u0[user],
+                    v0[item_pos],
+                    v0[item_neg],
+                    user,
+                    item_pos,
+                    item_neg,
+                    {m: c[item_pos] for m, c in clusters.items()},
+                    {m: c[item_neg[: len(batch)]] for m, c in clusters.items()},
                 )
                 optimizer.zero_grad()
                 terms["mrlm"].backward()
@@ -335,8 +365,13 @@ class MRLM:
             self.loss_history_.append({name: value / len(order) for name, value in sums.items()})
             self._compute_vectors(u0, v0)
             score = select(self) if select is not None else 0.0
-            logger.info("MRLM epoch %d (%.0f s): %s%s", epoch, time.monotonic() - started,
-                        ", ".join(f"{k} {v:.4f}" for k, v in self.loss_history_[-1].items()), f"; valid {score:.4f}" if select else "")
+            logger.info(
+                "MRLM epoch %d (%.0f s): %s%s",
+                epoch,
+                time.monotonic() - started,
+                ", ".join(f"{k} {v:.4f}" for k, v in self.loss_history_[-1].items()),
+                f"; valid {score:.4f}" if select else "",
+            )
             if select is not None and score > best_score:
                 best_score, self.best_epoch_ = score, epoch
                 best_state = {k: v.clone() for k, v in self.network_.state_dict().items()}
@@ -360,7 +395,9 @@ class MRLM:
     def user_vectors(self, histories: list[np.ndarray] | None = None, alpha: float | None = None) -> np.ndarray:
         """Served user vectors (n_users, d4) from m(g_u) and the latest items (default: training history)."""
         return user_vectors(
-            self.user_multimodal_, self.item_vectors_, self.history_ if histories is None else histories,
+            self.user_multimodal_,
+            self.item_vectors_,
+            self.history_ if histories is None else histories,
             self.config.user_global_weight if alpha is None else alpha,
         )
 
@@ -371,14 +408,25 @@ class MRLM:
         torch.save(self.network_.state_dict(), folder / "weights.pt")
         lengths = np.array([len(h) for h in self.history_], np.int64)
         np.savez(
-            folder / "vectors.npz", user_ids=self.user_ids_, video_ids=self.video_ids_, user_multimodal=self.user_multimodal_,
-            item_vectors=self.item_vectors_, history=np.concatenate(self.history_ + [np.zeros(0, np.int64)]).astype(np.int64),
+            folder / "vectors.npz",
+            user_ids=self.user_ids_,
+            video_ids=self.video_ids_,
+            user_multimodal=self.user_multimodal_,
+            item_vectors=self.item_vectors_,
+            history=np.concatenate(self.history_ + [np.zeros(0, np.int64)]).astype(np.int64),
             history_offsets=np.concatenate([[0], np.cumsum(lengths)]),
         )
-        write_json_atomic(folder / "config.json", {
-            "config": self.config.model_dump(mode="json"), "data_fingerprint": self.data_fingerprint_, "n_clusters": self.n_clusters_,
-            "modality_weights": self.modality_weights_, "best_epoch": self.best_epoch_, "loss_history": self.loss_history_,
-        })
+        write_json_atomic(
+            folder / "config.json",
+            {
+                "config": self.config.model_dump(mode="json"),
+                "data_fingerprint": self.data_fingerprint_,
+                "n_clusters": self.n_clusters_,
+                "modality_weights": self.modality_weights_,
+                "best_epoch": self.best_epoch_,
+                "loss_history": self.loss_history_,
+            },
+        )
         return folder
 
 

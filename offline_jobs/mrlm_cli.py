@@ -12,7 +12,9 @@ from topicfs.settings import get_settings
 
 app = typer.Typer(help="MRLM user and item vectors (GFRL + MFRL), trained offline and served through Feast.", no_args_is_help=True)
 
-DATASET_HELP = "movielens (ml-100k from TOPICFS_PATHS__MOVIELENS), synthetic (topicfs.synthetic, made on the spot) or file (--videos, --interactions)"
+DATASET_HELP = (
+    "movielens (ml-100k from TOPICFS_PATHS__MOVIELENS), synthetic (topicfs.synthetic, made on the spot) or file (--videos, --interactions)"
+)
 VIDEOS_HELP = "videos file (Parquet/CSV) meeting the videos contract, for --dataset file"
 INTERACTIONS_HELP = "interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file"
 ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
@@ -44,7 +46,10 @@ def train(
     from offline_jobs.mrlm_job import train as train_job
 
     result = train_job(settings, load_dataset(dataset.value, settings, files=files))
-    typer.echo(f"{result.data.n_users} users, {result.data.n_items} items; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    typer.echo(
+        f"{result.data.n_users} users, {result.data.n_items} items; seconds: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
+    )
     typer.echo(f"model {result.model_dir}; best epoch {result.model.best_epoch_ + 1}")
     for path in result.tables.values():
         typer.echo(f"wrote {path}")

@@ -96,7 +96,12 @@ def feedback(interactions: pd.DataFrame, rating_threshold: float) -> pd.DataFram
     else:
         raise MRLMDataError("interactions: needs a 'clicked' (0/1) or a 'rating' column")
     frame = pd.DataFrame(
-        {"user_id": interactions["user_id"].astype(np.int64), "video_id": interactions["video_id"].astype(np.int64), "positive": positive.to_numpy(), "ts": interactions["ts"]}
+        {
+            "user_id": interactions["user_id"].astype(np.int64),
+            "video_id": interactions["video_id"].astype(np.int64),
+            "positive": positive.to_numpy(),
+            "ts": interactions["ts"],
+        }
     )
     if not frame["positive"].any():
         raise MRLMDataError("interactions: no positive feedback (no click, no rating >= threshold)")
@@ -154,7 +159,9 @@ class _FieldSum(nn.Module):
         for module in [*self.tables.values(), *([self.tags] if self.tags is not None else [])]:
             nn.init.normal_(module.weight, std=0.05)
 
-    def forward(self, codes: dict[str, torch.Tensor], index: torch.Tensor, tag_bags: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self, codes: dict[str, torch.Tensor], index: torch.Tensor, tag_bags: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         total = sum(table(codes[name][index]) for name, table in self.tables.items())  # (n, d)
         if self.tags is not None and tag_bags is not None:
             flat, offsets = tag_bags
@@ -169,7 +176,15 @@ class StructuredFM:
     ``dim`` wide, so u0 · v0 is the score.
     """
 
-    def __init__(self, dim: int = 250, epochs: int = 10, learning_rate: float = 5e-3, weight_decay: float = 1e-5, batch_size: int = 1024, random_state: int = 0):
+    def __init__(
+        self,
+        dim: int = 250,
+        epochs: int = 10,
+        learning_rate: float = 5e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 1024,
+        random_state: int = 0,
+    ):
         self.dim = dim
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -277,8 +292,13 @@ def _cover_features(paths: pd.Series) -> np.ndarray | None:
 
 
 def modality_blocks(
-    videos: pd.DataFrame, item_fields: dict[str, np.ndarray], item_tags: list[list[int]], dim: int, seed: int,
-    item_entities: pd.DataFrame | None = None, kg: pd.DataFrame | None = None,
+    videos: pd.DataFrame,
+    item_fields: dict[str, np.ndarray],
+    item_tags: list[list[int]],
+    dim: int,
+    seed: int,
+    item_entities: pd.DataFrame | None = None,
+    kg: pd.DataFrame | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Per modality, its feature blocks ("kernels"), each (n_items, width); modalities without data are absent."""
     blocks: dict[str, list[np.ndarray]] = {}
@@ -300,10 +320,12 @@ def modality_blocks(
         entity = videos["video_id"].map(item_entities.drop_duplicates("video_id").set_index("video_id")["entity"])
         options = {"token_pattern": r"\S+", "lowercase": False}
         blocks["knowledge"] = [
-            b for b in (
+            b
+            for b in (
                 _tfidf_svd(entity.map(pairs).fillna("").tolist(), dim, seed, **options),
                 _tfidf_svd(entity.map(relations).fillna("").tolist(), dim, seed, **options),
-            ) if b is not None
+            )
+            if b is not None
         ]
     covers = _cover_features(videos["cover_image"]) if "cover_image" in videos.columns else None
     if covers is not None:
@@ -326,8 +348,13 @@ def cluster_ids(blocks: list[np.ndarray], n_clusters: int, seed: int) -> np.ndar
 
 
 def prepare(
-    videos: pd.DataFrame, interactions: pd.DataFrame, config: MRLMConfig, users: pd.DataFrame | None = None,
-    item_entities: pd.DataFrame | None = None, kg: pd.DataFrame | None = None, initial_vectors: bool = True,
+    videos: pd.DataFrame,
+    interactions: pd.DataFrame,
+    config: MRLMConfig,
+    users: pd.DataFrame | None = None,
+    item_entities: pd.DataFrame | None = None,
+    kg: pd.DataFrame | None = None,
+    initial_vectors: bool = True,
 ) -> MRLMData:
     """Feedback, split, field codes, per-modality cluster ids and (optionally) the FM initial vectors."""
     if len(videos) == 0:
@@ -353,9 +380,18 @@ def prepare(
         if config.n_clusters.get(modality, 0) < 2 or config.modality_weights.get(modality, 0) <= 0:
             continue
         data.clusters[modality] = cluster_ids(blocks, config.n_clusters[modality], config.seed)
-    logger.info("MRLM data: %d users, %d items, %d/%d/%d train/valid/test rows, modalities %s",
-                data.n_users, data.n_items, len(train), len(valid), len(test), {m: int(c.max()) + 1 for m, c in data.clusters.items()})
+    logger.info(
+        "MRLM data: %d users, %d items, %d/%d/%d train/valid/test rows, modalities %s",
+        data.n_users,
+        data.n_items,
+        len(train),
+        len(valid),
+        len(test),
+        {m: int(c.max()) + 1 for m, c in data.clusters.items()},
+    )
     if initial_vectors:
-        fm = StructuredFM(config.initial_dim, config.fm_epochs, config.fm_learning_rate, config.fm_weight_decay, random_state=config.seed).fit(data)
+        fm = StructuredFM(
+            config.initial_dim, config.fm_epochs, config.fm_learning_rate, config.fm_weight_decay, random_state=config.seed
+        ).fit(data)
         data.initial_users, data.initial_items = fm.transform(data)
     return data

@@ -84,7 +84,9 @@ def load_dataset(name: str, settings: Settings, synthetic_users: int = 600, file
 
         config = settings.synthetic
         out_dir = settings.paths.artifacts_dir / "synthetic_mrlm"
-        catalogue = make_catalogue(config.n_videos, config.n_true_topics, config.image_size, config.with_images, out_dir, config.seed, show_progress=False)
+        catalogue = make_catalogue(
+            config.n_videos, config.n_true_topics, config.image_size, config.with_images, out_dir, config.seed, show_progress=False
+        )
         log = make_click_log(catalogue, n_users=synthetic_users, seed=config.seed)
         return LoadedData(catalogue.videos, log.interactions, extra={"true_topic": catalogue.true_topic})
     raise MRLMDataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
@@ -165,7 +167,9 @@ def popularity_scores(data: MRLMData) -> np.ndarray:
 class BPRMF:
     """Matrix factorisation with the BPR loss (Rendle et al. 2009), random negatives; the best valid epoch is kept."""
 
-    def __init__(self, dim: int = 64, epochs: int = 40, learning_rate: float = 5e-3, l2: float = 1e-4, batch_size: int = 1024, random_state: int = 0):
+    def __init__(
+        self, dim: int = 64, epochs: int = 40, learning_rate: float = 5e-3, l2: float = 1e-4, batch_size: int = 1024, random_state: int = 0
+    ):
         self.dim = dim
         self.epochs = epochs
         self.learning_rate = learning_rate
@@ -191,7 +195,10 @@ class BPRMF:
                 batch = order[start : start + self.batch_size]
                 u = users_table(torch.from_numpy(users[batch]))  # (b, dim)
                 p, n = items_table(torch.from_numpy(items[batch])), items_table(torch.from_numpy(negatives[batch]))
-                loss = -nn.functional.logsigmoid((u * (p - n)).sum(1)).mean() + self.l2 * (u.square().sum(1) + p.square().sum(1) + n.square().sum(1)).mean()
+                loss = (
+                    -nn.functional.logsigmoid((u * (p - n)).sum(1)).mean()
+                    + self.l2 * (u.square().sum(1) + p.square().sum(1) + n.square().sum(1)).mean()
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -223,7 +230,11 @@ def scoring_rules(model: MRLM) -> dict[str, Callable[[], np.ndarray]]:
 
 
 def evaluate(
-    dataset: str, settings: Settings, out: Path | None = None, alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0), files: DataFiles | None = None
+    dataset: str,
+    settings: Settings,
+    out: Path | None = None,
+    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    files: DataFiles | None = None,
 ) -> str:
     """Train MRLM, U-GFRL and the baselines on one split; Markdown tables of valid choices and test metrics.
 
@@ -260,7 +271,10 @@ def evaluate(
     tick = time.monotonic()
     model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, lambda m: valid_recall(cosine_scores(m.user_vectors(), m.item_vectors_)))
     seconds["MRLM"] = time.monotonic() - tick
-    alpha_valid = {alpha: valid_recall(cosine_scores(model.user_vectors(alpha=alpha), model.item_vectors_)) for alpha in sorted({*alphas, config.user_global_weight})}
+    alpha_valid = {
+        alpha: valid_recall(cosine_scores(model.user_vectors(alpha=alpha), model.item_vectors_))
+        for alpha in sorted({*alphas, config.user_global_weight})
+    }
     best_alpha = max(alpha_valid, key=alpha_valid.get)
     model.config = config.model_copy(update={"user_global_weight": best_alpha})
     rows[f"MRLM (served d4 rule, α={best_alpha:g})"] = ranking_metrics(cosine_scores(model.user_vectors(), model.item_vectors_), test)
@@ -278,9 +292,24 @@ def evaluate(
         "|---|" + "---|" * (2 * len(CUTOFFS)),
     ]
     for name, metrics in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[f'Recall@{n}']:.4f}" for n in CUTOFFS) + " | " + " | ".join(f"{metrics[f'AUC@{n}']:.4f}" for n in CUTOFFS) + " |")
-    lines += ["", f"Validation split, Recall@{SELECT_AT} (what the choices were made on):", "", f"| variant | valid Recall@{SELECT_AT} |", "|---|---|"]
-    lines += [f"| MRLM, served d4 rule with α={alpha:g} (α=1: m(g_u) only, α=0: latest items only) | {value:.4f} |" for alpha, value in alpha_valid.items()]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{metrics[f'Recall@{n}']:.4f}" for n in CUTOFFS)
+            + " | "
+            + " | ".join(f"{metrics[f'AUC@{n}']:.4f}" for n in CUTOFFS)
+            + " |"
+        )
+    lines += [
+        "",
+        f"Validation split, Recall@{SELECT_AT} (what the choices were made on):",
+        "",
+        f"| variant | valid Recall@{SELECT_AT} |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| MRLM, served d4 rule with α={alpha:g} (α=1: m(g_u) only, α=0: latest items only) | {value:.4f} |"
+        for alpha, value in alpha_valid.items()
+    ]
     lines += [f"| {name} | {value:.4f} |" for name, value in valid_rows.items()]
     lines += ["", "Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f" (torch threads {config.torch_threads})."]
     report = "\n".join(lines) + "\n"
@@ -294,12 +323,14 @@ def evaluate(
 
 
 def _vector_table(key: str, ids: np.ndarray, column: str, vectors: np.ndarray, now) -> pa.Table:
-    return pa.table({
-        key: pa.array(ids.astype(np.int64), pa.int64()),
-        column: pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
-        "event_timestamp": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-        "created": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
-    })
+    return pa.table(
+        {
+            key: pa.array(ids.astype(np.int64), pa.int64()),
+            column: pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32())),
+            "event_timestamp": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+            "created": pa.array([now] * len(ids), pa.timestamp("us", tz="UTC")),
+        }
+    )
 
 
 def write_tables(model: MRLM, settings: Settings) -> dict[str, Path]:
@@ -337,7 +368,11 @@ def train(settings: Settings, loaded: LoadedData, config: MRLMConfig | None = No
     prepared = time.monotonic()
     valid = evaluation_split(data, "valid")
     has_valid = any(len(t) for t in valid.truth)
-    select = (lambda m: ranking_metrics(cosine_scores(m.user_vectors(), m.item_vectors_), valid, (SELECT_AT,))[f"Recall@{SELECT_AT}"]) if has_valid else None
+    select = (
+        (lambda m: ranking_metrics(cosine_scores(m.user_vectors(), m.item_vectors_), valid, (SELECT_AT,))[f"Recall@{SELECT_AT}"])
+        if has_valid
+        else None
+    )
     model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, select)
     fitted = time.monotonic()
     folder = model.save(model_dir(settings))
@@ -397,12 +432,14 @@ def refresh_user_vectors(settings: Settings, latest_clicks: dict[int, list[int]]
     validate_config(saved.config, settings.feast.mrlm_vector_dim)
     vectors = saved.user_vectors(latest_clicks)
     now = pd.Timestamp(utc_now())
-    frame = pd.DataFrame({
-        "user_id": np.array(list(vectors), np.int64),
-        "user_vector": [v.astype(np.float32) for v in vectors.values()],
-        "event_timestamp": [now] * len(vectors),
-        "created": [now] * len(vectors),
-    })
+    frame = pd.DataFrame(
+        {
+            "user_id": np.array(list(vectors), np.int64),
+            "user_vector": [v.astype(np.float32) for v in vectors.values()],
+            "event_timestamp": [now] * len(vectors),
+            "created": [now] * len(vectors),
+        }
+    )
     if len(frame):
         (store or load_store(settings)).write_to_online_store(MRLM_USER_VECTORS_VIEW, frame)
     return frame
@@ -425,8 +462,12 @@ def top_videos_from_feast(settings: Settings, user_ids: Sequence[int], k: int, s
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no MRLM item table; run `topicfs mrlm train` (or run_mrlm_demo) first")
     video_ids = pq.read_table(path, columns=["video_id"])["video_id"].to_numpy()
-    items = store.get_online_features(features=[f"{MRLM_ITEM_VECTORS_VIEW}:item_vector"], entity_rows=[{"video_id": int(v)} for v in video_ids]).to_dict()
-    users = store.get_online_features(features=[f"{MRLM_USER_VECTORS_VIEW}:user_vector"], entity_rows=[{"user_id": int(u)} for u in user_ids]).to_dict()
+    items = store.get_online_features(
+        features=[f"{MRLM_ITEM_VECTORS_VIEW}:item_vector"], entity_rows=[{"video_id": int(v)} for v in video_ids]
+    ).to_dict()
+    users = store.get_online_features(
+        features=[f"{MRLM_USER_VECTORS_VIEW}:user_vector"], entity_rows=[{"user_id": int(u)} for u in user_ids]
+    ).to_dict()
     known = [(int(v), vec) for v, vec in zip(items["video_id"], items["item_vector"]) if vec]
     if not known:
         return {}
@@ -444,10 +485,18 @@ def top_videos_from_feast(settings: Settings, user_ids: Sequence[int], k: int, s
 
 def demo_config(config: MRLMConfig) -> MRLMConfig:
     """A small MRLM for demo-sized data: seconds on one core."""
-    return config.model_copy(update={
-        "initial_dim": 32, "conv_channels": [8, 8, 8, 8], "global_dim": 64, "dcp_dim": 16, "siamese_channels": [8, 8],
-        "epochs": 3, "fm_epochs": 3, "text_svd_dim": 16,
-    })
+    return config.model_copy(
+        update={
+            "initial_dim": 32,
+            "conv_channels": [8, 8, 8, 8],
+            "global_dim": 64,
+            "dcp_dim": 16,
+            "siamese_channels": [8, 8],
+            "epochs": 3,
+            "fm_epochs": 3,
+            "text_svd_dim": 16,
+        }
+    )
 
 
 def run_mrlm_demo(settings: Settings, videos: pd.DataFrame, interactions: pd.DataFrame, user_ids: Sequence[int], k: int = 5) -> str:

@@ -38,9 +38,15 @@ def train_ranker_command(
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
     model: str = typer.Option("dcn", help="lr, emlp or dcn"),
     with_topics: bool = typer.Option(True, "--with-topics/--without-topics", help="use the topic features"),
-    video_topics: Optional[Path] = typer.Option(None, help="VIDEO_TOPICS Parquet, e.g. <artifacts>/tables/video_topics.parquet (when no --feature-repo)"),
-    feature_repo: Optional[Path] = typer.Option(None, help="Feast repo serving the topic features (e.g. feature_repo after `topicfs feast register`)"),
-    feature_service: Optional[str] = typer.Option(None, help="feature service in --feature-repo to read instead of the video_topics features"),
+    video_topics: Optional[Path] = typer.Option(
+        None, help="VIDEO_TOPICS Parquet, e.g. <artifacts>/tables/video_topics.parquet (when no --feature-repo)"
+    ),
+    feature_repo: Optional[Path] = typer.Option(
+        None, help="Feast repo serving the topic features (e.g. feature_repo after `topicfs feast register`)"
+    ),
+    feature_service: Optional[str] = typer.Option(
+        None, help="feature service in --feature-repo to read instead of the video_topics features"
+    ),
     out: Optional[Path] = typer.Option(None, help="output folder (default: <models_dir>/ranker_<model>_<features>)"),
 ) -> None:
     """Train a ranker on a click log with point-in-time topic features from Feast and save it."""
@@ -72,7 +78,9 @@ def train_ranker_command(
         if with_topics and feature_repo is None:
             feature_repo = make_video_topics_repo(Path(work) / "feature_repo", video_topics)
         try:
-            saved = train_ranker(clicks, settings, feature_repo, model=model, with_topics=with_topics, feature_service=feature_service, out_dir=out)
+            saved = train_ranker(
+                clicks, settings, feature_repo, model=model, with_topics=with_topics, feature_service=feature_service, out_dir=out
+            )
         except ValueError as exc:  # the rankers name what is wrong with the log or the features (empty, sizes, missing columns)
             raise UserError(str(exc)) from exc
     typer.echo(f"saved the {model} ranker ({'with' if with_topics else 'without'} topic features) to {saved}")
@@ -128,8 +136,15 @@ def table2_command(
     for kind, label, _, options in jobs:
         # the learned topics stay in <root>/table2_<name>/video_topics.parquet, reusable with --video-topics
         found = run_table2(
-            kind, settings, video_topics=video_topics, feature_repo=feature_repo, feature_service=feature_service, seeds=seeds,  # type: ignore[arg-type]
-            work_dir=folders[label], unseen_test_videos=unseen_test_videos, **options,
+            kind,
+            settings,
+            video_topics=video_topics,
+            feature_repo=feature_repo,
+            feature_service=feature_service,
+            seeds=seeds,  # type: ignore[arg-type]
+            work_dir=folders[label],
+            unseen_test_videos=unseen_test_videos,
+            **options,
         )
         save_report(found, folders[label])
         rows += found

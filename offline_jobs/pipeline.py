@@ -74,8 +74,17 @@ def load_dataset(dataset: Dataset, data: Path | None, settings: Settings) -> Loa
 
         cfg = settings.synthetic
         out_dir = data or settings.paths.artifacts_dir / "synthetic"
-        catalogue = make_catalogue(cfg.n_videos, cfg.n_true_topics, cfg.image_size, cfg.with_images, out_dir, cfg.seed,
-                                   cover_share=cfg.cover_share, tag_share=cfg.tag_share, publish_span_days=cfg.publish_span_days)
+        catalogue = make_catalogue(
+            cfg.n_videos,
+            cfg.n_true_topics,
+            cfg.image_size,
+            cfg.with_images,
+            out_dir,
+            cfg.seed,
+            cover_share=cfg.cover_share,
+            tag_share=cfg.tag_share,
+            publish_span_days=cfg.publish_span_days,
+        )
         write_videos(catalogue.videos, Path(out_dir) / "videos.parquet")
         return LoadedDataset(catalogue.videos, catalogue.true_topic, "synthetic")
     if data is None:
@@ -117,8 +126,9 @@ class TopicModels:
         return cls(TagGraphEmbedder.load(models_dir / TAG_GRAPH_DIR), mmoe, TopicModel.load(models_dir / TOPICS_DIR))
 
 
-def predicted_modalities(tag_graph: TagGraphEmbedder, mmoe: MultimodalTopicEncoder | None, videos: pd.DataFrame,
-                         complete_share: float) -> list[str]:
+def predicted_modalities(
+    tag_graph: TagGraphEmbedder, mmoe: MultimodalTopicEncoder | None, videos: pd.DataFrame, complete_share: float
+) -> list[str]:
     """The ragged modalities of ``videos`` that ``missing_modalities="predict"`` replaces by the models' predictions:
     "tags" when fewer than ``complete_share`` of the videos have a known tag and the MMoE has a tag task; "cover" when
     fewer have a cover file and the MMoE reads covers and titles (z is then computed from the title alone)."""
@@ -130,7 +140,11 @@ def predicted_modalities(tag_graph: TagGraphEmbedder, mmoe: MultimodalTopicEncod
     _, has_tags = tag_graph.transform(videos["tags"].tolist())
     if has_tags.mean() < complete_share and mmoe.tag_classes():
         out.append("tags")
-    if "cover" in mmoe.modalities_ and "title" in mmoe.modalities_ and existing_covers(videos["cover_image"].tolist()).mean() < complete_share:
+    if (
+        "cover" in mmoe.modalities_
+        and "title" in mmoe.modalities_
+        and existing_covers(videos["cover_image"].tolist()).mean() < complete_share
+    ):
         out.append("cover")
     return out
 
@@ -165,7 +179,9 @@ def topic_inputs(
         columns = [(j, index[tag]) for j, tag in enumerate(mmoe.tag_classes()) if tag in index]
         if columns and not fill.all():
             task_cols, graph_rows = (np.array(c) for c in zip(*columns))
-            e_bar = impute_tag_half(e_bar, fill, tag_probs[:, task_cols], tag_graph.embeddings_[graph_rows], tag_graph.tag_weights()[graph_rows])
+            e_bar = impute_tag_half(
+                e_bar, fill, tag_probs[:, task_cols], tag_graph.embeddings_[graph_rows], tag_graph.tag_weights()[graph_rows]
+            )
     return e_bar, has_tags, z
 
 
@@ -206,7 +222,11 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     mmoe = fit_mmoe(videos, settings)
     seconds["mmoe"] = time.perf_counter() - start
     start = time.perf_counter()
-    predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share) if settings.topics.missing_modalities == "predict" else []
+    predicted = (
+        predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share)
+        if settings.topics.missing_modalities == "predict"
+        else []
+    )
     e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, settings.topics.missing_modalities, predicted)
     a = topic_representation(e_bar, z)
     seconds["representation"] = time.perf_counter() - start
@@ -250,7 +270,9 @@ def nearest_topics(assignment: TopicAssignment) -> np.ndarray:
     return nearest
 
 
-def video_map(model: TopicModel, a: np.ndarray, assignment: TopicAssignment, max_fit_rows: int = 50_000, block_rows: int = 100_000) -> np.ndarray:
+def video_map(
+    model: TopicModel, a: np.ndarray, assignment: TopicAssignment, max_fit_rows: int = 50_000, block_rows: int = 100_000
+) -> np.ndarray:
     """(n, 2) float32 map positions of the videos: the rows of a as the topic model compares them (centred, unit),
     projected on the two directions that best separate the videos' nearest topics (linear discriminant analysis,
     fitted on at most ``max_fit_rows`` videos spread evenly over the table). Linear, so it costs one (n, D) x (D, 2)
@@ -298,13 +320,21 @@ def write_video_map(out_dir: Path, videos: pd.DataFrame, positions: np.ndarray, 
     path = Path(out_dir) / VIDEO_MAP
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
-    write_json_atomic(path.with_suffix(".json"), {"table": VIDEO_MAP, "rows": len(frame), "projection": "linear discriminants of the nearest topic",
-                                                  "data_fingerprints": {"positions": fingerprint_arrays([positions])}})
+    write_json_atomic(
+        path.with_suffix(".json"),
+        {
+            "table": VIDEO_MAP,
+            "rows": len(frame),
+            "projection": "linear discriminants of the nearest topic",
+            "data_fingerprints": {"positions": fingerprint_arrays([positions])},
+        },
+    )
     return path
 
 
-def video_presence_audit(videos: pd.DataFrame, has_tags: np.ndarray, assignment: TopicAssignment, max_topics: int,
-                         labels: dict[str, np.ndarray] | None = None) -> dict:
+def video_presence_audit(
+    videos: pd.DataFrame, has_tags: np.ndarray, assignment: TopicAssignment, max_topics: int, labels: dict[str, np.ndarray] | None = None
+) -> dict:
     """:func:`offline_jobs.topics.presence_audit` of a topic run: presence of a cover file and of known tags; NMI with
     the primary and secondary class where the videos have them, and with any extra ``labels`` (e.g. the true topic)."""
     from offline_jobs.encoders import existing_covers
@@ -318,4 +348,3 @@ def learn_topics(videos: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     """Run the job on ``videos`` and return the VIDEO_TOPICS rows (video_id, topic_ids, topic_weights, topic_feature, n_topics)."""
     result = run_topic_job(videos, settings, write=True)
     return pd.read_parquet(result.tables["video_topics.parquet"]).drop(columns=["event_timestamp", "created"])
-

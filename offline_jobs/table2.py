@@ -201,7 +201,9 @@ def evaluate(
                 started = time.perf_counter()
                 ranker.fit(train)
                 scores.append(roc_auc_score(test["label"], ranker.predict_proba(test)))
-                logger.info("%s %s/%s seed %d: AUC %.4f (%.0f s)", dataset, model, features, seed, scores[-1], time.perf_counter() - started)
+                logger.info(
+                    "%s %s/%s seed %d: AUC %.4f (%.0f s)", dataset, model, features, seed, scores[-1], time.perf_counter() - started
+                )
             auc[features] = float(np.mean(scores))
         rows.append(Table2Row(dataset, model, auc["base"], auc["topic"], len(train), len(test), seeds))
     return rows

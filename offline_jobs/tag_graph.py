@@ -229,8 +229,13 @@ class TagGraphEmbedder(BaseEstimator):
 
     def _check_params(self) -> None:
         for name, minimum in [
-            ("walk_length", 2), ("walks_per_tag", 1), ("embedding_dim", 2), ("window", 1),
-            ("epochs", 1), ("min_tag_count", 1), ("workers", 1),
+            ("walk_length", 2),
+            ("walks_per_tag", 1),
+            ("embedding_dim", 2),
+            ("window", 1),
+            ("epochs", 1),
+            ("min_tag_count", 1),
+            ("workers", 1),
         ]:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
@@ -255,7 +260,12 @@ class TagGraphEmbedder(BaseEstimator):
         isolated = np.diff(cooccurrence.indptr) == 0
         logger.info(
             "tag graph: %d videos, %d tags kept of %d (min_tag_count=%d), %d edges, %d isolated tags",
-            len(tag_lists), len(kept), len(counts), self.min_tag_count, cooccurrence.nnz // 2, int(isolated.sum()),
+            len(tag_lists),
+            len(kept),
+            len(counts),
+            self.min_tag_count,
+            cooccurrence.nnz // 2,
+            int(isolated.sum()),
         )
 
         rng = np.random.default_rng(self.seed)
@@ -330,7 +340,9 @@ class TagGraphEmbedder(BaseEstimator):
         if n_unknown or not has_tags.all():
             logger.info(
                 "tag representation: %d of %d videos have no known tag (zero ē); %d unknown tag occurrence(s) skipped",
-                int((~has_tags).sum()), len(tag_lists), n_unknown,
+                int((~has_tags).sum()),
+                len(tag_lists),
+                n_unknown,
             )
         return e_bar, has_tags
 

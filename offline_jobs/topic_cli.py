@@ -14,7 +14,9 @@ from topicfs.datasets import OnErrorChoice, check_topic_count
 from topicfs.errors import UserError
 from topicfs.settings import Settings, get_settings
 
-app = typer.Typer(help="Offline topic learning (MTL III-A): tag graph embeddings, MMoE over title and cover, k-means topics.", no_args_is_help=True)
+app = typer.Typer(
+    help="Offline topic learning (MTL III-A): tag graph embeddings, MMoE over title and cover, k-means topics.", no_args_is_help=True
+)
 
 DATASET_HELP = "synthetic (made on the spot), kuairec (KuaiRec's folder in --data) or file (a videos table meeting the contract in --data)"
 DATA_HELP = "the videos file (Parquet/CSV) for file, KuaiRec's folder for kuairec; for synthetic: where covers are written"
@@ -46,7 +48,10 @@ def load_topic_videos(
         loaded = load_dataset("synthetic", data, settings)
         result = TopicData(loaded.videos, loaded.true_topic, name or loaded.name, {"dataset": "synthetic"})
     elif data is None:
-        raise UserError(f"--dataset {dataset.value} needs --data: " + ("the videos file (Parquet or CSV)" if dataset is TopicDataset.file else "KuaiRec's folder"))
+        raise UserError(
+            f"--dataset {dataset.value} needs --data: "
+            + ("the videos file (Parquet or CSV)" if dataset is TopicDataset.file else "KuaiRec's folder")
+        )
     elif dataset is TopicDataset.kuairec:
         from offline_jobs.kuairec import load_kuairec
 
@@ -92,7 +97,9 @@ def learn(
     from offline_jobs.topics import format_presence_audit, format_topics_per_video_report
 
     result = run_topic_job(videos, settings)
-    typer.echo(f"{len(videos)} videos, {settings.topics.n_topics} topics; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
+    typer.echo(
+        f"{len(videos)} videos, {settings.topics.n_topics} topics; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items())
+    )
     typer.echo(format_topics_per_video_report(result.report))
     typer.echo(format_presence_audit(result.report["presence_audit"]))
     if true_topic is not None:

@@ -155,13 +155,17 @@ def impute_tag_half(
     has_tags = np.asarray(has_tags, dtype=bool)
     probs = np.asarray(tag_probs, dtype=np.float64)
     if probs.shape != (len(e_bar), len(tag_embeddings)) or has_tags.shape != (len(e_bar),):
-        raise ValueError(f"impute_tag_half: tag_probs {probs.shape} must be (n={len(e_bar)}, T={len(tag_embeddings)}) and has_tags ({len(e_bar)},)")
+        raise ValueError(
+            f"impute_tag_half: tag_probs {probs.shape} must be (n={len(e_bar)}, T={len(tag_embeddings)}) and has_tags ({len(e_bar)},)"
+        )
     missing = ~has_tags
     if not missing.any() or not len(tag_embeddings):
         return e_bar
     weighted = probs[missing] * (1.0 if tag_weights is None else np.asarray(tag_weights, dtype=np.float64)[None, :])  # (m, T)
     mass = weighted.sum(axis=1, keepdims=True)  # (m, 1)
-    filled = np.divide(weighted @ np.asarray(tag_embeddings, dtype=np.float64), mass, out=np.zeros((len(weighted), e_bar.shape[1])), where=mass > 0)
+    filled = np.divide(
+        weighted @ np.asarray(tag_embeddings, dtype=np.float64), mass, out=np.zeros((len(weighted), e_bar.shape[1])), where=mass > 0
+    )
     e_bar[missing] = filled.astype(np.float32)
     return e_bar
 
@@ -233,9 +237,7 @@ class TopicAssignment:
         )
 
 
-def select_topics(
-    candidate_ids: np.ndarray, candidate_sims: np.ndarray, threshold: float, max_topics: int
-) -> TopicAssignment:
+def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, threshold: float, max_topics: int) -> TopicAssignment:
     """The assignment rule over each video's candidate topics.
 
     ``candidate_ids`` (n, k) int and ``candidate_sims`` (n, k) cosine similarities, in any order; ids < 0
@@ -298,7 +300,9 @@ def pca_topic_embeddings(centers: np.ndarray, dim: int) -> np.ndarray:
     embeddings = np.zeros((len(centers), dim), dtype=np.float64)
     embeddings[:, :n_axes] = centred @ axes.T  # (K, n_axes)
     if n_axes < dim:
-        logger.warning("topic embeddings: the %d centres span only %d direction(s); %d of %d dims are 0", len(centers), n_axes, dim - n_axes, dim)
+        logger.warning(
+            "topic embeddings: the %d centres span only %d direction(s); %d of %d dims are 0", len(centers), n_axes, dim - n_axes, dim
+        )
     return normalize_rows(embeddings.astype(np.float32))
 
 
@@ -411,14 +415,21 @@ class TopicModel(BaseEstimator):
 
     def _check_params(self) -> None:
         for name, minimum in [
-            ("n_topics", 2), ("max_topics_per_video", 1), ("topic_feature_dim", 1), ("kmeans_iterations", 1),
-            ("block_size", 1), ("max_points_per_centroid", 1), ("init_sample_per_topic", 1),
+            ("n_topics", 2),
+            ("max_topics_per_video", 1),
+            ("topic_feature_dim", 1),
+            ("kmeans_iterations", 1),
+            ("block_size", 1),
+            ("max_points_per_centroid", 1),
+            ("init_sample_per_topic", 1),
         ]:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
                 raise ValueError(f"TopicModel: {name} must be an integer >= {minimum}, got {value!r}")
         if self.missing_modalities not in MISSING_MODALITIES:
-            raise ValueError(f"TopicModel: missing_modalities must be one of {', '.join(MISSING_MODALITIES)}, got {self.missing_modalities!r}")
+            raise ValueError(
+                f"TopicModel: missing_modalities must be one of {', '.join(MISSING_MODALITIES)}, got {self.missing_modalities!r}"
+            )
         if not -1.0 <= float(self.assign_threshold) <= 1.0:
             raise ValueError(f"TopicModel: assign_threshold (τ3) is a cosine similarity in [-1, 1], got {self.assign_threshold!r}")
 
@@ -448,12 +459,19 @@ class TopicModel(BaseEstimator):
             x = normalize_rows(a)
         nonzero = np.linalg.norm(x, axis=1) > 0
         if not nonzero.all():
-            logger.warning("topic k-means: %d of %d rows of a are all zero (no tags and no z) and are left out", int((~nonzero).sum()), len(x))
+            logger.warning(
+                "topic k-means: %d of %d rows of a are all zero (no tags and no z) and are left out", int((~nonzero).sum()), len(x)
+            )
             x = x[nonzero]
         if len(x) < self.n_topics:
             raise ValueError(f"TopicModel.fit: {len(x)} non-zero rows cannot make n_topics={self.n_topics} topics (K); lower n_topics")
         if len(x) < MIN_ROWS_PER_TOPIC_ADVISED * self.n_topics:
-            logger.warning("topic k-means: %d rows for %d topics (< %d per topic); centres may be unstable", len(x), self.n_topics, MIN_ROWS_PER_TOPIC_ADVISED)
+            logger.warning(
+                "topic k-means: %d rows for %d topics (< %d per topic); centres may be unstable",
+                len(x),
+                self.n_topics,
+                MIN_ROWS_PER_TOPIC_ADVISED,
+            )
         x = np.ascontiguousarray(x)
         kmeans = faiss.Kmeans(
             x.shape[1],
@@ -537,7 +555,10 @@ class TopicModel(BaseEstimator):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         np.savez(
-            directory / ARRAYS_FILE, cluster_centers=self.cluster_centers_, topic_embeddings=self.topic_embeddings_, half_means=self.half_means_
+            directory / ARRAYS_FILE,
+            cluster_centers=self.cluster_centers_,
+            topic_embeddings=self.topic_embeddings_,
+            half_means=self.half_means_,
         )
         write_json_atomic(
             directory / META_FILE,
@@ -780,7 +801,13 @@ def write_tag_embeddings(out_dir: str | Path, embedder: TagGraphEmbedder, event_
             "created": _utc_timestamps(created, n, "created"),
         }
     )
-    return _write_table(Path(out_dir), tables.TAG_EMBEDDINGS, table, {"tag_graph": _estimator_config(embedder)}, {"tag_graph_fit": embedder.data_fingerprint_})
+    return _write_table(
+        Path(out_dir),
+        tables.TAG_EMBEDDINGS,
+        table,
+        {"tag_graph": _estimator_config(embedder)},
+        {"tag_graph_fit": embedder.data_fingerprint_},
+    )
 
 
 def write_video_tag_embeddings(
@@ -809,7 +836,11 @@ def write_video_tag_embeddings(
         }
     )
     return _write_table(
-        Path(out_dir), tables.VIDEO_TAG_EMBEDDINGS, table, {"tag_graph": _estimator_config(embedder)}, {"tag_graph_fit": embedder.data_fingerprint_}
+        Path(out_dir),
+        tables.VIDEO_TAG_EMBEDDINGS,
+        table,
+        {"tag_graph": _estimator_config(embedder)},
+        {"tag_graph_fit": embedder.data_fingerprint_},
     )
 
 
@@ -837,7 +868,9 @@ def write_video_topics(
             "created": _utc_timestamps(created, n, "created"),
         }
     )
-    return _write_table(Path(out_dir), tables.VIDEO_TOPICS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_})
+    return _write_table(
+        Path(out_dir), tables.VIDEO_TOPICS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_}
+    )
 
 
 def write_topic_centroids(
@@ -858,7 +891,9 @@ def write_topic_centroids(
             "created": _utc_timestamps(created, n_topics, "created"),
         }
     )
-    return _write_table(Path(out_dir), tables.TOPIC_CENTROIDS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_})
+    return _write_table(
+        Path(out_dir), tables.TOPIC_CENTROIDS, table, {"topics": _estimator_config(model)}, {"topics_fit": model.data_fingerprint_}
+    )
 
 
 def write_topic_tables(

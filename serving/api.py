@@ -80,7 +80,9 @@ class TopicOut(BaseModel):
 
 class CandidatesOut(BaseModel):
     user_id: int
-    source: str = Field(description="'history': topics voted by the user's last N1 clicks; 'popular': no history, the most clicked topics; 'none': no topic known")
+    source: str = Field(
+        description="'history': topics voted by the user's last N1 clicks; 'popular': no history, the most clicked topics; 'none': no topic known"
+    )
     topics: list[TopicOut] = Field(description="the top N2 topics, most votes first")
     candidates: list[CandidateOut] = Field(description="at most n videos, deduplicated, none the user clicked")
 
@@ -140,7 +142,9 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
     fast: dict[str, AsyncCandidateGenerator] = {}
     registry = CollectorRegistry(auto_describe=True)
     registry.register(CORRUPT_VALUES)
-    requests = PrometheusCounter("topicfs_api_requests", "HTTP requests of the candidate API by response status", ["status"], registry=registry)
+    requests = PrometheusCounter(
+        "topicfs_api_requests", "HTTP requests of the candidate API by response status", ["status"], registry=registry
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -186,11 +190,16 @@ def create_app(settings: Settings | None = None, generator: CandidateGenerator |
     @app.get(
         "/users/{user_id}/candidates",
         response_model=CandidatesOut,
-        responses={422: {"model": ErrorOut, "description": "invalid user_id or n"}, 503: {"model": ErrorOut, "description": "Redis unreachable"}},
+        responses={
+            422: {"model": ErrorOut, "description": "invalid user_id or n"},
+            503: {"model": ErrorOut, "description": "Redis unreachable"},
+        },
         summary="Candidates for one user from the topic queues",
     )
     async def get_candidates(
-        user_id: Annotated[int, CanonicalInt, Path(ge=0, le=INT64_MAX, description="the user, an integer in 0..2^63-1 (no sign, no leading zeros)")],
+        user_id: Annotated[
+            int, CanonicalInt, Path(ge=0, le=INT64_MAX, description="the user, an integer in 0..2^63-1 (no sign, no leading zeros)")
+        ],
         n: Annotated[
             int | None,
             CanonicalInt,
@@ -237,7 +246,9 @@ def json_http_protocol(on_bad_request: Callable[[], None] | None = None) -> type
             if on_bad_request is not None:
                 on_bad_request()
             body = json.dumps({"detail": f"bad request: {msg}"}).encode()
-            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+            head = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(
+                body
+            )
             self.transport.write(head + body)
             self.transport.close()
 

@@ -278,7 +278,9 @@ def _reader(layout: KeyLayout, recent_clicks: int, topics_per_user: int, user_id
     :class:`redis.ResponseError` for a key of the wrong type), so one implementation runs on a sync or an asyncio
     client (:func:`_run_sync`, :func:`_run_async`). Returns the :class:`CandidateResult`."""
     skipped = Skipped()
-    raw_clicked = _checked((yield [("lrange", (layout.user_clicks(user_id), 0, recent_clicks - 1), {})])[0], [], skipped, layout.user_clicks(user_id))
+    raw_clicked = _checked(
+        (yield [("lrange", (layout.user_clicks(user_id), 0, recent_clicks - 1), {})])[0], [], skipped, layout.user_clicks(user_id)
+    )
     clicked: list[int] = []
     for item in raw_clicked:
         video_id = parse_id(item)
@@ -330,7 +332,9 @@ def _popular_reader(layout: KeyLayout, topics_per_user: int, skipped: Skipped) -
     start = dict.fromkeys(found, 0)
     pending = list(found)
     while pending:
-        replies = yield [("zrevrange", (layout.popular(s), start[s], start[s] + topics_per_user - 1), {"withscores": True}) for s in pending]
+        replies = yield [
+            ("zrevrange", (layout.popular(s), start[s], start[s] + topics_per_user - 1), {"withscores": True}) for s in pending
+        ]
         still = []
         for shard, reply in zip(pending, replies):
             reply = _checked(reply, [], skipped, layout.popular(shard))
@@ -448,6 +452,7 @@ def _wrong_type(exc: Exception) -> redis.ResponseError:
 
 # --------------------------------------------------------------------------- the server-side script
 
+
 class _ScriptSetup:
     """KEYS and ARGV of ``candidates.lua`` for one layout with one shard."""
 
@@ -489,7 +494,9 @@ def _result_from_reply(user_id: int, reply: list) -> CandidateResult:
         clicked_topics = [list(map(int, raw.split(b","))) if raw else [] for raw in topics_text.split(b";")]
     else:
         clicked, clicked_topics = [], []
-    return CandidateResult(user_id, source.decode(), shares, candidates, clicked, clicked_topics, _skipped_of_reply(user_id, skipped) if skipped else {})
+    return CandidateResult(
+        user_id, source.decode(), shares, candidates, clicked, clicked_topics, _skipped_of_reply(user_id, skipped) if skipped else {}
+    )
 
 
 def result_json(result: CandidateResult) -> bytes:
@@ -510,9 +517,12 @@ def _json_from_reply(user_id: int, reply: list) -> bytes:
     if reply[8]:
         _skipped_of_reply(user_id, reply[8])
     topics = b",".join(
-        b'{"topic_id":%s,"votes":%s,"n_candidates":%d}' % (t, json.dumps(float(v)).encode(), c) for t, v, c in zip(topic_ids, vote_text, taken)
+        b'{"topic_id":%s,"votes":%s,"n_candidates":%d}' % (t, json.dumps(float(v)).encode(), c)
+        for t, v, c in zip(topic_ids, vote_text, taken)
     )
-    candidates = b",".join(b'{"video_id":%s,"topic_id":%s}' % pair for pair in zip(videos.split(b","), video_topics.split(b","))) if videos else b""
+    candidates = (
+        b",".join(b'{"video_id":%s,"topic_id":%s}' % pair for pair in zip(videos.split(b","), video_topics.split(b","))) if videos else b""
+    )
     return b'{"user_id":%d,"source":"%s","topics":[%s],"candidates":[%s]}' % (user_id, source, topics, candidates)
 
 
@@ -530,7 +540,9 @@ def _unavailable(exc: BaseException, what: str = "candidates") -> CandidateStore
     return CandidateStoreUnavailable(f"Redis error while reading {what}: {type(exc).__name__}: {exc}")
 
 
-def _configure(self, client, layout: KeyLayout, recent_clicks: int, topics_per_user: int, n_candidates: int, server_side: bool | None) -> None:
+def _configure(
+    self, client, layout: KeyLayout, recent_clicks: int, topics_per_user: int, n_candidates: int, server_side: bool | None
+) -> None:
     """The settings both generators share, checked."""
     if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
         raise ValueError(
@@ -584,7 +596,9 @@ class CandidateGenerator:
                 client = sync_client(settings.redis, timeout_s=serving.redis_timeout_s)
             except _UNAVAILABLE as exc:  # a cluster client asks a node for the topology when built
                 raise _unavailable(exc, "the cluster topology") from exc
-        return cls(client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates)
+        return cls(
+            client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates
+        )
 
     def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Up to ``n`` (default N3) candidates for ``user_id``; raises :class:`CandidateStoreUnavailable`."""
@@ -668,7 +682,11 @@ class AsyncCandidateGenerator:
         serving = settings.serving
         client = async_client(settings.redis, timeout_s=serving.redis_timeout_s)
         return cls(
-            client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates,
+            client,
+            KeyLayout.from_config(settings.redis),
+            settings.stream.recent_clicks,
+            serving.topics_per_user,
+            serving.n_candidates,
             max_concurrency=settings.redis.max_connections,
         )
 
@@ -680,14 +698,18 @@ class AsyncCandidateGenerator:
         """:func:`result_json` of :meth:`candidates` (from the script's reply without per-candidate objects)."""
         return await self._run(user_id, n, _json_from_reply, result_json)
 
-    async def _run(self, user_id: int, n: int | None, from_reply: Callable[[int, list], Any], from_result: Callable[[CandidateResult], Any]) -> Any:
+    async def _run(
+        self, user_id: int, n: int | None, from_reply: Callable[[int, list], Any], from_result: Callable[[CandidateResult], Any]
+    ) -> Any:
         n = self.n_candidates if n is None else n
         user_id = int(user_id)
         _check_request(user_id, n)
         try:
             async with self._turns:
                 if self._script is not None:
-                    reply = await self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
+                    reply = await self._script(
+                        keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n)
+                    )
                     return from_reply(user_id, reply)
                 result = await _run_async(self.client, _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n))
         except _UNAVAILABLE as exc:

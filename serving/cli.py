@@ -33,7 +33,12 @@ def run_api(
     bad_requests = api.state.requests.labels("400").inc
     # log_config=None: uvicorn's lines go through the process's log set-up (text or JSON, topicfs.logs)
     config = uvicorn.Config(
-        api, host=host, port=port, log_config=None, log_level="warning", access_log=settings.serving.access_log,
+        api,
+        host=host,
+        port=port,
+        log_config=None,
+        log_level="warning",
+        access_log=settings.serving.access_log,
         http=json_http_protocol(bad_requests),
     )
     if settings.serving.access_log:
@@ -51,7 +56,14 @@ def _serve_logging_address(config, what: str, routes: str) -> None:
             for server in getattr(self, "servers", []):
                 for sock in server.sockets:
                     address = sock.getsockname()
-                    logger.info("%s listening on http://%s:%d (%s; access log %s)", what, address[0], address[1], routes, "on" if config.access_log else "off")
+                    logger.info(
+                        "%s listening on http://%s:%d (%s; access log %s)",
+                        what,
+                        address[0],
+                        address[1],
+                        routes,
+                        "on" if config.access_log else "off",
+                    )
 
     AddressLoggingServer(config).run()
 
@@ -78,7 +90,9 @@ def run_ui(
             typer.echo(f"error: the topic browser cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
             raise typer.Exit(2) from exc
     app = create_ui_app(settings)
-    typer.echo(f"topic browser at http://{host}:{port}/ (tables: {settings.paths.tables_dir}, Redis: {settings.redis.url.split('@')[-1]}); Ctrl-C stops it")
+    typer.echo(
+        f"topic browser at http://{host}:{port}/ (tables: {settings.paths.tables_dir}, Redis: {settings.redis.url.split('@')[-1]}); Ctrl-C stops it"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
@@ -110,7 +124,9 @@ def show_candidates(
 def run_demo(
     ranker: Path = typer.Option(..., exists=True, file_okay=False, help="a saved ranker folder (topicfs offline train-ranker)"),
     feature_repo: Optional[Path] = typer.Option(None, exists=True, file_okay=False, help="Feast repo with the online topic features"),
-    feature_service: Optional[str] = typer.Option(None, help="feature service of --feature-repo holding video_topics, e.g. ranker_v1 (packed: one MGET)"),
+    feature_service: Optional[str] = typer.Option(
+        None, help="feature service of --feature-repo holding video_topics, e.g. ranker_v1 (packed: one MGET)"
+    ),
     users: list[int] = typer.Option([0, 1, 2], "--user", help="users to show (repeat the option)"),
     k: int = typer.Option(5, min=1, help="ranked results per user"),
 ) -> None:

@@ -213,7 +213,12 @@ class UserExposureHistory:
                 if kind not in ("e", "c") or (topic and not topic.lstrip("-").isdigit()):
                     raise ValueError("unknown field")
             except ValueError:
-                logger.warning("user %s: ignoring exposure-history field %r = %r (expected e, c, e:<topic>, c:<topic> with integer counts)", user_id, name, value)
+                logger.warning(
+                    "user %s: ignoring exposure-history field %r = %r (expected e, c, e:<topic>, c:<topic> with integer counts)",
+                    user_id,
+                    name,
+                    value,
+                )
                 continue
             if not topic:
                 if kind == "e":
@@ -368,7 +373,7 @@ def make_video_topics_repo(
     repo_dir = Path(repo_dir).resolve()
     repo_dir.mkdir(parents=True, exist_ok=True)
     if redis_url:
-        online = f"online_store:\n    type: topicfs.online_store.TopicRedisOnlineStore\n    url: \"{redis_url}\"\n"
+        online = f'online_store:\n    type: topicfs.online_store.TopicRedisOnlineStore\n    url: "{redis_url}"\n'
     else:
         online = f"online_store:\n    type: sqlite\n    path: {repo_dir / 'online.db'}\n"
     (repo_dir / "feature_store.yaml").write_text(

@@ -80,7 +80,13 @@ class RankerInputs:
 
     @classmethod
     def from_frame(
-        cls, frame: pd.DataFrame, features: FeatureSet, history_videos: int, topics_per_video: int, history_topics: int, exposure_history: bool = False
+        cls,
+        frame: pd.DataFrame,
+        features: FeatureSet,
+        history_videos: int,
+        topics_per_video: int,
+        history_topics: int,
+        exposure_history: bool = False,
     ) -> "RankerInputs":
         inputs = cls(
             user_id=frame["user_id"].to_numpy(dtype=np.int64),
@@ -389,8 +395,24 @@ class Ranker:
         return cls(model=model, features=features, **params)
 
     _PARAMS = (
-        "model", "features", "id_embedding_dim", "topic_embedding_dim", "max_topics_per_video", "history_videos", "history_topics",
-        "exposure_history", "exposure_prior_strength", "user_id_dropout", "hidden_units", "cross_layers", "cross_buckets", "learning_rate", "weight_decay", "batch_size", "epochs", "random_state",
+        "model",
+        "features",
+        "id_embedding_dim",
+        "topic_embedding_dim",
+        "max_topics_per_video",
+        "history_videos",
+        "history_topics",
+        "exposure_history",
+        "exposure_prior_strength",
+        "user_id_dropout",
+        "hidden_units",
+        "cross_layers",
+        "cross_buckets",
+        "learning_rate",
+        "weight_decay",
+        "batch_size",
+        "epochs",
+        "random_state",
     )
 
     def get_params(self) -> dict:
@@ -402,11 +424,14 @@ class Ranker:
         needed = ["user_id", "video_id", "history_video_ids"] + (["label"] if with_label else [])
         if self.exposure_history:
             needed += ["user_exposures", "user_clicks"] + (["topic_exposures", "topic_clicks"] if self.features == "topic" else [])
-        return needed + {
-            "base": [],
-            "topic": ["topic_ids", "topic_weights", "topic_feature", "history_topic_ids", "history_topic_weights"],
-            "content": ["content_embedding"],
-        }[self.features]
+        return (
+            needed
+            + {
+                "base": [],
+                "topic": ["topic_ids", "topic_weights", "topic_feature", "history_topic_ids", "history_topic_weights"],
+                "content": ["content_embedding"],
+            }[self.features]
+        )
 
     def _check(self, frame: pd.DataFrame, with_label: bool) -> None:
         if self.model not in MODELS:
@@ -453,12 +478,23 @@ class Ranker:
         cross, cross_weight = empty_ids, empty_weights
         if self.model == "lr":
             history_weight = _normalise((inputs.history_video_ids != PADDING).astype(np.float32))
-            crosses = [_cross(inputs.history_video_ids, inputs.video_id[:, None], history_weight, np.ones((n, 1), np.float32), VIDEO_CROSS_SALT, self.cross_buckets)]
+            crosses = [
+                _cross(
+                    inputs.history_video_ids,
+                    inputs.video_id[:, None],
+                    history_weight,
+                    np.ones((n, 1), np.float32),
+                    VIDEO_CROSS_SALT,
+                    self.cross_buckets,
+                )
+            ]
             if self.features == "topic":
                 # both sides normalised to sum 1, so the 8 x 8 topic pairs weigh as much together as one ID feature
                 user_share = _normalise(np.where(inputs.history_topic_ids != PADDING, inputs.history_topic_weights, 0.0))
                 video_share = _normalise(np.where(inputs.topic_ids != PADDING, inputs.topic_weights, 0.0))
-                crosses.append(_cross(inputs.history_topic_ids, inputs.topic_ids, user_share, video_share, TOPIC_CROSS_SALT, self.cross_buckets))
+                crosses.append(
+                    _cross(inputs.history_topic_ids, inputs.topic_ids, user_share, video_share, TOPIC_CROSS_SALT, self.cross_buckets)
+                )
             cross = np.concatenate([c for c, _ in crosses], axis=1)
             cross_weight = np.concatenate([w for _, w in crosses], axis=1)
         dense = self._dense(inputs)
@@ -492,7 +528,11 @@ class Ranker:
         inputs = self.inputs(frame)
         self.user_vocabulary_ = np.unique(inputs.user_id)
         self.video_vocabulary_ = np.unique(inputs.video_id)
-        topics = np.concatenate([inputs.topic_ids.ravel(), inputs.history_topic_ids.ravel()]) if self.features == "topic" else np.zeros(0, np.int64)
+        topics = (
+            np.concatenate([inputs.topic_ids.ravel(), inputs.history_topic_ids.ravel()])
+            if self.features == "topic"
+            else np.zeros(0, np.int64)
+        )
         self.topic_vocabulary_ = np.unique(topics[topics != PADDING])
         self.dense_dim_ = self._dense(inputs).shape[1]
         self.model_ = self._build()
@@ -506,7 +546,9 @@ class Ranker:
         for epoch in range(self.epochs):
             order = torch.from_numpy(rng.permutation(len(frame)))
             total = 0.0
-            for step in tqdm(range(steps), desc=f"{self.model}/{self.features} epoch {epoch + 1}", disable=not self.show_progress, leave=False):
+            for step in tqdm(
+                range(steps), desc=f"{self.model}/{self.features} epoch {epoch + 1}", disable=not self.show_progress, leave=False
+            ):
                 index = order[step * self.batch_size : (step + 1) * self.batch_size]
                 optimizer.zero_grad()
                 step_batch = batch.take(index)

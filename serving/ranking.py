@@ -87,7 +87,9 @@ class RankingService:
         return Ranked(result, video_ids[order], scores[order].astype(np.float32))
 
 
-def ranking_service(settings, ranker_dir: str | Path, feature_repo: str | Path | None, feature_service: str | None = None) -> RankingService:
+def ranking_service(
+    settings, ranker_dir: str | Path, feature_repo: str | Path | None, feature_service: str | None = None
+) -> RankingService:
     """A :class:`RankingService` over the Redis in ``settings`` (a single Redis or a Redis Cluster, through
     :func:`topicfs.redis_client.sync_client` and the :class:`topicfs.keys.KeyLayout` of ``settings.redis``), a saved
     ranker and a Feast repo's online store.
@@ -133,6 +135,8 @@ def demo_text(
     return "\n".join(format_ranked(service.rank(user_id, k=k), service.ranker) for user_id in user_ids)
 
 
-def demo(settings, feature_repo: str | Path | None, ranker_dir: str | Path, user_ids: list[int], k: int = 5, feature_service: str | None = None) -> None:
+def demo(
+    settings, feature_repo: str | Path | None, ranker_dir: str | Path, user_ids: list[int], k: int = 5, feature_service: str | None = None
+) -> None:
     """Print :func:`demo_text`."""
     print(demo_text(settings, feature_repo, ranker_dir, user_ids, k, feature_service))

@@ -99,9 +99,13 @@ class TableData:
         missing = [name for name in (VIDEO_TOPICS, TOPIC_CENTROIDS, VIDEO_MAP) if not (tables_dir / name).exists()]
         frame = pd.DataFrame(columns=["topic_ids", "topic_weights", "topic_feature", "n_topics"]).rename_axis("video_id")
         if VIDEO_TOPICS not in missing:
-            frame = pd.read_parquet(tables_dir / VIDEO_TOPICS, columns=["video_id", "topic_ids", "topic_weights", "topic_feature", "n_topics"]).set_index("video_id")
+            frame = pd.read_parquet(
+                tables_dir / VIDEO_TOPICS, columns=["video_id", "topic_ids", "topic_weights", "topic_feature", "n_topics"]
+            ).set_index("video_id")
         if VIDEO_MAP not in missing:
-            shown = pd.read_parquet(tables_dir / VIDEO_MAP, columns=["video_id", "x", "y", "topic_id", "title", "tags", "cover_image"]).set_index("video_id")
+            shown = pd.read_parquet(
+                tables_dir / VIDEO_MAP, columns=["video_id", "x", "y", "topic_id", "title", "tags", "cover_image"]
+            ).set_index("video_id")
             frame = shown.join(frame, how="outer")
         for column, default in (("title", ""), ("cover_image", None), ("topic_id", -1), ("x", np.nan), ("y", np.nan)):
             if column not in frame:
@@ -128,7 +132,9 @@ class TableData:
                 "weight": np.concatenate([np.asarray(w, dtype=np.float64) for w in rows["topic_weights"]]) if len(rows) else [],
             }
         ).sort_values(["topic_id", "weight"], ascending=[True, False])
-        return {int(t): list(zip(group["video_id"].astype(int), group["weight"].astype(float))) for t, group in exploded.groupby("topic_id")}
+        return {
+            int(t): list(zip(group["video_id"].astype(int), group["weight"].astype(float))) for t, group in exploded.groupby("topic_id")
+        }
 
     @cached_property
     def topic_ids(self) -> list[int]:
@@ -291,8 +297,15 @@ class LiveState:
                 for entity in ("video", "topic", "user"):
                     pipe.scard(self.layout.push_pending(shard, entity))
                 epoch, dirty, *pending = pipe.execute()
-            out.append({"shard": shard, "epoch": (epoch.decode() if isinstance(epoch, bytes) else epoch), "offsets": dict(sorted(offsets.items())),
-                        "dirty": int(dirty), "pending_push": dict(zip(("video", "topic", "user"), (int(p) for p in pending)))})
+            out.append(
+                {
+                    "shard": shard,
+                    "epoch": (epoch.decode() if isinstance(epoch, bytes) else epoch),
+                    "offsets": dict(sorted(offsets.items())),
+                    "dirty": int(dirty),
+                    "pending_push": dict(zip(("video", "topic", "user"), (int(p) for p in pending))),
+                }
+            )
         return out
 
 
@@ -423,7 +436,9 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 
 def _cover(video_id: int, title: str = "", css: str = "cover") -> str:
-    return f'<img class="{css}" src="/covers/{int(video_id)}.png" alt="cover of video {int(video_id)}" title="{escape(title)}" loading="lazy">'
+    return (
+        f'<img class="{css}" src="/covers/{int(video_id)}.png" alt="cover of video {int(video_id)}" title="{escape(title)}" loading="lazy">'
+    )
 
 
 def _video_link(video_id: int, title: str = "") -> str:
@@ -432,13 +447,16 @@ def _video_link(video_id: int, title: str = "") -> str:
 
 
 def _topic_link(topic_id: int) -> str:
-    return f'<a class="topic" style="border-color:{ui_plots.topic_colour(topic_id)}" href="/topics/{int(topic_id)}">topic {int(topic_id)}</a>'
+    return (
+        f'<a class="topic" style="border-color:{ui_plots.topic_colour(topic_id)}" href="/topics/{int(topic_id)}">topic {int(topic_id)}</a>'
+    )
 
 
 def _table(headers: list[str], rows: list[list[str]], css: str = "", row_attrs: list[str] | None = None) -> str:
     head = "".join(f"<th>{h}</th>" for h in headers)
     body = "".join(
-        f"<tr{(' ' + row_attrs[i]) if row_attrs else ''}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for i, row in enumerate(rows)
+        f"<tr{(' ' + row_attrs[i]) if row_attrs else ''}>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>"
+        for i, row in enumerate(rows)
     )
     return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>' if rows else '<p class="empty">none</p>'
 
@@ -456,7 +474,9 @@ class TopicBrowser:
     def __init__(self, settings: Settings, client=None) -> None:
         self.settings = settings
         self.layout = KeyLayout.from_config(settings.redis)
-        self.live = LiveState(client if client is not None else sync_client(settings.redis, timeout_s=settings.serving.redis_timeout_s), self.layout)
+        self.live = LiveState(
+            client if client is not None else sync_client(settings.redis, timeout_s=settings.serving.redis_timeout_s), self.layout
+        )
         self.tables = OfflineTables(settings.paths.tables_dir)
         self.covers = Covers()
         self.redis_down: str | None = None  # why Redis did not answer the current page's ping
@@ -467,10 +487,14 @@ class TopicBrowser:
     # ------------------------------------------------------------------ shared parts
 
     def page(self, title: str, body: str, notices: list[str] = ()) -> str:
-        nav = "".join(f'<a href="{href}">{label}</a>' for href, label in (("/", "Topics"), ("/plots", "Plots"), ("/stream", "Stream health")))
-        forms = ('<form action="/go" method="get"><input name="user" placeholder="user id" size="8" aria-label="user id">'
-                 '<button>user</button></form><form action="/go" method="get"><input name="video" placeholder="video id" size="8" '
-                 'aria-label="video id"><button>video</button></form>')
+        nav = "".join(
+            f'<a href="{href}">{label}</a>' for href, label in (("/", "Topics"), ("/plots", "Plots"), ("/stream", "Stream health"))
+        )
+        forms = (
+            '<form action="/go" method="get"><input name="user" placeholder="user id" size="8" aria-label="user id">'
+            '<button>user</button></form><form action="/go" method="get"><input name="video" placeholder="video id" size="8" '
+            'aria-label="video id"><button>video</button></form>'
+        )
         notes = "".join(_notice(n) for n in notices)
         return (
             f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · topic browser</title>'
@@ -490,7 +514,9 @@ class TopicBrowser:
         why = self.live.ping()
         self.redis_down = why
         if why:
-            notices.append(f"Redis at {self.settings.redis.url.split('@')[-1]} unreachable ({why}): live statistics and queues are not shown")
+            notices.append(
+                f"Redis at {self.settings.redis.url.split('@')[-1]} unreachable ({why}): live statistics and queues are not shown"
+            )
         return data, notices
 
     def _status(self, stats: Stats | None, established: bool, fresh: bool) -> str:
@@ -516,11 +542,18 @@ class TopicBrowser:
         rows = []
         for topic in topics:
             s, queue = stats.get(topic), queues.get(topic, [])
-            rows.append({
-                "topic": topic, "size": data.topic_sizes.get(topic, len(data.members.get(topic, []))), "queue": len(queue),
-                "exposures": s.exposures if s else None, "clicks": s.clicks if s else None, "ctr": s.ctr if s and s.exposures else None,
-                "fresh": fresh.get(topic, 0) / len(queue) if queue else None, "samples": queue[:3] or [v for v, _ in data.members.get(topic, [])[:3]],
-            })
+            rows.append(
+                {
+                    "topic": topic,
+                    "size": data.topic_sizes.get(topic, len(data.members.get(topic, []))),
+                    "queue": len(queue),
+                    "exposures": s.exposures if s else None,
+                    "clicks": s.clicks if s else None,
+                    "ctr": s.ctr if s and s.exposures else None,
+                    "fresh": fresh.get(topic, 0) / len(queue) if queue else None,
+                    "samples": queue[:3] or [v for v, _ in data.members.get(topic, [])[:3]],
+                }
+            )
         sort = sort if sort in self.SORT_KEYS else "exposures"
         rows.sort(key=lambda r: (r[sort] is None, -(r[sort] or 0) if descending else (r[sort] or 0), r["topic"]))
         pages = max(math.ceil(len(rows) / TOPICS_PER_PAGE), 1)
@@ -532,22 +565,52 @@ class TopicBrowser:
             arrow = (" ▼" if descending else " ▲") if key == sort else ""
             return f'<a class="sort" href="/?{urlencode({"sort": key, "desc": int(desc)})}">{label}{arrow}</a>'
 
-        headers = [header("topic", "topic"), header("size", "videos"), header("queue", "queue"), header("exposures", "exposures"),
-                   header("clicks", "clicks"), header("ctr", "CTR"), header("fresh", "fresh share"), "top tags", "samples"]
+        headers = [
+            header("topic", "topic"),
+            header("size", "videos"),
+            header("queue", "queue"),
+            header("exposures", "exposures"),
+            header("clicks", "clicks"),
+            header("ctr", "CTR"),
+            header("fresh", "fresh share"),
+            "top tags",
+            "samples",
+        ]
         table_rows = []
         for r in shown:
-            samples = "".join(f'<a class="sample" href="/videos/{v}">{_cover(v, data.title(v))}<span>{escape(data.title(v)[:40])}</span></a>' for v in r["samples"])
+            samples = "".join(
+                f'<a class="sample" href="/videos/{v}">{_cover(v, data.title(v))}<span>{escape(data.title(v)[:40])}</span></a>'
+                for v in r["samples"]
+            )
             tags = ", ".join(f"{escape(t)} ({n})" for t, n in data.top_tags.get(r["topic"], []))
-            table_rows.append([_topic_link(r["topic"]), _num(r["size"]), _num(r["queue"]), _num(r["exposures"]), _num(r["clicks"]),
-                               _num(r["ctr"], 3), "—" if r["fresh"] is None else f"{r['fresh']:.0%}", tags, f'<div class="samples">{samples}</div>'])
+            table_rows.append(
+                [
+                    _topic_link(r["topic"]),
+                    _num(r["size"]),
+                    _num(r["queue"]),
+                    _num(r["exposures"]),
+                    _num(r["clicks"]),
+                    _num(r["ctr"], 3),
+                    "—" if r["fresh"] is None else f"{r['fresh']:.0%}",
+                    tags,
+                    f'<div class="samples">{samples}</div>',
+                ]
+            )
         pager = ""
         if pages > 1:
-            pager = '<p class="pager">' + " ".join(
-                f'<a href="/?{urlencode({"sort": sort, "desc": int(descending), "page": p})}"{" class=current" if p == page else ""}>{p + 1}</a>'
-                for p in range(pages)) + "</p>"
-        summary = (f"<p>{len(topics)} topics over {len(data.videos)} videos. Live figures from the stream: exposures, clicks and CTR "
-                   f"per topic; the fresh share is the part of the served queue with fewer than τ1 = {self.settings.stream.min_exposures} exposures "
-                   f"(target {self.settings.stream.fresh_share:.0%}). Click a column to sort.</p>")
+            pager = (
+                '<p class="pager">'
+                + " ".join(
+                    f'<a href="/?{urlencode({"sort": sort, "desc": int(descending), "page": p})}"{" class=current" if p == page else ""}>{p + 1}</a>'
+                    for p in range(pages)
+                )
+                + "</p>"
+            )
+        summary = (
+            f"<p>{len(topics)} topics over {len(data.videos)} videos. Live figures from the stream: exposures, clicks and CTR "
+            f"per topic; the fresh share is the part of the served queue with fewer than τ1 = {self.settings.stream.min_exposures} exposures "
+            f"(target {self.settings.stream.fresh_share:.0%}). Click a column to sort.</p>"
+        )
         return self.page("Topics", summary + _table(headers, table_rows, "topics sortable") + pager, notices)
 
     # ------------------------------------------------------------------ one topic
@@ -571,7 +634,11 @@ class TopicBrowser:
         summary = (
             f'<p class="summary">{len(members)} member videos · served queue {len(queue)} '
             f"({len(queue) - n_fresh_queue} established, {n_fresh_queue} fresh) · indexes: {len(established)} established, {len(fresh)} fresh"
-            + (f" · {_num(topic_stats.exposures)} exposures, {_num(topic_stats.clicks)} clicks, CTR {_num(topic_stats.ctr, 3)}" if topic_stats else "")
+            + (
+                f" · {_num(topic_stats.exposures)} exposures, {_num(topic_stats.clicks)} clicks, CTR {_num(topic_stats.ctr, 3)}"
+                if topic_stats
+                else ""
+            )
             + f" · τ1 = {tau1} exposures, τ2 = CTR {tau2:g}</p>"
         )
         tags = ", ".join(f"{escape(t)} ({n})" for t, n in data.top_tags.get(topic_id, []))
@@ -584,30 +651,58 @@ class TopicBrowser:
             if s is None or s.exposures <= 0:
                 continue
             kind = "established" if video in established else "fresh" if video in fresh else "dropped"
-            points.append(ui_plots.Point(
-                max(s.exposures, 1.0), s.ctr, {"established": "#1f77b4", "fresh": "#2ca02c", "dropped": "#d62728"}[kind],
-                f"video {video} ({kind}{', in queue' if video in in_queue else ''}): {s.clicks:.0f}/{s.exposures:.0f}, CTR {s.ctr:.3f}",
-                css=f"pt {kind}{' queued' if video in in_queue else ''}", radius=4.5 if video in in_queue else 3, data={"v": video, "t": data.title(video)},
-            ))
-        plot = ui_plots.scatter(
-            points, "exposures (log scale)", "CTR", f"topic {topic_id}: exposures and CTR of its videos", css_class="topic-plot", x_log=True,
-            hlines=[(tau2, f"τ2 = {tau2:g}")], vlines=[(tau1, f"τ1 = {tau1}")],
-        ) if points else '<p class="empty">no video of this topic has been shown yet</p>'
-        legend = ('<p class="legend"><span class="dot established"></span>established (≥ τ1 exposures, CTR ≥ τ2) '
-                  '<span class="dot fresh"></span>fresh (&lt; τ1 exposures) <span class="dot dropped"></span>dropped by τ2; '
-                  "larger points are in the served queue</p>")
+            points.append(
+                ui_plots.Point(
+                    max(s.exposures, 1.0),
+                    s.ctr,
+                    {"established": "#1f77b4", "fresh": "#2ca02c", "dropped": "#d62728"}[kind],
+                    f"video {video} ({kind}{', in queue' if video in in_queue else ''}): {s.clicks:.0f}/{s.exposures:.0f}, CTR {s.ctr:.3f}",
+                    css=f"pt {kind}{' queued' if video in in_queue else ''}",
+                    radius=4.5 if video in in_queue else 3,
+                    data={"v": video, "t": data.title(video)},
+                )
+            )
+        plot = (
+            ui_plots.scatter(
+                points,
+                "exposures (log scale)",
+                "CTR",
+                f"topic {topic_id}: exposures and CTR of its videos",
+                css_class="topic-plot",
+                x_log=True,
+                hlines=[(tau2, f"τ2 = {tau2:g}")],
+                vlines=[(tau1, f"τ1 = {tau1}")],
+            )
+            if points
+            else '<p class="empty">no video of this topic has been shown yet</p>'
+        )
+        legend = (
+            '<p class="legend"><span class="dot established"></span>established (≥ τ1 exposures, CTR ≥ τ2) '
+            '<span class="dot fresh"></span>fresh (&lt; τ1 exposures) <span class="dot dropped"></span>dropped by τ2; '
+            "larger points are in the served queue</p>"
+        )
 
         queue_rows = []
         shown_queue = queue if queue_limit is None else queue[:queue_limit]
         for rank, video in enumerate(shown_queue, start=1):
             s = stats.get(video)
-            queue_rows.append([str(rank), _cover(video, data.title(video)), _video_link(video, data.title(video)),
-                               self._status(s, video in established, video in fresh), _num(s.exposures if s else None),
-                               _num(s.clicks if s else None), _num(s.ctr if s else None, 3)])
+            queue_rows.append(
+                [
+                    str(rank),
+                    _cover(video, data.title(video)),
+                    _video_link(video, data.title(video)),
+                    self._status(s, video in established, video in fresh),
+                    _num(s.exposures if s else None),
+                    _num(s.clicks if s else None),
+                    _num(s.ctr if s else None, 3),
+                ]
+            )
         queue_attrs = [f'data-video="{v}" class="{"fresh" if v in fresh else "established"}"' for v in shown_queue]
         queue_table = _table(["rank", "cover", "video", "status", "exposures", "clicks", "CTR"], queue_rows, "queue compact", queue_attrs)
         if len(shown_queue) < len(queue):
-            queue_table += f'<p>the first {len(shown_queue)} of {len(queue)}: <a href="/topics/{topic_id}?queue=all">show the whole queue</a></p>'
+            queue_table += (
+                f'<p>the first {len(shown_queue)} of {len(queue)}: <a href="/topics/{topic_id}?queue=all">show the whole queue</a></p>'
+            )
 
         dropped = []
         for video in known:
@@ -620,8 +715,18 @@ class TopicBrowser:
                 why = "not in the stream's indexes of this topic (the stream assigned the video other topics)"
             dropped.append((s.ts or 0.0, video, s, why))
         dropped.sort(key=lambda row: (-row[0], row[1]))
-        dropped_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), _num(s.exposures), _num(s.clicks), _num(s.ctr, 3),
-                         _when(ts), escape(why)] for ts, v, s, why in dropped[:50]]
+        dropped_rows = [
+            [
+                _cover(v, data.title(v)),
+                _video_link(v, data.title(v)),
+                _num(s.exposures),
+                _num(s.clicks),
+                _num(s.ctr, 3),
+                _when(ts),
+                escape(why),
+            ]
+            for ts, v, s, why in dropped[:50]
+        ]
         dropped_table = _table(["cover", "video", "exposures", "clicks", "CTR", "last event", "why"], dropped_rows, "dropped compact")
 
         member_rows = []
@@ -631,11 +736,13 @@ class TopicBrowser:
             member_rows.append([_cover(video, data.title(video)), _video_link(video, data.title(video)), video_tags, f"{weight:.3f}"])
         members_table = _table(["cover", "video", "tags", "weight (cosine)"], member_rows, "members compact")
         more = f"<p>{len(members) - member_limit} more members not listed.</p>" if len(members) > member_limit else ""
-        body = (summary + f'<section><h2>Exposures and CTR</h2>{plot}{legend}</section>'
-                f'<section><h2>Served queue, in order</h2>{queue_table}</section>'
-                f'<section><h2>Recently dropped videos and why</h2><p>Videos of this topic in neither index: judged after τ1 '
-                f'exposures and below τ2, newest event first.</p>{dropped_table}</section>'
-                f'<section><h2>Member videos (offline topic assignment, by weight)</h2>{members_table}{more}</section>')
+        body = (
+            summary + f"<section><h2>Exposures and CTR</h2>{plot}{legend}</section>"
+            f"<section><h2>Served queue, in order</h2>{queue_table}</section>"
+            f"<section><h2>Recently dropped videos and why</h2><p>Videos of this topic in neither index: judged after τ1 "
+            f"exposures and below τ2, newest event first.</p>{dropped_table}</section>"
+            f"<section><h2>Member videos (offline topic assignment, by weight)</h2>{members_table}{more}</section>"
+        )
         return self.page(f"Topic {topic_id}", body, notices)
 
     # ------------------------------------------------------------------ one video
@@ -651,29 +758,43 @@ class TopicBrowser:
         parts = []
         if row is not None:
             tags = ", ".join(escape(t) for t in (row["tags"] if row["tags"] is not None else []))
-            parts.append(f'<div class="video-head"><img class="cover-large" src="/covers/{video_id}.png" width="144" height="144" alt="cover">'
-                         f'<div><p class="title">{escape(str(row["title"])) or "(no title)"}</p><p>tags: {tags or "—"}</p></div></div>')
+            parts.append(
+                f'<div class="video-head"><img class="cover-large" src="/covers/{video_id}.png" width="144" height="144" alt="cover">'
+                f'<div><p class="title">{escape(str(row["title"])) or "(no title)"}</p><p>tags: {tags or "—"}</p></div></div>'
+            )
         topic_rows = []
         if row is not None and isinstance(row.get("topic_ids"), (list, np.ndarray)):
             for topic, weight in zip(row["topic_ids"], row["topic_weights"]):
                 topic_rows.append([_topic_link(int(topic)), f"{float(weight):.3f}"])
-        parts.append(f"<section><h2>Topics and weights</h2>{_table(['topic', 'weight (cosine)'], topic_rows, 'video-topics')}"
-                     f"<p>topics the stream holds for it: {', '.join(_topic_link(t) for t in stream_topics) or '—'}</p></section>")
+        parts.append(
+            f"<section><h2>Topics and weights</h2>{_table(['topic', 'weight (cosine)'], topic_rows, 'video-topics')}"
+            f"<p>topics the stream holds for it: {', '.join(_topic_link(t) for t in stream_topics) or '—'}</p></section>"
+        )
         if row is not None and isinstance(row.get("topic_feature"), (list, np.ndarray)):
             feature = [float(v) for v in row["topic_feature"]]
-            parts.append(f"<section><h2>{len(feature)}-dim topic feature</h2>{ui_plots.vector(feature, 'topic feature')}"
-                         f"<p class='mono'>[{', '.join(f'{v:.4f}' for v in feature)}]</p></section>")
+            parts.append(
+                f"<section><h2>{len(feature)}-dim topic feature</h2>{ui_plots.vector(feature, 'topic feature')}"
+                f"<p class='mono'>[{', '.join(f'{v:.4f}' for v in feature)}]</p></section>"
+            )
         if stats is not None:
-            parts.append("<section><h2>Live statistics</h2>" + _table(
-                ["exposures", "clicks", "CTR", "last event"], [[_num(stats.exposures), _num(stats.clicks), _num(stats.ctr, 3), _when(stats.ts)]], "live")
-                + "</section>")
+            parts.append(
+                "<section><h2>Live statistics</h2>"
+                + _table(
+                    ["exposures", "clicks", "CTR", "last event"],
+                    [[_num(stats.exposures), _num(stats.clicks), _num(stats.ctr, 3), _when(stats.ts)]],
+                    "live",
+                )
+                + "</section>"
+            )
         values, why = self.feast_values(video_id)
         if values is None:
             parts.append(f"<section><h2>Feast: {escape(self.settings.feast.ranker_service)}</h2>{_notice(why)}</section>")
         else:
             rows = [[escape(name), f'<span class="mono">{escape(_short(value))}</span>'] for name, value in values.items()]
-            parts.append(f"<section><h2>Feast: feature service {escape(self.settings.feast.ranker_service)}</h2>"
-                         f"{_table(['feature', 'online value'], rows, 'feast')}</section>")
+            parts.append(
+                f"<section><h2>Feast: feature service {escape(self.settings.feast.ranker_service)}</h2>"
+                f"{_table(['feature', 'online value'], rows, 'feast')}</section>"
+            )
         title = data.title(video_id)
         return self.page(f"Video {video_id}" + (f" · {title}" if title else ""), "".join(parts), notices)
 
@@ -702,13 +823,17 @@ class TopicBrowser:
             return self.page(f"User {user_id}", "", notices)
         user = self.live.user(user_id, self.settings.stream.recent_clicks)
         parts = []
-        click_rows = [[_cover(v, data.title(v)), _video_link(v, data.title(v)), " ".join(_topic_link(t) for t in topics)]
-                      for v, topics in zip(user["clicks"][:20], user["click_topics"][:20] + [[]] * 20)]
+        click_rows = [
+            [_cover(v, data.title(v)), _video_link(v, data.title(v)), " ".join(_topic_link(t) for t in topics)]
+            for v, topics in zip(user["clicks"][:20], user["click_topics"][:20] + [[]] * 20)
+        ]
         total = sum(n for _, n in user["votes"]) or 1.0
         vote_rows = [[_topic_link(t), _num(n), f"{n / total:.0%}"] for t, n in user["votes"][:20]]
-        parts.append(f'<div class="row"><section><h2>Last clicks ({len(user["clicks"])} of N1 = {self.settings.stream.recent_clicks}, newest first)</h2>'
-                     f"{_table(['cover', 'video', 'topics when clicked'], click_rows, 'clicks compact')}</section>"
-                     f"<section><h2>Topic votes</h2>{_table(['topic', 'votes', 'share'], vote_rows, 'votes')}</section></div>")
+        parts.append(
+            f'<div class="row"><section><h2>Last clicks ({len(user["clicks"])} of N1 = {self.settings.stream.recent_clicks}, newest first)</h2>'
+            f"{_table(['cover', 'video', 'topics when clicked'], click_rows, 'clicks compact')}</section>"
+            f"<section><h2>Topic votes</h2>{_table(['topic', 'votes', 'share'], vote_rows, 'votes')}</section></div>"
+        )
         from serving.candidates import CandidateGenerator, CandidateStoreUnavailable
 
         try:
@@ -724,11 +849,18 @@ class TopicBrowser:
             blocks = []
             for share in result.topics:
                 videos = by_topic.get(share.topic_id, [])
-                items = "".join(f'<li data-video="{v}"><a href="/videos/{v}">{_cover(v, data.title(v))}<span>{v}</span></a></li>' for v in videos[:shown_per_topic])
-                blocks.append(f'<div class="candidate-topic" data-topic="{share.topic_id}"><h3>{_topic_link(share.topic_id)} · {share.votes:g} votes · '
-                              f'{share.n_candidates} drawn</h3><ol class="candidates">{items}</ol></div>')
-            parts.append(f"<section><h2>Candidates by topic ({len(result.candidates)}, source: {escape(result.source)})</h2>"
-                         f"{''.join(blocks) or '<p class=empty>none</p>'}</section>")
+                items = "".join(
+                    f'<li data-video="{v}"><a href="/videos/{v}">{_cover(v, data.title(v))}<span>{v}</span></a></li>'
+                    for v in videos[:shown_per_topic]
+                )
+                blocks.append(
+                    f'<div class="candidate-topic" data-topic="{share.topic_id}"><h3>{_topic_link(share.topic_id)} · {share.votes:g} votes · '
+                    f'{share.n_candidates} drawn</h3><ol class="candidates">{items}</ol></div>'
+                )
+            parts.append(
+                f"<section><h2>Candidates by topic ({len(result.candidates)}, source: {escape(result.source)})</h2>"
+                f"{''.join(blocks) or '<p class=empty>none</p>'}</section>"
+            )
         parts.append(self._ranked_section(user_id, k, data))
         return self.page(f"User {user_id}", "".join(parts), notices)
 
@@ -747,16 +879,24 @@ class TopicBrowser:
             if self._ranking is None or self._ranking[0] != directory:
                 from serving.ranking import ranking_service
 
-                self._ranking = (directory, ranking_service(self.settings, directory, self.settings.feast.repo_path, self.settings.feast.ranker_service))
+                self._ranking = (
+                    directory,
+                    ranking_service(self.settings, directory, self.settings.feast.repo_path, self.settings.feast.ranker_service),
+                )
             service = self._ranking[1]
             ranked = service.rank(user_id, k=k)
         except Exception as exc:  # a ranker that cannot serve here (missing features, wrong settings) is explained, not fatal
             return f"<section><h2>Ranked</h2>{_notice(f'ranker {directory} not served: {type(exc).__name__}: {str(exc)[:400]}')}</section>"
         ranker = service.ranker
-        rows = [[str(i), _cover(v, data.title(v)), _video_link(v, data.title(v)), f"{s:.4f}"] for i, (v, s) in enumerate(zip(ranked.video_ids, ranked.scores), start=1)]
-        return (f"<section><h2>Ranked by {escape(ranker.model)} / {escape(ranker.features)}"
-                f"{' + exposure history' if ranker.exposure_history else ''} ({escape(str(directory))})</h2>"
-                f"{_table(['rank', 'cover', 'video', 'P(click)'], rows, 'ranked')}</section>")
+        rows = [
+            [str(i), _cover(v, data.title(v)), _video_link(v, data.title(v)), f"{s:.4f}"]
+            for i, (v, s) in enumerate(zip(ranked.video_ids, ranked.scores), start=1)
+        ]
+        return (
+            f"<section><h2>Ranked by {escape(ranker.model)} / {escape(ranker.features)}"
+            f"{' + exposure history' if ranker.exposure_history else ''} ({escape(str(directory))})</h2>"
+            f"{_table(['rank', 'cover', 'video', 'P(click)'], rows, 'ranked')}</section>"
+        )
 
     # ------------------------------------------------------------------ stream health
 
@@ -772,8 +912,12 @@ class TopicBrowser:
         parts = []
         urls = self.metrics_urls()
         if not urls:
-            parts.append(_notice("no worker metrics endpoint configured (stream.metrics_port, or serving.ui_metrics_urls): "
-                                 "events/s, lag, dead letters and push latency are not shown"))
+            parts.append(
+                _notice(
+                    "no worker metrics endpoint configured (stream.metrics_port, or serving.ui_metrics_urls): "
+                    "events/s, lag, dead letters and push latency are not shown"
+                )
+            )
         for url in urls:
             figures, why = read_metrics(url)
             if figures is None:
@@ -786,34 +930,69 @@ class TopicBrowser:
                 if health.get("last_push_age_s") is not None:
                     rows.append(["last Feast push", f"{health['last_push_age_s']:.1f} s ago"])
             if figures["events_per_second"] is not None or figures["events"]:
-                rows += [["events/s (last 10 s)", _num(figures["events_per_second"], 1)],
-                         ["events counted", ", ".join(f"{k} {_num(v)}" for k, v in sorted(figures["events"].items())) or "—"],
-                         ["messages applied", _num(figures["messages"])]]
+                rows += [
+                    ["events/s (last 10 s)", _num(figures["events_per_second"], 1)],
+                    ["events counted", ", ".join(f"{k} {_num(v)}" for k, v in sorted(figures["events"].items())) or "—"],
+                    ["messages applied", _num(figures["messages"])],
+                ]
             push = figures["push"]
             if push and push["count"]:
                 p50, p99 = bucket_quantile(push["buckets"], 0.5), bucket_quantile(push["buckets"], 0.99)
-                rows.append(["Feast push latency", f"{_num(push['count'])} pushes, mean {push['sum'] / push['count'] * 1000:.1f} ms, "
-                                                   f"p50 ≤ {_num(p50 * 1000 if p50 is not None else None, 1)} ms, p99 ≤ {_num(p99 * 1000 if p99 is not None else None, 1)} ms"])
-            lag_rows = [[escape(str(p)), _num(v)] for p, v in sorted(figures["lag"].items(), key=lambda pv: int(pv[0]) if str(pv[0]).isdigit() else 0)]
+                rows.append(
+                    [
+                        "Feast push latency",
+                        f"{_num(push['count'])} pushes, mean {push['sum'] / push['count'] * 1000:.1f} ms, "
+                        f"p50 ≤ {_num(p50 * 1000 if p50 is not None else None, 1)} ms, p99 ≤ {_num(p99 * 1000 if p99 is not None else None, 1)} ms",
+                    ]
+                )
+            lag_rows = [
+                [escape(str(p)), _num(v)]
+                for p, v in sorted(figures["lag"].items(), key=lambda pv: int(pv[0]) if str(pv[0]).isdigit() else 0)
+            ]
             dead_rows = [[escape(reason), _num(n)] for reason, n in sorted(figures["dead_letters"].items())]
-            lag_plot = ui_plots.bars([str(p) for p, _ in sorted(figures["lag"].items())], [v for _, v in sorted(figures["lag"].items())],
-                                     "partition", "messages behind", "consumer lag per partition", height=220) if figures["lag"] else ""
+            lag_plot = (
+                ui_plots.bars(
+                    [str(p) for p, _ in sorted(figures["lag"].items())],
+                    [v for _, v in sorted(figures["lag"].items())],
+                    "partition",
+                    "messages behind",
+                    "consumer lag per partition",
+                    height=220,
+                )
+                if figures["lag"]
+                else ""
+            )
             worker_parts = ""
             if figures["lag"] or figures["events"] or figures["dead_letters"]:  # a worker's endpoint (a pusher's has push figures only)
-                worker_parts = (f'<h3>Consumer lag per partition</h3>{lag_plot}{_table(["partition", "lag"], lag_rows, "lag")}'
-                                f'<h3>Dead letters</h3>{_table(["reason", "messages"], dead_rows, "dead-letters")}')
-            parts.append(f'<section class="metrics"><h2>{escape(url)}</h2>{_table(["figure", "value"], rows, "figures")}{worker_parts}</section>')
+                worker_parts = (
+                    f"<h3>Consumer lag per partition</h3>{lag_plot}{_table(['partition', 'lag'], lag_rows, 'lag')}"
+                    f"<h3>Dead letters</h3>{_table(['reason', 'messages'], dead_rows, 'dead-letters')}"
+                )
+            parts.append(
+                f'<section class="metrics"><h2>{escape(url)}</h2>{_table(["figure", "value"], rows, "figures")}{worker_parts}</section>'
+            )
         if not self.redis_down:
             shard_rows = []
             for shard in self.live.shards([self.settings.stream.events_topic, self.settings.stream.videos_topic]):
                 offsets = ", ".join(f"{escape(p)} → {o}" for p, o in shard["offsets"].items()) or "—"
                 pending = ", ".join(f"{e} {n}" for e, n in shard["pending_push"].items())
-                shard_rows.append([str(shard["shard"]), escape(str(shard["epoch"] or "—")), f'<span class="mono">{offsets}</span>',
-                                   str(shard["dirty"]), pending])
-            parts.append("<section><h2>State in Redis, per shard</h2><p>Offsets are the last Kafka offset of each partition applied to "
-                         "the shard; dirty topics wait for a queue rebuild; pending ids wait for the next Feast push.</p>"
-                         + _table(["shard", "epoch", "applied offsets (topic:partition → offset)", "dirty topics", "pending pushes"], shard_rows, "shards")
-                         + "</section>")
+                shard_rows.append(
+                    [
+                        str(shard["shard"]),
+                        escape(str(shard["epoch"] or "—")),
+                        f'<span class="mono">{offsets}</span>',
+                        str(shard["dirty"]),
+                        pending,
+                    ]
+                )
+            parts.append(
+                "<section><h2>State in Redis, per shard</h2><p>Offsets are the last Kafka offset of each partition applied to "
+                "the shard; dirty topics wait for a queue rebuild; pending ids wait for the next Feast push.</p>"
+                + _table(
+                    ["shard", "epoch", "applied offsets (topic:partition → offset)", "dirty topics", "pending pushes"], shard_rows, "shards"
+                )
+                + "</section>"
+            )
         return self.page("Stream health", "".join(parts), notices)
 
     # ------------------------------------------------------------------ plots
@@ -826,26 +1005,51 @@ class TopicBrowser:
         if len(mapped):
             step = max(len(mapped) // MAP_MAX_POINTS, 1)
             sample = mapped.iloc[::step]
-            points = [ui_plots.Point(float(r.x), float(r.y), ui_plots.topic_colour(int(r.topic_id)), f"video {v} · topic {int(r.topic_id)} · {r.title}",
-                                     css="pt", radius=3, data={"v": int(v), "t": f"topic {int(r.topic_id)} · {r.title}"})
-                      for v, r in zip(sample.index, sample.itertuples())]
-            parts.append(f"<section><h2>Videos on a 2-D map, coloured by nearest topic</h2><p>{len(sample)} of {len(mapped)} videos; the topic "
-                         "job projects each video's topic representation a on the two directions that best separate the topics "
-                         f"(video_map.parquet). Hover a point for its cover.</p>{ui_plots.video_map(points, 'video map')}</section>")
+            points = [
+                ui_plots.Point(
+                    float(r.x),
+                    float(r.y),
+                    ui_plots.topic_colour(int(r.topic_id)),
+                    f"video {v} · topic {int(r.topic_id)} · {r.title}",
+                    css="pt",
+                    radius=3,
+                    data={"v": int(v), "t": f"topic {int(r.topic_id)} · {r.title}"},
+                )
+                for v, r in zip(sample.index, sample.itertuples())
+            ]
+            parts.append(
+                f"<section><h2>Videos on a 2-D map, coloured by nearest topic</h2><p>{len(sample)} of {len(mapped)} videos; the topic "
+                "job projects each video's topic representation a on the two directions that best separate the topics "
+                f"(video_map.parquet). Hover a point for its cover.</p>{ui_plots.video_map(points, 'video map')}</section>"
+            )
         else:
             parts.append(_notice(f"no {VIDEO_MAP} under {self.tables.tables_dir}: the map comes from the topic job (topicfs topics learn)"))
         topics = data.topic_ids
         if topics:
             sizes = sorted(((t, data.topic_sizes.get(t, len(data.members.get(t, [])))) for t in topics), key=lambda tn: (-tn[1], tn[0]))
-            parts.append("<section><h2>Topic sizes</h2>" + ui_plots.bars(
-                [str(t) for t, _ in sizes], [n for _, n in sizes], "topic (largest first)", "videos", "topic sizes",
-                colours=[ui_plots.topic_colour(t) for t, _ in sizes], links=[f"/topics/{t}" for t, _ in sizes]) + "</section>")
+            parts.append(
+                "<section><h2>Topic sizes</h2>"
+                + ui_plots.bars(
+                    [str(t) for t, _ in sizes],
+                    [n for _, n in sizes],
+                    "topic (largest first)",
+                    "videos",
+                    "topic sizes",
+                    colours=[ui_plots.topic_colour(t) for t, _ in sizes],
+                    links=[f"/topics/{t}" for t, _ in sizes],
+                )
+                + "</section>"
+            )
         if "n_topics" in videos and videos["n_topics"].notna().any():
             counts = videos["n_topics"].dropna().astype(int).value_counts().sort_index()
             mean = float(videos["n_topics"].dropna().mean())
-            parts.append(f"<section><h2>Topics per video</h2><p>mean {mean:.2f} (τ3 = {self.settings.topics.assign_threshold:g}; the paper reports about 4)</p>"
-                         + ui_plots.bars([str(k) for k in counts.index], counts.tolist(), "topics of a video", "videos", "topics per video", height=260)
-                         + "</section>")
+            parts.append(
+                f"<section><h2>Topics per video</h2><p>mean {mean:.2f} (τ3 = {self.settings.topics.assign_threshold:g}; the paper reports about 4)</p>"
+                + ui_plots.bars(
+                    [str(k) for k in counts.index], counts.tolist(), "topics of a video", "videos", "topics per video", height=260
+                )
+                + "</section>"
+            )
         if topics and not self.redis_down:
             parts.append(self._ctr_section(data))
         parts.append(self._table1_section())
@@ -859,28 +1063,60 @@ class TopicBrowser:
         groups = [(str(t), [stats[v].ctr for v in members[t] if stats[v].exposures >= tau1]) for t in popular]
         if not any(values for _, values in groups):
             return "<section><h2>CTR per topic</h2><p class='empty'>no video has τ1 exposures yet</p></section>"
-        return ("<section><h2>CTR of judged videos per topic</h2>"
-                f"<p>Videos with at least τ1 = {tau1} exposures, in the {len(popular)} most clicked topics; the line is τ2: videos below it leave the queue.</p>"
-                + ui_plots.boxes(groups, "topic (most clicked first)", "CTR", "CTR per topic", hlines=[(tau2, f"τ2 = {tau2:g}")],
-                                 links=[f"/topics/{t}" for t in popular]) + "</section>")
+        return (
+            "<section><h2>CTR of judged videos per topic</h2>"
+            f"<p>Videos with at least τ1 = {tau1} exposures, in the {len(popular)} most clicked topics; the line is τ2: videos below it leave the queue.</p>"
+            + ui_plots.boxes(
+                groups,
+                "topic (most clicked first)",
+                "CTR",
+                "CTR per topic",
+                hlines=[(tau2, f"τ2 = {tau2:g}")],
+                links=[f"/topics/{t}" for t in popular],
+            )
+            + "</section>"
+        )
 
     def _table1_section(self) -> str:
         reports = sorted(Path(self.settings.paths.reports_dir).glob("*/table1.json"))
         if not reports:
-            return (f"<section><h2>Table I / Fig. 3</h2><p class='empty'>no report under {escape(str(self.settings.paths.reports_dir))} "
-                    "(topicfs topics evaluate writes one)</p></section>")
+            return (
+                f"<section><h2>Table I / Fig. 3</h2><p class='empty'>no report under {escape(str(self.settings.paths.reports_dir))} "
+                "(topicfs topics evaluate writes one)</p></section>"
+            )
         parts = []
         for path in reports:
             rows = json.loads(path.read_text(encoding="utf-8")).get("rows", [])
-            table_rows = [[escape(r["representation"]), f"{r['ari_pc']:.3f}", f"{r['nmi_pc']:.3f}", f"{r['ari_sc']:.3f}", f"{r['nmi_sc']:.3f}",
-                           f"{r['inter_intra']:.3f}"] for r in rows]
+            table_rows = [
+                [
+                    escape(r["representation"]),
+                    f"{r['ari_pc']:.3f}",
+                    f"{r['nmi_pc']:.3f}",
+                    f"{r['ari_sc']:.3f}",
+                    f"{r['nmi_sc']:.3f}",
+                    f"{r['inter_intra']:.3f}",
+                ]
+                for r in rows
+            ]
             labels = [r["representation"].split(" (")[0] for r in rows]
-            plots = "".join(ui_plots.bars(labels, [r[m] for r in rows], "representation", label, f"{label} ({path.parent.name})", width=370, height=240,
-                                          colours=list(ui_plots.PALETTE[: len(rows)]))
-                            for m, label in (("nmi_pc", "NMI, primary classes"), ("inter_intra", "inter/intra distance (Fig. 3)")))
-            parts.append(f"<h3>{escape(path.parent.name)}</h3>"
-                         + _table(["representation", "ARI (PC)", "NMI (PC)", "ARI (SC)", "NMI (SC)", "inter/intra (Fig. 3)"], table_rows, "table1")
-                         + f'<div class="row">{plots}</div>')
+            plots = "".join(
+                ui_plots.bars(
+                    labels,
+                    [r[m] for r in rows],
+                    "representation",
+                    label,
+                    f"{label} ({path.parent.name})",
+                    width=370,
+                    height=240,
+                    colours=list(ui_plots.PALETTE[: len(rows)]),
+                )
+                for m, label in (("nmi_pc", "NMI, primary classes"), ("inter_intra", "inter/intra distance (Fig. 3)"))
+            )
+            parts.append(
+                f"<h3>{escape(path.parent.name)}</h3>"
+                + _table(["representation", "ARI (PC)", "NMI (PC)", "ARI (SC)", "NMI (SC)", "inter/intra (Fig. 3)"], table_rows, "table1")
+                + f'<div class="row">{plots}</div>'
+            )
         return "<section><h2>Table I / Fig. 3</h2>" + "".join(parts) + "</section>"
 
 
@@ -955,7 +1191,9 @@ def create_ui_app(settings: Settings | None = None, browser: TopicBrowser | None
         row = browser.tables.get().video(video_id)
         path = None if row is None else row["cover_image"]
         data, real = browser.covers.thumbnail(path if isinstance(path, str) else None)
-        return Response(data, media_type="image/png", headers={"Cache-Control": "max-age=3600", "X-Cover": "real" if real else "placeholder"})
+        return Response(
+            data, media_type="image/png", headers={"Cache-Control": "max-age=3600", "X-Cover": "real" if real else "placeholder"}
+        )
 
     @app.get("/healthz")
     def health() -> dict:

@@ -204,12 +204,26 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
     metrics = WorkerMetrics()
     runtime = StreamRuntime(settings, app, store, metrics)
 
-    events_topic = app.topic(config.events_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
-    dead_letter_topic = app.topic(config.dead_letter_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions)
+    events_topic = app.topic(
+        config.events_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw", partitions=config.partitions
+    )
+    dead_letter_topic = app.topic(
+        config.dead_letter_topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=config.partitions,
+    )
 
     async def send_dead_letters(letters: list[DeadLetter]) -> None:
         # delivery is awaited before the batch commits, so no dead letter is lost
-        pending = [await dead_letter_topic.send(key=f"{l.source_topic}:{l.partition}:{l.offset}".encode(), value=_dead_letter_bytes(l)) for l in letters]
+        pending = [
+            await dead_letter_topic.send(
+                key=f"{letter.source_topic}:{letter.partition}:{letter.offset}".encode(), value=_dead_letter_bytes(letter)
+            )
+            for letter in letters
+        ]
         await asyncio.gather(*pending)
         for letter in letters:
             metrics.dead_letters.labels(reason_kind(letter.reasons[0]) if letter.reasons else "other").inc()
@@ -230,7 +244,9 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
                     logger.warning("Redis unavailable (%s); retrying the batch in 1 s", exc)
                     await asyncio.sleep(1.0)
                 except StateLost as exc:  # stop applying; rebuild from the log, then apply this batch (skipped where replayed)
-                    await recover_lost_state(runtime, exc, seen_recoveries, send_dead_letters, extra_partitions={m.partition for m in messages})
+                    await recover_lost_state(
+                        runtime, exc, seen_recoveries, send_dead_letters, extra_partitions={m.partition for m in messages}
+                    )
             metrics.batch_latency.observe(time.perf_counter() - started)
             metrics.messages.inc(result.applied_messages)
             metrics.batch_retries.inc(result.retries)
@@ -395,7 +411,10 @@ async def recover_lost_state(
             runtime.recoveries += 1
             runtime.batch_applied.set()
             logger.error(
-                "rebuilt lost Redis state: %d videos registered again, %d messages replayed in %.1f s", registered, replayed, time.monotonic() - started
+                "rebuilt lost Redis state: %d videos registered again, %d messages replayed in %.1f s",
+                registered,
+                replayed,
+                time.monotonic() - started,
             )
         finally:
             metrics.state_rebuilding.set(0)
@@ -492,12 +511,22 @@ async def prepare(settings: Settings, redis_client) -> list[str]:
     message). Returns the epochs, for :func:`create_app`."""
     config = settings.stream
     servers = settings.kafka  # the cluster's settings, security included (stream.security)
-    await create_topics(servers, {config.events_topic: config.partitions, config.videos_topic: config.partitions, config.dead_letter_topic: config.partitions})
+    await create_topics(
+        servers,
+        {config.events_topic: config.partitions, config.videos_topic: config.partitions, config.dead_letter_topic: config.partitions},
+    )
     store = StreamStore(redis_client, KeyLayout.from_config(settings.redis), config)
     epochs = await store.init_epochs()
     await _load_table(settings, store)
     applied = await store.stored_offsets(config.events_topic, await partition_ids(servers, config.events_topic))
-    await align_committed_offsets(servers, config.app_id, config.events_topic, applied, wait_s=config.session_timeout_s + config.rebalance_timeout_s + 10, rebalance_timeout_s=config.rebalance_timeout_s)
+    await align_committed_offsets(
+        servers,
+        config.app_id,
+        config.events_topic,
+        applied,
+        wait_s=config.session_timeout_s + config.rebalance_timeout_s + 10,
+        rebalance_timeout_s=config.rebalance_timeout_s,
+    )
     return epochs
 
 

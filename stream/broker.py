@@ -58,7 +58,16 @@ class EmbeddedBroker:
         advertised_url = f"tcp://{advertised}" if advertised else url
         log = tempfile.NamedTemporaryFile(prefix="topicfs-tansu-", suffix=".log", delete=False)
         process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", advertised_url, "--storage-engine", "memory://tansu/"],
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                advertised_url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C to the parent must not kill the broker before the worker has stopped
@@ -99,7 +108,9 @@ def ensure_broker(bootstrap_servers: str, embedded: bool) -> EmbeddedBroker | No
     if is_listening(host, port):
         return None
     if not embedded or host not in {"127.0.0.1", "localhost"}:
-        raise RuntimeError(f"no Kafka broker at {bootstrap_servers} (set TOPICFS_KAFKA__BOOTSTRAP_SERVERS, or TOPICFS_KAFKA__EMBEDDED=true for a local one)")
+        raise RuntimeError(
+            f"no Kafka broker at {bootstrap_servers} (set TOPICFS_KAFKA__BOOTSTRAP_SERVERS, or TOPICFS_KAFKA__EMBEDDED=true for a local one)"
+        )
     return EmbeddedBroker.start(port)
 
 
@@ -120,7 +131,12 @@ async def create_topics(kafka: KafkaConfig | str, partitions: Mapping[str, int],
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=count, replication_factor=config.replication_factor, topic_configs={"retention.ms": str(config.topic_retention_ms)})
+            NewTopic(
+                name,
+                num_partitions=count,
+                replication_factor=config.replication_factor,
+                topic_configs={"retention.ms": str(config.topic_retention_ms)},
+            )
             for name, count in partitions.items()
             if name not in existing
         ]
@@ -166,7 +182,12 @@ def _faust_protocol_assignor():
 
 
 async def align_committed_offsets(
-    kafka: KafkaConfig | str, group_id: str, topic: str, applied: Mapping[int, int | None], wait_s: float = 30.0, rebalance_timeout_s: float = 6.0
+    kafka: KafkaConfig | str,
+    group_id: str,
+    topic: str,
+    applied: Mapping[int, int | None],
+    wait_s: float = 30.0,
+    rebalance_timeout_s: float = 6.0,
 ) -> dict[int, int]:
     """Rewind the consumer group's committed offsets of ``topic`` to one past the offsets applied to Redis, where Redis is behind.
 
@@ -194,15 +215,25 @@ async def align_committed_offsets(
                 targets[tp] = wanted
         if not targets:
             return {}
-        logger.warning("Redis is behind the group's committed offsets of %s: rewinding %s to rebuild the state from the log",
-                       topic, {tp.partition: offset for tp, offset in targets.items()})
+        logger.warning(
+            "Redis is behind the group's committed offsets of %s: rewinding %s to rebuild the state from the log",
+            topic,
+            {tp.partition: offset for tp, offset in targets.items()},
+        )
     finally:
         await consumer.stop()
     # Kafka (and tansu) take commits for a group that has had members only from a member: join, commit, leave.
     deadline = time.monotonic() + wait_s
     while True:
-        member = AIOKafkaConsumer(topic, **params, group_id=group_id, enable_auto_commit=False,
-                                  partition_assignment_strategy=(_faust_protocol_assignor(),), rebalance_timeout_ms=int(rebalance_timeout_s * 1000), session_timeout_ms=10000)
+        member = AIOKafkaConsumer(
+            topic,
+            **params,
+            group_id=group_id,
+            enable_auto_commit=False,
+            partition_assignment_strategy=(_faust_protocol_assignor(),),
+            rebalance_timeout_ms=int(rebalance_timeout_s * 1000),
+            session_timeout_ms=10000,
+        )
         try:
             await member.start()
             break

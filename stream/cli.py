@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import signal
-import time
 from pathlib import Path
 
 import typer
@@ -58,7 +57,9 @@ def worker_command(loglevel: str = typer.Option("info", help="Faust log level"))
 
 
 @app.command("pusher")
-def pusher_command(parent_pid: int = typer.Option(None, help="exit when this process (the worker that started the pusher) is gone")) -> None:
+def pusher_command(
+    parent_pid: int = typer.Option(None, help="exit when this process (the worker that started the pusher) is gone"),
+) -> None:
     """Push the statistics the workers changed to the Feast online store every stream.push_interval_s, until Ctrl-C.
 
     A worker with stream.feast_repo_path starts one itself; run this by hand with stream.start_pusher=false.
@@ -70,13 +71,17 @@ def pusher_command(parent_pid: int = typer.Option(None, help="exit when this pro
     repo = settings.stream.feast_repo_path
     if repo is None or not (repo / "feature_store.yaml").is_file():
         found = "is not set" if repo is None else f"is {repo}, which holds no feature_store.yaml"
-        raise UserError(f"stream.feast_repo_path {found}: the pusher needs a Feast repo to push to; set TOPICFS_STREAM__FEAST_REPO_PATH=feature_repo (the project's repo) or another Feast repo folder")
+        raise UserError(
+            f"stream.feast_repo_path {found}: the pusher needs a Feast repo to push to; set TOPICFS_STREAM__FEAST_REPO_PATH=feature_repo (the project's repo) or another Feast repo folder"
+        )
     run_pusher(settings, parent_pid=parent_pid)
 
 
 @app.command("health")
 def health_command(
-    pusher: bool = typer.Option(False, "--pusher", help="ask the pusher (stream.pusher_metrics_port) instead of the worker (stream.metrics_port)"),
+    pusher: bool = typer.Option(
+        False, "--pusher", help="ask the pusher (stream.pusher_metrics_port) instead of the worker (stream.metrics_port)"
+    ),
     timeout: float = typer.Option(3.0, min=0.1, help="seconds to wait for the answer"),
 ) -> None:
     """Print the /health report of the worker (or pusher) on this host; exit 1 when it does not answer (the image's HEALTHCHECK)."""
@@ -144,7 +149,9 @@ def replay_command(
 
 
 @app.command("load-topics")
-def load_topics_command(tables_dir: Path = typer.Option(None, help="folder holding video_topics.parquet (default: paths.tables_dir)")) -> None:
+def load_topics_command(
+    tables_dir: Path = typer.Option(None, help="folder holding video_topics.parquet (default: paths.tables_dir)"),
+) -> None:
     """Load the offline VIDEO_TOPICS table into Redis ({prefix}:video:{id}:topics and the topic indexes)."""
     from stream.state import StreamStore
     from topicfs.keys import KeyLayout
@@ -183,11 +190,21 @@ def _kafka_user_error(exc: Exception) -> None:
 
 @app.command("produce")
 def produce_command(
-    interactions: Path = typer.Option(..., "--interactions", help="click log in the interactions contract (user_id, video_id, clicked or rating, ts): Parquet or CSV"),
-    window: float = typer.Option(60.0, min=0.001, help="seconds: a user's rows less than this after a refresh's first row belong to that refresh"),
+    interactions: Path = typer.Option(
+        ..., "--interactions", help="click log in the interactions contract (user_id, video_id, clicked or rating, ts): Parquet or CSV"
+    ),
+    window: float = typer.Option(
+        60.0, min=0.001, help="seconds: a user's rows less than this after a refresh's first row belong to that refresh"
+    ),
     rate: float = typer.Option(None, min=0.001, help="messages per second (default: as fast as possible)"),
-    speedup: float = typer.Option(None, min=0.001, help="replay at the log's own pace divided by this (1 = real time, 60 = an hour per minute)"),
-    shift_to_now: bool = typer.Option(False, "--shift-to-now", help="move every timestamp by the same amount so the log's last event is now (for logs older than stream.min_event_ts_s)"),
+    speedup: float = typer.Option(
+        None, min=0.001, help="replay at the log's own pace divided by this (1 = real time, 60 = an hour per minute)"
+    ),
+    shift_to_now: bool = typer.Option(
+        False,
+        "--shift-to-now",
+        help="move every timestamp by the same amount so the log's last event is now (for logs older than stream.min_event_ts_s)",
+    ),
     on_error: str = typer.Option("raise", help="raise: stop at bad rows, listing the first ten; skip: drop them, with a count per reason"),
     id_prefix: str = typer.Option(None, help="prefix of the event ids (default: the file's name without extension)"),
 ) -> None:
@@ -195,7 +212,14 @@ def produce_command(
     message each plus one click message per click, keyed by user, in timestamp order (kafka-python producer)."""
     import time as _time
 
-    from stream.kafka_tools import KafkaToolError, check_event_times, check_topics, interactions_to_events, produce_events, read_interactions_file
+    from stream.kafka_tools import (
+        KafkaToolError,
+        check_event_times,
+        check_topics,
+        interactions_to_events,
+        produce_events,
+        read_interactions_file,
+    )
     from stream.security import KafkaSecurityError
     from topicfs.contracts import ContractError
 
@@ -209,27 +233,44 @@ def produce_command(
         events = interactions_to_events(log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem)
         if shift_to_now and events:
             shift = _time.time() - max(e["ts"] for e in events)
-            events = interactions_to_events(log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem, ts_shift_s=shift)
+            events = interactions_to_events(
+                log, window, settings.stream.max_videos_per_exposure, id_prefix or interactions.stem, ts_shift_s=shift
+            )
         check_event_times(events, settings)
         for check in check_topics(settings, create=True):  # never let a broker auto-create the events topic with its defaults
             if check.differences:
                 typer.echo(f"warning: {check.line(settings.kafka.replication_factor, settings.kafka.topic_retention_ms)}", err=True)
-        sent = produce_events(settings.kafka, settings.stream.events_topic, events, rate_per_s=rate, speedup=speedup, total=len(events), show_progress=True)
+        sent = produce_events(
+            settings.kafka, settings.stream.events_topic, events, rate_per_s=rate, speedup=speedup, total=len(events), show_progress=True
+        )
     except (ContractError, KafkaSecurityError, KafkaToolError) as exc:
         _kafka_user_error(exc)
     exposures = sum(1 for e in events if e["type"] == "exposure")
-    typer.echo(json.dumps({"rows": len(log), "exposure_messages": exposures, "click_messages": len(events) - exposures,
-                           "sent": sum(sent.values()), "topic": settings.stream.events_topic, "per_partition": sent}))
+    typer.echo(
+        json.dumps(
+            {
+                "rows": len(log),
+                "exposure_messages": exposures,
+                "click_messages": len(events) - exposures,
+                "sent": sum(sent.values()),
+                "topic": settings.stream.events_topic,
+                "per_partition": sent,
+            }
+        )
+    )
 
 
 @app.command("dead-letters")
 def dead_letters_command(
     samples: int = typer.Option(2, min=0, help="example letters printed per reason"),
     reinject: str = typer.Option(
-        None, help="send letters back to their source topic: 'all' (what the worker did not count, as it was) or 'corrected' "
-        "(after automatic corrections, only those that then validate); each letter is re-injected once"
+        None,
+        help="send letters back to their source topic: 'all' (what the worker did not count, as it was) or 'corrected' "
+        "(after automatic corrections, only those that then validate); each letter is re-injected once",
     ),
-    from_start: bool = typer.Option(False, "--from-start", help="with --reinject: also the letters an earlier --reinject sent back already"),
+    from_start: bool = typer.Option(
+        False, "--from-start", help="with --reinject: also the letters an earlier --reinject sent back already"
+    ),
 ) -> None:
     """Summarise the dead-letter topic by reason with samples; optionally re-inject letters into the events topic."""
     from stream.kafka_tools import KafkaToolError, read_dead_letters, reinjected_upto, reinject as reinject_letters, summarise
@@ -248,15 +289,25 @@ def dead_letters_command(
         plan, sent = reinject_letters(settings, pending, reinject)
     except (KafkaSecurityError, KafkaToolError) as exc:
         _kafka_user_error(exc)
-    typer.echo(f"re-injected {sum(sent.values())} messages from {len(pending)} letters ({reinject})"
-               + "".join(f"; {n} to {topic}" for topic, n in sorted(sent.items()))
-               + (f"; {len(letters) - len(pending)} letters were re-injected before (--from-start sends them again)" if len(pending) < len(letters) else ""))
+    typer.echo(
+        f"re-injected {sum(sent.values())} messages from {len(pending)} letters ({reinject})"
+        + "".join(f"; {n} to {topic}" for topic, n in sorted(sent.items()))
+        + (
+            f"; {len(letters) - len(pending)} letters were re-injected before (--from-start sends them again)"
+            if len(pending) < len(letters)
+            else ""
+        )
+    )
     for why, n in plan.skipped.most_common():
         typer.echo(f"not re-injected: {n} letters: {why}")
 
 
 @app.command("topics")
-def topics_command(create: bool = typer.Option(False, "--create", help="create the missing topics with the settings' partitions, replication and retention")) -> None:
+def topics_command(
+    create: bool = typer.Option(
+        False, "--create", help="create the missing topics with the settings' partitions, replication and retention"
+    ),
+) -> None:
     """Check the stream's topics (events, videos, dead letters) against the settings: partition count, replication,
     retention.ms; say what differs (exit 1), create the missing ones with --create."""
     from stream.kafka_tools import KafkaToolError, check_topics

@@ -22,6 +22,7 @@ from topicfs.tables import VIDEO_TOPICS
 
 logger = logging.getLogger(__name__)
 
+
 def clear_stream_state(client: redis.Redis, layout: KeyLayout) -> int:
     """Delete the stream's state of ``layout`` (every shard's counts, queues, user histories, video topics, offsets,
     epochs; not the packed Feast records, "{prefix}:packed:...", that share the prefix); returns how many keys went.
@@ -32,7 +33,11 @@ def clear_stream_state(client: redis.Redis, layout: KeyLayout) -> int:
 
 def top_popular_topics(client, layout: KeyLayout, n: int) -> list[int]:
     """The ``n`` most clicked topics over every shard's popular set (ties: smaller id first)."""
-    scored = [(float(score), int(t)) for shard in layout.all_shards() for t, score in client.zrevrange(layout.popular(shard), 0, n - 1, withscores=True)]
+    scored = [
+        (float(score), int(t))
+        for shard in layout.all_shards()
+        for t, score in client.zrevrange(layout.popular(shard), 0, n - 1, withscores=True)
+    ]
     return [t for _, t in sorted(scored, key=lambda item: (-item[0], item[1]))[:n]]
 
 
@@ -43,7 +48,12 @@ def applied_offset(client, layout: KeyLayout, kafka_topic: str, partition: int) 
 
 
 def run_demo_stream(
-    settings: Settings, catalogue_tables_dir: str | Path | None = None, n_events: int = 20000, n_topics_shown: int = 3, top_n: int = 8, timeout_s: float = 180.0
+    settings: Settings,
+    catalogue_tables_dir: str | Path | None = None,
+    n_events: int = 20000,
+    n_topics_shown: int = 3,
+    top_n: int = 8,
+    timeout_s: float = 180.0,
 ) -> dict:
     """Start the embedded broker and one worker, replay ``n_events`` messages of the synthetic click stream, read the
     top of the most clicked topics' queues, stop everything started here. Returns a summary (``summary["text"]`` prints it).
@@ -81,7 +91,9 @@ def run_demo_stream(
                 await StreamStore(redis_async, layout, settings.stream).load_video_topics_table(table.parent, show_progress=False)
             else:
                 await produce(settings.kafka.bootstrap_servers, settings.stream.videos_topic, videos, key_field="video_id")
-            return await produce(settings.kafka.bootstrap_servers, settings.stream.events_topic, islice(events, n_events), show_progress=True)
+            return await produce(
+                settings.kafka.bootstrap_servers, settings.stream.events_topic, islice(events, n_events), show_progress=True
+            )
 
         sent = asyncio.run(replay())
         n_messages = sum(sent.values())
@@ -103,11 +115,16 @@ def run_demo_stream(
                 time.sleep(0.1)
         topics = top_popular_topics(client, layout, n_topics_shown)
         queues = {}
-        lines = [f"stream: {n_messages} messages replayed and applied in {time.perf_counter() - started:.1f} s; "
-                 f"{len(set().union(*(client.smembers(layout.all_topics(s)) for s in layout.all_shards())))} topic queues"]
+        lines = [
+            f"stream: {n_messages} messages replayed and applied in {time.perf_counter() - started:.1f} s; "
+            f"{len(set().union(*(client.smembers(layout.all_topics(s)) for s in layout.all_shards())))} topic queues"
+        ]
         if cleared:
-            lines.insert(0, f"cleared the stream state an earlier run left under '{prefix}:' ({cleared} keys): its Kafka offsets "
-                            "named messages of an embedded broker that is gone, so this replay would have been skipped as applied")
+            lines.insert(
+                0,
+                f"cleared the stream state an earlier run left under '{prefix}:' ({cleared} keys): its Kafka offsets "
+                "named messages of an embedded broker that is gone, so this replay would have been skipped as applied",
+            )
         for topic_id in topics:
             top = [int(v) for v in client.zrevrange(layout.queue(topic_id), 0, top_n - 1)]
             rows = []
@@ -118,7 +135,10 @@ def run_demo_stream(
                 rows.append({"video_id": video_id, "exposures": exposures, "clicks": clicks, "ctr": float(ctr or 0), "fresh": fresh})
             queues[topic_id] = rows
             lines.append(f"topic {topic_id} (queue of {client.zcard(layout.queue(topic_id))}):")
-            lines += [f"  {r['video_id']:>6}  ctr {r['ctr']:.3f}  {r['clicks']:>4}/{r['exposures']:<5}{'  fresh' if r['fresh'] else ''}" for r in rows]
+            lines += [
+                f"  {r['video_id']:>6}  ctr {r['ctr']:.3f}  {r['clicks']:>4}/{r['exposures']:<5}{'  fresh' if r['fresh'] else ''}"
+                for r in rows
+            ]
         return {"messages": n_messages, "seconds": time.perf_counter() - started, "queues": queues, "text": "\n".join(lines)}
     finally:
         if worker is not None:

@@ -81,13 +81,36 @@ def interactions_to_events(
         members = order[start:end]
         event_id = f"{id_prefix}-x{refresh}"
         messages.append(
-            (first_ts, 0, int(first), {"type": "exposure", "event_id": event_id, "user_id": int(user), "request_id": event_id,
-                                       "video_ids": [int(videos[i]) for i in members], "ts": float(first_ts)})
+            (
+                first_ts,
+                0,
+                int(first),
+                {
+                    "type": "exposure",
+                    "event_id": event_id,
+                    "user_id": int(user),
+                    "request_id": event_id,
+                    "video_ids": [int(videos[i]) for i in members],
+                    "ts": float(first_ts),
+                },
+            )
         )
         for i in members:
             if clicked[i]:
-                messages.append((seconds[i], 1, int(i), {"type": "click", "event_id": f"{id_prefix}-c{i + 1}", "user_id": int(user),
-                                                         "video_id": int(videos[i]), "ts": float(seconds[i])}))
+                messages.append(
+                    (
+                        seconds[i],
+                        1,
+                        int(i),
+                        {
+                            "type": "click",
+                            "event_id": f"{id_prefix}-c{i + 1}",
+                            "user_id": int(user),
+                            "video_id": int(videos[i]),
+                            "ts": float(seconds[i]),
+                        },
+                    )
+                )
         refresh += 1
         start = end
     messages.sort(key=lambda item: item[:3])
@@ -230,7 +253,9 @@ def read_dead_letters(kafka: KafkaConfig, topic: str, after: dict[int, int] | No
     try:
         parts = reader.partitions_for_topic(topic)
         if not parts:
-            raise KafkaToolError(f"topic {topic!r} does not exist on {kafka.bootstrap_servers} (stream.dead_letter_topic; `topicfs stream topics --create` makes it)")
+            raise KafkaToolError(
+                f"topic {topic!r} does not exist on {kafka.bootstrap_servers} (stream.dead_letter_topic; `topicfs stream topics --create` makes it)"
+            )
         partitions = [TopicPartition(topic, p) for p in sorted(parts)]
         reader.assign(partitions)
         for tp in partitions:
@@ -244,7 +269,9 @@ def read_dead_letters(kafka: KafkaConfig, topic: str, after: dict[int, int] | No
                 body = json.loads(record.value)
             except (TypeError, ValueError):
                 body = {"reasons": ["unreadable dead letter"], "payload": (record.value or b"").decode("utf-8", "replace")}
-            letters.append(Letter(record.partition, record.offset, body if isinstance(body, dict) else {"reasons": ["unreadable dead letter"]}))
+            letters.append(
+                Letter(record.partition, record.offset, body if isinstance(body, dict) else {"reasons": ["unreadable dead letter"]})
+            )
         return letters
     finally:
         reader.close()
@@ -269,13 +296,18 @@ class Summary:
     samples: dict[str, list[Letter]] = field(default_factory=dict)
 
     def text(self, width: int = 160) -> str:
-        lines = [f"{self.total} dead letters" + (f" from {', '.join(f'{t} ({n})' for t, n in self.by_source.most_common())}" if self.total else "")]
+        lines = [
+            f"{self.total} dead letters"
+            + (f" from {', '.join(f'{t} ({n})' for t, n in self.by_source.most_common())}" if self.total else "")
+        ]
         for reason, count in self.by_reason.most_common():
             lines.append(f"{count:>8}  {reason}")
             for letter in self.samples.get(reason, []):
                 payload = letter.body.get("payload", "")
                 payload = payload if len(payload) <= width else payload[: width - 1] + "…"
-                lines.append(f"          e.g. {letter.body.get('source_topic')}[{letter.body.get('partition')}]@{letter.body.get('offset')}: {payload}")
+                lines.append(
+                    f"          e.g. {letter.body.get('source_topic')}[{letter.body.get('partition')}]@{letter.body.get('offset')}: {payload}"
+                )
         return "\n".join(lines)
 
 
@@ -309,7 +341,9 @@ def _as_epoch_s(value):
         except ValueError:
             pass
         try:
-            return pd.Timestamp(text).tz_localize("UTC").timestamp() if pd.Timestamp(text).tzinfo is None else pd.Timestamp(text).timestamp()
+            return (
+                pd.Timestamp(text).tz_localize("UTC").timestamp() if pd.Timestamp(text).tzinfo is None else pd.Timestamp(text).timestamp()
+            )
         except (ValueError, TypeError):
             return value
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 1e11:
@@ -389,7 +423,10 @@ def plan_reinjection(letters: Iterable[Letter], settings: Settings, mode: str, n
     limits = Limits(config.max_payload_bytes, config.max_videos_per_exposure, config.min_event_ts_s, now_s + config.max_clock_skew_s)
     plan = Reinjection()
     # in the source's order: one user's events sit in one source partition, so their order is kept
-    ordered = sorted(letters, key=lambda l: (str(l.body.get("source_topic")), l.body.get("partition", -1), l.body.get("offset", -1), l.partition, l.offset))
+    ordered = sorted(
+        letters,
+        key=lambda x: (str(x.body.get("source_topic")), x.body.get("partition", -1), x.body.get("offset", -1), x.partition, x.offset),
+    )
     for letter in ordered:
         source = letter.body.get("source_topic")
         if source not in {config.events_topic, config.videos_topic}:
@@ -546,7 +583,10 @@ def check_topics(settings: Settings, create: bool = False, wait_s: float = 20.0)
         if create:
             missing = [name for name in wanted if name not in existing]
             if missing:
-                new = [NewTopic(name, wanted[name][1], kafka.replication_factor, topic_configs={"retention.ms": str(kafka.topic_retention_ms)}) for name in missing]
+                new = [
+                    NewTopic(name, wanted[name][1], kafka.replication_factor, topic_configs={"retention.ms": str(kafka.topic_retention_ms)})
+                    for name in missing
+                ]
                 try:
                     admin.create_topics(new)
                 except TopicAlreadyExistsError:
@@ -573,7 +613,9 @@ def check_topics(settings: Settings, create: bool = False, wait_s: float = 20.0)
                         f"{check.partitions} partitions, the settings say {partitions} (stream.partitions: at most that many workers share the topic)"
                     )
                 if check.replication != kafka.replication_factor:
-                    check.differences.append(f"replication {check.replication}, the settings say {kafka.replication_factor} (kafka.replication_factor)")
+                    check.differences.append(
+                        f"replication {check.replication}, the settings say {kafka.replication_factor} (kafka.replication_factor)"
+                    )
                 if check.retention_ms is not None and int(check.retention_ms) != kafka.topic_retention_ms:
                     check.differences.append(
                         f"retention.ms {check.retention_ms}, the settings say {kafka.topic_retention_ms} (kafka.topic_retention_ms; -1 keeps the log a worker rebuilds Redis from)"
@@ -603,4 +645,3 @@ __all__ = [
     "reinject",
     "summarise",
 ]
-

@@ -451,4 +451,3 @@ def reason_kind(reason: str) -> str:
             return kind
     field_name = re.match(r"[A-Za-z_]+", reason)
     return f"{field_name.group(0)} invalid" if field_name else "other"
-

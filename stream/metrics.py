@@ -26,15 +26,34 @@ class WorkerMetrics:
         self.events = Counter("topicfs_stream_events", "valid events counted, by type", ["type"], registry=self.registry)
         self.messages = Counter("topicfs_stream_messages", "Kafka messages applied to the state", registry=self.registry)
         self.dead_letters = Counter(
-            "topicfs_stream_dead_letters", "messages (or parts) sent to the dead-letter topic, by the kind of their first reason", ["reason"], registry=self.registry
+            "topicfs_stream_dead_letters",
+            "messages (or parts) sent to the dead-letter topic, by the kind of their first reason",
+            ["reason"],
+            registry=self.registry,
         )
-        self.batch_retries = Counter("topicfs_stream_batch_retries", "batches retried because another worker applied some of their partitions first (offset check)", registry=self.registry)
-        self.events_per_second = Gauge("topicfs_stream_events_per_second", "valid events per second over the last 10 s", registry=self.registry)
-        self.consumer_lag = Gauge("topicfs_stream_consumer_lag", "messages behind the partition's high watermark", ["partition"], registry=self.registry)
+        self.batch_retries = Counter(
+            "topicfs_stream_batch_retries",
+            "batches retried because another worker applied some of their partitions first (offset check)",
+            registry=self.registry,
+        )
+        self.events_per_second = Gauge(
+            "topicfs_stream_events_per_second", "valid events per second over the last 10 s", registry=self.registry
+        )
+        self.consumer_lag = Gauge(
+            "topicfs_stream_consumer_lag", "messages behind the partition's high watermark", ["partition"], registry=self.registry
+        )
         self.batch_latency = Histogram("topicfs_stream_batch_seconds", "duration of one batch transaction", registry=self.registry)
         self.queue_rebuilds = Counter("topicfs_stream_queue_rebuilds", "topic queues rebuilt", registry=self.registry)
-        self.state_losses = Counter("topicfs_stream_state_losses", "times a Redis shard's state was found lost (epoch gone or changed, offsets gone back) and rebuilt from the Kafka log", registry=self.registry)
-        self.state_rebuilding = Gauge("topicfs_stream_state_rebuilding", "1 while the worker replays the Kafka log to rebuild lost Redis state", registry=self.registry)
+        self.state_losses = Counter(
+            "topicfs_stream_state_losses",
+            "times a Redis shard's state was found lost (epoch gone or changed, offsets gone back) and rebuilt from the Kafka log",
+            registry=self.registry,
+        )
+        self.state_rebuilding = Gauge(
+            "topicfs_stream_state_rebuilding",
+            "1 while the worker replays the Kafka log to rebuild lost Redis state",
+            registry=self.registry,
+        )
         self.lag: dict[int, int] = {}  # the last measured lag of each assigned events partition
         self.lag_measured_at: float | None = None  # time.monotonic() of that measurement
         self._window: deque[tuple[float, int]] = deque()
@@ -70,8 +89,12 @@ class PusherMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.push_latency = Histogram("topicfs_stream_push_latency_seconds", "duration of one Feast push of all changed statistics", registry=self.registry)
-        self.pushed_rows = Counter("topicfs_stream_pushed_rows", "rows pushed to Feast's online store (video, topic and user statistics)", registry=self.registry)
+        self.push_latency = Histogram(
+            "topicfs_stream_push_latency_seconds", "duration of one Feast push of all changed statistics", registry=self.registry
+        )
+        self.pushed_rows = Counter(
+            "topicfs_stream_pushed_rows", "rows pushed to Feast's online store (video, topic and user statistics)", registry=self.registry
+        )
         self.last_push_at: float | None = None  # time.monotonic() of the last successful push
 
     def record_push(self, seconds: float, rows: int) -> None:
@@ -111,7 +134,11 @@ def worker_health(runtime: Any, started_at: float) -> dict:
 def pusher_health(metrics: PusherMetrics, started_at: float) -> dict:
     """What ``/health`` of a pusher reports: alive, and how long ago it last pushed (None: not yet)."""
     last = metrics.last_push_at
-    return {"alive": True, "uptime_s": round(time.monotonic() - started_at, 3), "last_push_age_s": None if last is None else round(time.monotonic() - last, 3)}
+    return {
+        "alive": True,
+        "uptime_s": round(time.monotonic() - started_at, 3),
+        "last_push_age_s": None if last is None else round(time.monotonic() - last, 3),
+    }
 
 
 class MetricsServer:

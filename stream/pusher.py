@@ -29,7 +29,6 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-import redis.asyncio as aioredis
 
 from stream.logic import push_pause_s
 from stream.metrics import MetricsServer, PusherMetrics, pusher_health
@@ -48,7 +47,11 @@ async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: S
     if not taken:
         return 0
     started = time.perf_counter()
-    names = {"video": config.push_source_video_stats, "topic": config.push_source_topic_stats, "user": config.push_source_user_recent_topics}
+    names = {
+        "video": config.push_source_video_stats,
+        "topic": config.push_source_topic_stats,
+        "user": config.push_source_user_recent_topics,
+    }
     now = pd.Timestamp.now(tz="UTC")
     rows = 0
     try:
@@ -66,7 +69,9 @@ async def push_changed_statistics(store: StreamStore, sink: StatsSink, config: S
     return rows
 
 
-async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None, metrics: PusherMetrics | None = None) -> None:
+async def push_forever(
+    settings: Settings, sink: StatsSink, stop: asyncio.Event, parent_pid: int | None = None, metrics: PusherMetrics | None = None
+) -> None:
     """Push every ``stream.push_interval_s`` (at most ``push_max_busy_share`` of the time) until ``stop`` is set.
 
     ``parent_pid``: exit when this process is no longer our parent (the worker that started us died).
@@ -91,7 +96,9 @@ async def push_forever(settings: Settings, sink: StatsSink, stop: asyncio.Event,
             if pushed:
                 pushes, rows, busy_total, busy_max = pushes + 1, rows + pushed, busy_total + busy, max(busy_max, busy)
             if started > report_at and pushes:
-                logger.info("Feast pushes since the last report: %d, %d rows, %.3f s mean, %.3f s max", pushes, rows, busy_total / pushes, busy_max)
+                logger.info(
+                    "Feast pushes since the last report: %d, %d rows, %.3f s mean, %.3f s max", pushes, rows, busy_total / pushes, busy_max
+                )
                 pushes = rows = 0
                 busy_total = busy_max = 0.0
                 report_at = started + 30.0
@@ -157,7 +164,9 @@ def start_pusher_process(settings: Settings) -> subprocess.Popen:
     if repo is None or not (Path(repo) / "feature_store.yaml").exists():
         raise FileNotFoundError(f"{repo} is not a Feast repo (no feature_store.yaml); set TOPICFS_STREAM__FEAST_REPO_PATH")
     root = Path(__file__).resolve().parent.parent
-    return subprocess.Popen([sys.executable, "-m", "stream.cli", "pusher", "--parent-pid", str(os.getpid())], env=child_env(settings), cwd=str(root))
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "pusher", "--parent-pid", str(os.getpid())], env=child_env(settings), cwd=str(root)
+    )
 
 
 def stop_pusher_process(process: subprocess.Popen, timeout_s: float = 30.0) -> None:

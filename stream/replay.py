@@ -94,4 +94,10 @@ async def produce(
 def video_published_events(topics_by_video: dict[int, list[int]], ts: float) -> Iterator[dict]:
     """Video-published messages that carry topic ids directly."""
     for video_id, topic_ids in topics_by_video.items():
-        yield {"type": "video_published", "event_id": f"v{video_id}", "video_id": int(video_id), "topic_ids": [int(t) for t in topic_ids], "ts": ts}
+        yield {
+            "type": "video_published",
+            "event_id": f"v{video_id}",
+            "video_id": int(video_id),
+            "topic_ids": [int(t) for t in topic_ids],
+            "ts": ts,
+        }

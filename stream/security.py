@@ -78,7 +78,9 @@ def ssl_context(kafka: KafkaConfig | str) -> ssl.SSLContext | None:
     context.check_hostname = kafka.ssl_check_hostname
     if kafka.ssl_certfile is not None:
         try:
-            context.load_cert_chain(str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None, _secret(kafka.ssl_key_password))
+            context.load_cert_chain(
+                str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None, _secret(kafka.ssl_key_password)
+            )
         except ssl.SSLError as exc:
             raise KafkaSecurityError(
                 f"kafka.ssl_certfile {kafka.ssl_certfile} / kafka.ssl_keyfile {kafka.ssl_keyfile}: not a matching PEM certificate and key ({exc.reason or exc})"
@@ -93,7 +95,9 @@ def aiokafka_params(kafka: KafkaConfig | str) -> dict[str, Any]:
     if kafka.security_protocol in SSL_PROTOCOLS:
         params["ssl_context"] = ssl_context(kafka)
     if kafka.security_protocol in SASL_PROTOCOLS:
-        params.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username, sasl_plain_password=_secret(kafka.sasl_password))
+        params.update(
+            sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username, sasl_plain_password=_secret(kafka.sasl_password)
+        )
     return params
 
 
@@ -110,7 +114,9 @@ def kafka_python_params(kafka: KafkaConfig | str) -> dict[str, Any]:
             ssl_password=_secret(kafka.ssl_key_password),
         )
     if kafka.security_protocol in SASL_PROTOCOLS:
-        params.update(sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username, sasl_plain_password=_secret(kafka.sasl_password))
+        params.update(
+            sasl_mechanism=kafka.sasl_mechanism, sasl_plain_username=kafka.sasl_username, sasl_plain_password=_secret(kafka.sasl_password)
+        )
     return params
 
 
@@ -164,7 +170,9 @@ def preflight(kafka: KafkaConfig | str, timeout_s: float | None = None) -> None:
                 + (" or does not name that host (kafka.ssl_check_hostname)" if "hostname" in (exc.verify_message or "").lower() else "")
             ) from None
         except ssl.SSLError as exc:
-            problems.append(f"TLS handshake with {server} failed: {_one_line(exc)} (is it a TLS listener? kafka.security_protocol={kafka.security_protocol})")
+            problems.append(
+                f"TLS handshake with {server} failed: {_one_line(exc)} (is it a TLS listener? kafka.security_protocol={kafka.security_protocol})"
+            )
         except (socket.timeout, TimeoutError):
             problems.append(f"{server} did not answer within {timeout_s:.0f} s")
         except OSError as exc:

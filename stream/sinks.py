@@ -49,7 +49,9 @@ class FeastPushSink:
         self.pusher.push(name, df)
 
 
-def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_stream", online_store_type: str = "topicfs.online_store.TopicRedisOnlineStore"):
+def write_push_repo(
+    path: str | Path, redis_url: str, project: str = "topicfs_stream", online_store_type: str = "topicfs.online_store.TopicRedisOnlineStore"
+):
     """Write and apply a minimal Feast repo holding only the three push sources (and a feature view over each).
 
     For running the stream where the project's feature_repo is not at hand (tests, the benchmark); online store =
@@ -72,7 +74,7 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
         textwrap.dedent(
             f"""\
             project: {project}
-            registry: {path / 'registry.db'}
+            registry: {path / "registry.db"}
             provider: local
             online_store:
               type: {online_store_type}
@@ -85,16 +87,32 @@ def write_push_repo(path: str | Path, redis_url: str, project: str = "topicfs_st
     )
     objects = []
     for name, key, schema in [
-        (names.VIDEO_STATS_PUSH, "video_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
-        (names.TOPIC_STATS_PUSH, "topic_id", [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)]),
-        (names.USER_RECENT_TOPICS_PUSH, "user_id", [Field(name="recent_topic_ids", dtype=Array(Int64)), Field(name="recent_topic_counts", dtype=Array(Int64))]),
+        (
+            names.VIDEO_STATS_PUSH,
+            "video_id",
+            [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)],
+        ),
+        (
+            names.TOPIC_STATS_PUSH,
+            "topic_id",
+            [Field(name="exposures", dtype=Int64), Field(name="clicks", dtype=Int64), Field(name="ctr", dtype=Float32)],
+        ),
+        (
+            names.USER_RECENT_TOPICS_PUSH,
+            "user_id",
+            [Field(name="recent_topic_ids", dtype=Array(Int64)), Field(name="recent_topic_counts", dtype=Array(Int64))],
+        ),
     ]:
         parquet = path / f"{name}.parquet"
         empty = {key: pd.Series([], dtype="int64"), "event_timestamp": pd.Series([], dtype="datetime64[ns, UTC]")}
         pd.DataFrame(empty).to_parquet(parquet)
         entity = Entity(name=key.removesuffix("_id"), join_keys=[key], value_type=ValueType.INT64)
         push = PushSource(name=name, batch_source=FileSource(path=str(parquet), timestamp_field="event_timestamp"))
-        objects += [entity, push, FeatureView(name=name.removesuffix("_push"), entities=[entity], ttl=timedelta(days=1), schema=schema, source=push, online=True)]
+        objects += [
+            entity,
+            push,
+            FeatureView(name=name.removesuffix("_push"), entities=[entity], ttl=timedelta(days=1), schema=schema, source=push, online=True),
+        ]
     store = FeatureStore(repo_path=str(path))
     store.apply(objects)
     return store

@@ -305,7 +305,9 @@ class StreamStore:
             known = self._index_keys[(shard, topic)] = (self.layout.established(shard, int(topic)), self.layout.fresh(shard, int(topic)))
         return known
 
-    async def register_videos(self, topics_by_video: Mapping[int, Sequence[int]], chunk_size: int = 5000, show_progress: bool = False) -> int:
+    async def register_videos(
+        self, topics_by_video: Mapping[int, Sequence[int]], chunk_size: int = 5000, show_progress: bool = False
+    ) -> int:
         """Write videos' topic ids and put each video in its topics' indexes according to its current counts.
 
         Idempotent (a replayed video event changes nothing). A video whose topics changed leaves its old topics'
@@ -461,7 +463,9 @@ class StreamStore:
                         applied[tp] = int(now)
                     result.retries += 1
             if lost:
-                raise StateLost(lost, "epoch missing or changed" if any(_text(r).startswith("lost:") for r in replies) else "stored offsets went back")
+                raise StateLost(
+                    lost, "epoch missing or changed" if any(_text(r).startswith("lost:") for r in replies) else "stored offsets went back"
+                )
         assert best is not None
         n_fresh, delta, dead = best
         result.skipped_messages = len(messages) - n_fresh
@@ -489,7 +493,9 @@ class StreamStore:
         delta = fold_events(events, self.topics_of, self.config.half_life_s, self.config.user_exposure_counts)
         return delta, dead
 
-    def _payloads(self, delta: BatchDelta, shards: Sequence[int], partitions: Sequence[tuple[str, int]], offsets: list) -> dict[int, tuple[list[str], dict]]:
+    def _payloads(
+        self, delta: BatchDelta, shards: Sequence[int], partitions: Sequence[tuple[str, int]], offsets: list
+    ) -> dict[int, tuple[list[str], dict]]:
         """(KEYS, the JSON argument) of apply_batch.lua for each shard in ``shards`` (every one, even with no
         deltas); ``offsets`` = [expected, new] per partition of ``partitions``. The keys go in sections in the order
         of the lists that use them, so an entry needs no key index (the script's header has the layout)."""
@@ -526,7 +532,13 @@ class StreamStore:
         out = {}
         for shard, (videos, video_keys, topics, topic_keys, users, user_keys, exposed, exposed_keys) in parts.items():
             keys = [layout.epoch(shard), *(layout.offset(shard, t, p) for t, p in partitions)]
-            body = {"tau1": config.min_exposures, "tau2": config.min_ctr, "n1": config.recent_clicks, "h": config.half_life_s or 0, "o": offsets}
+            body = {
+                "tau1": config.min_exposures,
+                "tau2": config.min_ctr,
+                "n1": config.recent_clicks,
+                "h": config.half_life_s or 0,
+                "o": offsets,
+            }
             body["kv"] = len(keys) + 1
             keys += video_keys
             body["kt"] = len(keys) + 1
@@ -606,8 +618,19 @@ class StreamStore:
             return []
         config, layout = self.config, self.layout
         keep, sample_size = self._queue_shape()
-        keys = [key for topic_id in topic_ids for key in (layout.established(0, topic_id), layout.fresh(0, topic_id), layout.queue(topic_id))]
-        args = [keep, sample_size, repr(float(config.fresh_share)), config.cold_start_fresh, config.max_queue_length, self._rng.getrandbits(31), int(want_queues), *topic_ids]
+        keys = [
+            key for topic_id in topic_ids for key in (layout.established(0, topic_id), layout.fresh(0, topic_id), layout.queue(topic_id))
+        ]
+        args = [
+            keep,
+            sample_size,
+            repr(float(config.fresh_share)),
+            config.cold_start_fresh,
+            config.max_queue_length,
+            self._rng.getrandbits(31),
+            int(want_queues),
+            *topic_ids,
+        ]
         reply = await self._rebuild_script(keys=[*keys, layout.dirty(0)], args=args)
         return [[int(v) for v in queue] for queue in reply] if want_queues else reply
 
@@ -636,10 +659,14 @@ class StreamStore:
             queues[topic_id] = build_queue(
                 established, fresh, sum(counts), config.fresh_share, config.cold_start_fresh, config.max_queue_length, rng
             )
-        await asyncio.gather(*(self._write_queue_script(keys=[layout.queue(t)], args=[str(v) for v in queue]) for t, queue in queues.items()))
+        await asyncio.gather(
+            *(self._write_queue_script(keys=[layout.queue(t)], args=[str(v) for v in queue]) for t, queue in queues.items())
+        )
         return queues
 
-    async def _read_indexes(self, shard: int, topic_ids: list[int], keep: int, sample_size: int) -> list[tuple[list[tuple[int, float]], int, list[int]]]:
+    async def _read_indexes(
+        self, shard: int, topic_ids: list[int], keep: int, sample_size: int
+    ) -> list[tuple[list[tuple[int, float]], int, list[int]]]:
         """Per topic, of one shard: its top ``keep`` established (video, CTR), its fresh count and a random sample of
         its fresh videos, in one round trip."""
         layout = self.layout
@@ -725,7 +752,9 @@ class StreamStore:
             rows = []
             for user_id, histogram in zip(ids, raw):
                 ordered = sorted(((int(t), int(n)) for t, n in histogram.items()), key=lambda item: (-item[1], item[0]))
-                rows.append({"user_id": user_id, "recent_topic_ids": [t for t, _ in ordered], "recent_topic_counts": [n for _, n in ordered]})
+                rows.append(
+                    {"user_id": user_id, "recent_topic_ids": [t for t, _ in ordered], "recent_topic_counts": [n for _, n in ordered]}
+                )
             frame = pd.DataFrame(rows, columns=["user_id", "recent_topic_ids", "recent_topic_counts"])
             frame["user_id"] = frame["user_id"].astype("int64")
         else:

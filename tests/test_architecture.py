@@ -72,7 +72,7 @@ def test_the_package_graph_has_no_cycle():
     done, visiting = set(), []
 
     def visit(node):
-        assert node not in visiting, f"import cycle: {' -> '.join([*visiting[visiting.index(node):], node])}"
+        assert node not in visiting, f"import cycle: {' -> '.join([*visiting[visiting.index(node) :], node])}"
         if node in done:
             return
         visiting.append(node)

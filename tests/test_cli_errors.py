@@ -61,7 +61,9 @@ def case_wrong_type(tmp: Path):
         {"video_id": ["a", "b"], "title": ["x", "y"], "tags": [["t"], ["u"]], "publish_ts": pd.to_datetime(["2020-01-01"] * 2, utc=True)}
     ).to_parquet(tmp / "videos.parquet")
     return ["topics", "learn", "--dataset", "file", "--data", "videos.parquet"], (
-        "videos.parquet: 2 invalid value(s)", "row 1: field 'video_id': expected an integer, got 'a'", "--on-error skip",
+        "videos.parquet: 2 invalid value(s)",
+        "row 1: field 'video_id': expected an integer, got 'a'",
+        "--on-error skip",
     )
 
 
@@ -95,12 +97,18 @@ def case_missing_data(tmp: Path):
 
 
 def case_unknown_dataset(tmp: Path):
-    return ["topics", "learn", "--dataset", "kuairek"], ("'kuairek' is not one of 'synthetic', 'kuairec', 'file'", "topicfs topics learn --help")
+    return ["topics", "learn", "--dataset", "kuairek"], (
+        "'kuairek' is not one of 'synthetic', 'kuairec', 'file'",
+        "topicfs topics learn --help",
+    )
 
 
 def case_k_larger_than_catalogue(tmp: Path):
     write(tmp, "videos.csv", HEADER + good_rows(5))
-    return ["topics", "learn", "--dataset", "file", "--data", "videos.csv"], ("K = 60) is larger than the catalogue (5 videos)", "TOPICFS_TOPICS__N_TOPICS")
+    return ["topics", "learn", "--dataset", "file", "--data", "videos.csv"], (
+        "K = 60) is larger than the catalogue (5 videos)",
+        "TOPICFS_TOPICS__N_TOPICS",
+    )
 
 
 def case_bad_setting_value(tmp: Path):
@@ -221,7 +229,9 @@ def test_relative_paths_are_the_callers_folder(tmp_path):
 def test_faiss_import_is_quiet(tmp_path):
     """faiss logs seven INFO lines at import; the CLI's logging keeps them out unless --verbose."""
     code = "from topicfs.logs import configure_logging; from topicfs.settings import get_settings; configure_logging(get_settings().logging); import faiss"
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
     assert result.returncode == 0 and "faiss" not in result.stderr, result.stderr
 
 
@@ -248,7 +258,9 @@ def test_a_second_dataset_under_the_same_name_is_refused(tmp_path):
     report_dir(tmp_path / "artifacts" / "reports", "table2_data", first.sources())
     args = ["offline", "table2", "--dataset", "file", "--videos", "data/videos.csv", "--interactions", "data/interactions.csv"]
     env = {"TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts")}
-    assert_one_error_line(run_cli(args, tmp_path / "b", env), "table2_data holds the reports of another dataset", str(tmp_path / "a"), "--name")
+    assert_one_error_line(
+        run_cli(args, tmp_path / "b", env), "table2_data holds the reports of another dataset", str(tmp_path / "a"), "--name"
+    )
     assert report_dir(tmp_path / "artifacts" / "reports", "table2_data", first.sources()).name == "table2_data"  # the same data: reused
 
 
@@ -274,7 +286,9 @@ def test_readme_clicks_step_makes_an_interactions_file(tmp_path):
     from topicfs.contracts import load_interactions
 
     t = pd.Timestamp("2026-12-01T10:00:00Z")
-    pd.DataFrame({"user_id": [1, 1, 2], "video_id": [5, 6, 5], "ts": [t, t, t + pd.Timedelta("1h")]}).to_parquet(tmp_path / "impressions.parquet")
+    pd.DataFrame({"user_id": [1, 1, 2], "video_id": [5, 6, 5], "ts": [t, t, t + pd.Timedelta("1h")]}).to_parquet(
+        tmp_path / "impressions.parquet"
+    )
     pd.DataFrame({"user_id": [1, 2], "video_id": [5, 5], "ts": [t + pd.Timedelta("2min"), t]}).to_parquet(tmp_path / "clicks.parquet")
     (tmp_path / "data").mkdir()
     code = readme_block("The `--clicks` file of ranker training", "python")

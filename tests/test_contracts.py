@@ -38,13 +38,13 @@ def test_good_videos_csv_and_parquet_agree(tmp_path):
 @pytest.mark.parametrize(
     ("row", "field", "fragment"),
     [
-        ('x,cat,,p,s,[],2026-01-01', "video_id", "expected an integer"),
-        ('-3,cat,,p,s,[],2026-01-01', "video_id", "must be >= 0"),
-        ('1,dup,,p,s,[],2026-01-01', "video_id", "duplicate of row 1"),
-        ('5,cat,,p,s,[oops,2026-01-01', "tags", "expected a list of tags"),
-        ('6,cat,,p,s,[],not-a-date', "publish_ts", "not a timestamp"),
-        ('7,cat,,p,s,[],10000-01-01', "publish_ts", "not a timestamp"),
-        ('8,cat,,p,s,[],', "publish_ts", "missing timestamp"),
+        ("x,cat,,p,s,[],2026-01-01", "video_id", "expected an integer"),
+        ("-3,cat,,p,s,[],2026-01-01", "video_id", "must be >= 0"),
+        ("1,dup,,p,s,[],2026-01-01", "video_id", "duplicate of row 1"),
+        ("5,cat,,p,s,[oops,2026-01-01", "tags", "expected a list of tags"),
+        ("6,cat,,p,s,[],not-a-date", "publish_ts", "not a timestamp"),
+        ("7,cat,,p,s,[],10000-01-01", "publish_ts", "not a timestamp"),
+        ("8,cat,,p,s,[],", "publish_ts", "missing timestamp"),
     ],
 )
 def test_bad_video_rows_are_named(tmp_path, row, field, fragment):
@@ -115,7 +115,10 @@ def test_timestamps_before_1970_and_after_2262_are_valid(tmp_path):
     )
     videos = load_videos(path)
     assert [t.isoformat() for t in videos["publish_ts"]] == [
-        "1920-05-01T00:00:00+00:00", "1920-05-01T00:00:00+00:00", "2999-01-01T00:00:00+00:00", "1500-01-01T00:00:00+00:00",
+        "1920-05-01T00:00:00+00:00",
+        "1920-05-01T00:00:00+00:00",
+        "2999-01-01T00:00:00+00:00",
+        "1500-01-01T00:00:00+00:00",
     ]
     assert str(videos["publish_ts"].dtype) == "datetime64[us, UTC]"
     videos.to_parquet(tmp_path / "videos.parquet")
@@ -129,8 +132,9 @@ def test_skip_summary_counts_rows_per_reason(tmp_path):
 
     header = GOOD_VIDEOS.splitlines()[0]
     path = _write_csv(
-        tmp_path, "videos.csv", f"{header}\n1,a,,p,s,[],2020-01-01\n1,b,,p,s,[],2020-01-01\nx,c,,p,s,[],2020-01-01\n"
-        "y,d,,p,s,[],\n5,e,,p,s,[],\n",
+        tmp_path,
+        "videos.csv",
+        f"{header}\n1,a,,p,s,[],2020-01-01\n1,b,,p,s,[],2020-01-01\nx,c,,p,s,[],2020-01-01\ny,d,,p,s,[],\n5,e,,p,s,[],\n",
     )
     videos, errors = read_videos(path, on_error="skip")
     assert videos["video_id"].tolist() == [1]

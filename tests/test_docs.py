@@ -27,9 +27,7 @@ def test_there_are_reports():
 
 
 def test_every_report_is_at_most_120_lines():
-    too_long = {
-        p.name: n for p in reports() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_REPORT_LINES
-    }
+    too_long = {p.name: n for p in reports() if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_REPORT_LINES}
     assert not too_long, f"reports over {MAX_REPORT_LINES} lines (move history to docs/appendix/): {too_long}"
 
 

@@ -78,22 +78,26 @@ def make_contract_files(folder: Path, seed: int = 3) -> tuple[pd.DataFrame, pd.D
         genre = GENRES[genre_index]
         published = first + (last - first) * float(rng.random())
         a, b = rng.choice(WORDS[genre], 2, replace=False)
-        title = [f"{a} & {b} ({published.year})", f"“{a}!” — {b}, part {i % 4 + 1}", f"{a}: the {b.lower()}? ({published.year}, restored)"][i % 3]
+        title = [f"{a} & {b} ({published.year})", f"“{a}!” — {b}, part {i % 4 + 1}", f"{a}: the {b.lower()}? ({published.year}, restored)"][
+            i % 3
+        ]
         cover = None
         if i % 3 == 0:  # covers on a third
             pixels = np.clip(np.array(COLOURS[genre_index]) + rng.normal(0, 25, (16, 16, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(data / "covers" / f"{i}.png")
             cover = f"covers/{i}.png"
         no_class = i % 10 == 7  # some videos without any class
-        rows.append({
-            "video_id": 1000 + i,
-            "title": title,
-            "cover_image": cover,
-            "primary_class": None if no_class else genre,
-            "secondary_class": None if no_class or i % 2 else f"{published.year // 10 * 10}s",
-            "tags": [genre.replace(" ", "-"), str(rng.choice(WORDS[genre])).lower()] if i % 6 == 0 else [],  # tags on a sixth
-            "publish_ts": published,
-        })
+        rows.append(
+            {
+                "video_id": 1000 + i,
+                "title": title,
+                "cover_image": cover,
+                "primary_class": None if no_class else genre,
+                "secondary_class": None if no_class or i % 2 else f"{published.year // 10 * 10}s",
+                "tags": [genre.replace(" ", "-"), str(rng.choice(WORDS[genre])).lower()] if i % 6 == 0 else [],  # tags on a sixth
+                "publish_ts": published,
+            }
+        )
     videos = pd.DataFrame(rows)
     videos.to_parquet(data / "videos.parquet", index=False)
 
@@ -129,7 +133,9 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
 
 
 def topicfs(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 900) -> str:
-    result = subprocess.run([sys.executable, "-m", "topicfs_app.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"topicfs {' '.join(args)} -> {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     return result.stdout
 
@@ -146,21 +152,23 @@ def test_walkthrough_own_catalogue_and_click_log(project, redis_url):
     name = f"own{uuid.uuid4().hex[:6]}"
     broker = EmbeddedBroker.start()
     try:
-        env = environment({
-            "TOPICFS_REDIS__URL": redis_url,
-            "TOPICFS_REDIS__KEY_PREFIX": name,
-            "TOPICFS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "TOPICFS_KAFKA__EMBEDDED": "false",
-            "TOPICFS_FEAST__REPO_PATH": "feature_repo",  # relative: the project folder, for the CLI and the worker alike
-            "TOPICFS_STREAM__FEAST_REPO_PATH": "feature_repo",
-            "TOPICFS_STREAM__APP_ID": f"{name}-workers",
-            "TOPICFS_STREAM__EVENTS_TOPIC": f"{name}.events",
-            "TOPICFS_STREAM__VIDEOS_TOPIC": f"{name}.videos",
-            "TOPICFS_STREAM__DEAD_LETTER_TOPIC": f"{name}.dead-letter",
-            "TOPICFS_STREAM__PARTITIONS": "2",
-            "TOPICFS_STREAM__REBALANCE_TIMEOUT_S": "2",
-            "TOPICFS_STREAM__SESSION_TIMEOUT_S": "6",
-        })
+        env = environment(
+            {
+                "TOPICFS_REDIS__URL": redis_url,
+                "TOPICFS_REDIS__KEY_PREFIX": name,
+                "TOPICFS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                "TOPICFS_KAFKA__EMBEDDED": "false",
+                "TOPICFS_FEAST__REPO_PATH": "feature_repo",  # relative: the project folder, for the CLI and the worker alike
+                "TOPICFS_STREAM__FEAST_REPO_PATH": "feature_repo",
+                "TOPICFS_STREAM__APP_ID": f"{name}-workers",
+                "TOPICFS_STREAM__EVENTS_TOPIC": f"{name}.events",
+                "TOPICFS_STREAM__VIDEOS_TOPIC": f"{name}.videos",
+                "TOPICFS_STREAM__DEAD_LETTER_TOPIC": f"{name}.dead-letter",
+                "TOPICFS_STREAM__PARTITIONS": "2",
+                "TOPICFS_STREAM__REBALANCE_TIMEOUT_S": "2",
+                "TOPICFS_STREAM__SESSION_TIMEOUT_S": "6",
+            }
+        )
 
         # 1. topics from the catalogue
         out = topicfs(["topics", "learn", "--dataset", "file", "--data", "data/videos.parquet"], folder, env)
@@ -180,8 +188,11 @@ def test_walkthrough_own_catalogue_and_click_log(project, redis_url):
 
         # 3. the worker, then the click log into Kafka
         worker = subprocess.Popen(
-            [sys.executable, "-m", "topicfs_app.cli", "stream", "worker"], cwd=folder, env=env,
-            stdout=open(folder / "worker.log", "w"), stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "topicfs_app.cli", "stream", "worker"],
+            cwd=folder,
+            env=env,
+            stdout=open(folder / "worker.log", "w"),
+            stderr=subprocess.STDOUT,
         )
         try:
             out = topicfs(["stream", "produce", "--interactions", "data/interactions.csv"], folder, env)
@@ -224,7 +235,9 @@ def test_walkthrough_own_catalogue_and_click_log(project, redis_url):
         out = topicfs(["offline", "train-ranker", "--clicks", "data/interactions.csv", "--feature-repo", "feature_repo"], folder, env)
         ranker = folder / "artifacts" / "models" / "ranker_dcn_topic"
         assert ranker.is_dir(), out
-        out = topicfs(["serve", "demo", "--ranker", str(ranker), "--feature-repo", "feature_repo", "--user", str(user), "--k", "3"], folder, env)
+        out = topicfs(
+            ["serve", "demo", "--ranker", str(ranker), "--feature-repo", "feature_repo", "--user", str(user), "--k", "3"], folder, env
+        )
         assert f"user {user}" in out
     finally:
         broker.stop()
@@ -237,7 +250,14 @@ def read_feast(folder: Path, env: dict[str, str], video_ids: list[int]) -> dict[
         f"rows = store.get_online_features(features=['video_topics:topic_ids'], entity_rows=[{{'video_id': v}} for v in {video_ids}]).to_dict(); "
         "print(json.dumps(dict(zip(rows['video_id'], rows['topic_ids']))))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env | {"TOPICFS_FEAST__REPO_PATH": str(folder / "feature_repo")}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env=env | {"TOPICFS_FEAST__REPO_PATH": str(folder / "feature_repo")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
 
@@ -248,7 +268,14 @@ def read_feast_stats(folder: Path, env: dict[str, str], video_id: int) -> int | 
         "store = FeatureStore(repo_path=str(get_settings().feast.repo_path)); "
         f"print(store.get_online_features(features=['video_stats:exposures'], entity_rows=[{{'video_id': {video_id}}}]).to_dict()['exposures'][0])"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env | {"TOPICFS_FEAST__REPO_PATH": str(folder / "feature_repo")}, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=folder,
+        env=env | {"TOPICFS_FEAST__REPO_PATH": str(folder / "feature_repo")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     value = result.stdout.strip().splitlines()[-1]
     return None if value == "None" else int(value)
@@ -259,7 +286,8 @@ def test_table2_on_contract_files(project):
     folder = project["folder"]
     out = topicfs(
         ["offline", "table2", "--dataset", "file", "--videos", "data/videos.parquet", "--interactions", "data/interactions.csv"],
-        folder, environment({"TOPICFS_PATHS__ARTIFACTS_DIR": "table2-artifacts"}),
+        folder,
+        environment({"TOPICFS_PATHS__ARTIFACTS_DIR": "table2-artifacts"}),
     )
     print(out)
     lines = [line for line in out.splitlines() if line.startswith("| data |")]

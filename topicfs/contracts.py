@@ -91,8 +91,7 @@ class ContractError(UserError, ValueError):
         shown = "; ".join(f"row {e.row}: field '{e.field}': {e.message}" for e in errors[:MAX_REPORTED_ERRORS])
         first = f"the first {MAX_REPORTED_ERRORS}" if len(errors) > MAX_REPORTED_ERRORS else "they are"
         super().__init__(
-            f"{', '.join(files)}: {len(errors)} invalid value(s), {first}: {shown}. "
-            "Fix them, or pass --on-error skip to drop those rows"
+            f"{', '.join(files)}: {len(errors)} invalid value(s), {first}: {shown}. Fix them, or pass --on-error skip to drop those rows"
         )
 
 
@@ -123,9 +122,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
         with path.open("rb") as handle:
             magic = handle.read(4)
         if magic != b"PAR1":
-            raise ContractError(
-                f"{path}: not a Parquet file (it does not start with PAR1); if it holds CSV text, name it .csv"
-            )
+            raise ContractError(f"{path}: not a Parquet file (it does not start with PAR1); if it holds CSV text, name it .csv")
     try:
         if suffix in {".parquet", ".pq"}:
             table = pd.read_parquet(path)
@@ -334,7 +331,9 @@ def validate_interactions(
                 clicked = int(rating >= rating_threshold)
             out["clicked"] = clicked
         except (ValueError, TypeError) as exc:
-            row_errors.append(RowError(file, i, label, str(exc) if "expected" in str(exc) or "missing" in str(exc) else f"not a number: {raw[label]!r}"))
+            row_errors.append(
+                RowError(file, i, label, str(exc) if "expected" in str(exc) or "missing" in str(exc) else f"not a number: {raw[label]!r}")
+            )
         try:
             out["ts"] = _parse_ts(raw["ts"])
         except ValueError as exc:
@@ -356,9 +355,7 @@ def read_videos(path: str | Path, on_error: OnError = "raise") -> tuple[pd.DataF
     path = Path(path)
     table, errors = validate_videos(read_table(path), str(path), on_error)
     covers = table["cover_image"]
-    table["cover_image"] = [
-        None if c is None else str(c if Path(c).is_absolute() else (path.parent / c)) for c in covers
-    ]
+    table["cover_image"] = [None if c is None else str(c if Path(c).is_absolute() else (path.parent / c)) for c in covers]
     return table, errors
 
 

@@ -85,7 +85,11 @@ def data_files(
     need_interactions: bool = True,
 ) -> DataFiles:
     """Check the options of ``--dataset file`` (each missing one is a one-line error naming the option)."""
-    missing = [option for option, needed, value in (("--videos", need_videos, videos), ("--interactions", need_interactions, interactions)) if needed and value is None]
+    missing = [
+        option
+        for option, needed, value in (("--videos", need_videos, videos), ("--interactions", need_interactions, interactions))
+        if needed and value is None
+    ]
     if missing:
         raise UserError(
             f"--dataset file needs {' and '.join(missing)}: the videos table and/or the click log meeting the contracts "

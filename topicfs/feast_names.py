@@ -8,7 +8,9 @@ from __future__ import annotations
 # Push sources the stream writes its live statistics to (FeatureStore.push, PushMode.ONLINE).
 VIDEO_STATS_PUSH = "video_stats_push"  # video_id | exposures int64 | clicks int64 | ctr float32 | event_timestamp
 TOPIC_STATS_PUSH = "topic_stats_push"  # topic_id | exposures int64 | clicks int64 | ctr float32 | event_timestamp
-USER_RECENT_TOPICS_PUSH = "user_recent_topics_push"  # user_id | recent_topic_ids list<int64> | recent_topic_counts list<int64> | event_timestamp
+USER_RECENT_TOPICS_PUSH = (
+    "user_recent_topics_push"  # user_id | recent_topic_ids list<int64> | recent_topic_counts list<int64> | event_timestamp
+)
 
 # Feature views.
 VIDEO_TOPICS_VIEW = "video_topics"

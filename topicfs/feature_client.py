@@ -122,8 +122,11 @@ class PackedFeatureClient:
         store = self.store
         service = store.registry.get_feature_service(self.service, store.project, allow_cache=allow_cache)
         if not is_packed(service):
-            raise PackedLayoutError(f"feature service {self.service} is not tagged topicfs.packed: \"true\"")
-        views = {p.name: store.registry.get_any_feature_view(p.name, store.project, allow_cache=allow_cache) for p in service.feature_view_projections}
+            raise PackedLayoutError(f'feature service {self.service} is not tagged topicfs.packed: "true"')
+        views = {
+            p.name: store.registry.get_any_feature_view(p.name, store.project, allow_cache=allow_cache)
+            for p in service.feature_view_projections
+        }
         return build_layout(service, views, store.project, store.config.online_store.packed_key_prefix)
 
     def refresh(self) -> None:
@@ -198,7 +201,9 @@ class PackedFeatureClient:
         # A stored record holding wrong bytes is replaced; a missing or partial one is completed (newer wins).
         replace = np.zeros(len(unique), dtype=bool)
         replace[inverse[corrupt[rows]]] = True
-        rebuilt = self._online_store.records_from_hashes(self.store.config, self.layout, unique.tolist(), repair=True, replace=replace.tolist())
+        rebuilt = self._online_store.records_from_hashes(
+            self.store.config, self.layout, unique.tolist(), repair=True, replace=replace.tolist()
+        )
         n_missing = sum(record is None for record in rebuilt)
         logger.debug("%d ids of %s read from Feast's hashes (%d unknown to Feast)", len(unique), self.service, n_missing)
         fixed = np.frombuffer(b"".join(self._empty_record if r is None else r for r in rebuilt), dtype=self._dtype)
@@ -314,7 +319,9 @@ def verify_packed(store: FeatureStore, service: str, sample: int, repair: bool =
     if sample < 1:
         raise ValueError(f"--sample must be at least 1, got {sample}")
     client = PackedFeatureClient(store, service)
-    client._read_records(np.zeros(0, dtype=np.int64) if client.layout.join_key_dtype != "str" else np.zeros(0, dtype=object))  # layout built
+    client._read_records(
+        np.zeros(0, dtype=np.int64) if client.layout.join_key_dtype != "str" else np.zeros(0, dtype=object)
+    )  # layout built
     ids, from_hashes, from_records = _sample_ids(store, client, sample)
     differences = _differences(store, client, ids) if ids else []
     report = VerifyReport(service, len(ids), from_hashes, from_records, differences)
@@ -404,7 +411,9 @@ class OnlinePusher:
             and all(column.dtype.to_value_type() in _PUSH_FIELDS for column in view.entity_columns)
         )
 
-    def rows(self, view: FeatureView, frame: pd.DataFrame) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]]:
+    def rows(
+        self, view: FeatureView, frame: pd.DataFrame
+    ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, Optional[datetime]]]:
         """The rows ``online_write_batch`` takes for ``view``, from ``frame`` (join keys, features, timestamps)."""
         join_keys = [column.name for column in view.entity_columns]
         missing = [c for c in [*join_keys, *(f.name for f in view.features), view.batch_source.timestamp_field] if c not in frame.columns]
@@ -417,7 +426,10 @@ class OnlinePusher:
         created = _datetimes(frame[created_column]) if created_column and created_column in frame.columns else [None] * len(frame)
         names = list(features)
         entity_keys = [EntityKeyProto(join_keys=join_keys, entity_values=list(values)) for values in zip(*keys)]
-        return [(key, dict(zip(names, values)), ts, made) for key, values, ts, made in zip(entity_keys, zip(*features.values()), event_ts, created)]
+        return [
+            (key, dict(zip(names, values)), ts, made)
+            for key, values, ts, made in zip(entity_keys, zip(*features.values()), event_ts, created)
+        ]
 
     def push(self, push_source_name: str, frame: pd.DataFrame) -> int:
         """Write ``frame`` to the online store of every view fed by ``push_source_name``; returns its rows."""

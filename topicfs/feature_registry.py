@@ -165,7 +165,9 @@ def check_table_schema(view: FeatureView, path: Path) -> None:
         if index < 0:
             raise RegistrationError(f"schema mismatch: {path.name} has no column {name!r} needed by view {view.name}")
         if not pa.types.is_timestamp(schema.field(index).type):
-            raise RegistrationError(f"schema mismatch: {path.name} column {name!r} is {schema.field(index).type}, view {view.name} needs a timestamp")
+            raise RegistrationError(
+                f"schema mismatch: {path.name} column {name!r} is {schema.field(index).type}, view {view.name} needs a timestamp"
+            )
     for name, dtype in _expected_columns(view).items():
         index = schema.get_field_index(name)
         if index < 0:
@@ -360,7 +362,11 @@ def register_and_materialize(settings: Settings, end_date: datetime | None = Non
     # lack the new columns), or when its table was rewritten since the last run: the offline jobs date a video's
     # values by its publication (event_timestamp), so a re-run's new values carry old event times that Feast's
     # incremental window (from the last end, or now - ttl the first time) would silently leave out.
-    full = [view for view in views if view.name in changed_views or table_rewritten_since(view, store.get_feature_view(view.name).most_recent_end_time)]
+    full = [
+        view
+        for view in views
+        if view.name in changed_views or table_rewritten_since(view, store.get_feature_view(view.name).most_recent_end_time)
+    ]
     full_names = {view.name for view in full}
     incremental = [view.name for view in views if view.name not in full_names]
     if incremental:

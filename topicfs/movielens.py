@@ -117,7 +117,9 @@ def load_ml100k(source: str | Path) -> MovieLens100k:
     )
     link = _read_part(path, "link")
     item_entities = pd.DataFrame({"video_id": link["item_id"].astype(np.int64), "entity": link["entity_id"]})
-    kg = _read_part(path, "kg").rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"})[["head", "relation", "tail"]]
+    kg = _read_part(path, "kg").rename(columns={"head_id": "head", "relation_id": "relation", "tail_id": "tail"})[
+        ["head", "relation", "tail"]
+    ]
     return MovieLens100k(videos=videos, interactions=interactions, users=users, item_entities=item_entities, kg=kg)
 
 
@@ -142,14 +144,16 @@ def with_kg_tags(movielens: MovieLens100k, relations: Sequence[str], min_movies:
     for relation in relations:
         matches = [relation] if relation in last_part else [name for name in known if last_part[name] == relation]
         if len(matches) != 1:
-            problem = "not in ml-100k.kg" if not matches else f"is the last part of {len(matches)} relations ({', '.join(matches)}): name one in full"
+            problem = (
+                "not in ml-100k.kg"
+                if not matches
+                else f"is the last part of {len(matches)} relations ({', '.join(matches)}): name one in full"
+            )
             raise ValueError(f"knowledge-graph relation {relation!r} {problem}; it has: {', '.join(known)}")
         wanted.append(matches[0])
     uses = Counter(last_part[name] for name in wanted)
     prefix = {name: name if uses[last_part[name]] > 1 else last_part[name] for name in wanted}
-    facts = kg[kg["relation"].isin(wanted)].merge(
-        movielens.item_entities.drop_duplicates("video_id"), left_on="head", right_on="entity"
-    )
+    facts = kg[kg["relation"].isin(wanted)].merge(movielens.item_entities.drop_duplicates("video_id"), left_on="head", right_on="entity")
     facts = facts.assign(tag=facts["relation"].map(prefix) + ":" + facts["tail"])
     facts = facts.drop_duplicates(["video_id", "tag"])
     shared = facts.groupby("tag")["video_id"].transform("size") >= min_movies

@@ -610,10 +610,14 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         """Feast's Redis hash keys of ``entity_values`` of the layout's join key."""
         field = {"<i8": "int64_val", "<i4": "int32_val", "str": "string_val"}[layout.join_key_dtype]
         convert = str if layout.join_key_dtype == "str" else int
-        entity_keys = [EntityKeyProto(join_keys=[layout.join_key], entity_values=[ValueProto(**{field: convert(v)})]) for v in entity_values]
+        entity_keys = [
+            EntityKeyProto(join_keys=[layout.join_key], entity_values=[ValueProto(**{field: convert(v)})]) for v in entity_values
+        ]
         return redis_keys(config.project, entity_keys, config.entity_key_serialization_version)
 
-    def _read_hashes(self, config: RepoConfig, layout: PackedLayout, hash_keys: list[bytes]) -> list[tuple[list[list[Optional[bytes]]], int]]:
+    def _read_hashes(
+        self, config: RepoConfig, layout: PackedLayout, hash_keys: list[bytes]
+    ) -> list[tuple[list[list[Optional[bytes]]], int]]:
         """Per hash key: (per segment, the HMGET of its features' fields then its ``_ts:<view>``; the key's PTTL in
         ms), in one pipeline (one round trip per node on a cluster)."""
         client = self._get_client(config.online_store)
@@ -695,7 +699,12 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         return written
 
     def records_from_hashes(
-        self, config: RepoConfig, layout: PackedLayout, entity_values: Sequence[Any], repair: bool = True, replace: bool | Sequence[bool] = False
+        self,
+        config: RepoConfig,
+        layout: PackedLayout,
+        entity_values: Sequence[Any],
+        repair: bool = True,
+        replace: bool | Sequence[bool] = False,
     ) -> list[Optional[bytes]]:
         """The records of ``entity_values`` built from Feast's hashes (None where Feast has no row of any view of
         the layout), read in one pipeline; with ``repair`` they are also written to Redis (see
@@ -774,12 +783,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         layouts = list(self.packed_layouts(config).values())
         join_keys = table.join_keys
         # Segments this view owns, and every layout of the same entity (their expiry follows the hash's).
-        targets = [
-            (layout, segment)
-            for layout in layouts
-            for segment in layout.segments
-            if segment.view == table.name
-        ]
+        targets = [(layout, segment) for layout in layouts for segment in layout.segments if segment.view == table.name]
         same_entity = [layout for layout in layouts if join_keys == [layout.join_key]]
         # A record this write creates is complete when the entity's hash holds no other view of its layout.
         other_ts = [[f"_ts:{other.view}" for other in layout.segments if other.view != table.name] for layout, _ in targets]
@@ -791,7 +795,7 @@ class TopicRedisOnlineStore(RedisOnlineStore):
         encoded: list[list[bytes]] = []
         row_timestamps: list[tuple[bytes, int]] = []
         last_timestamp: Any = None
-        for (_, values, timestamp, _) in data:
+        for _, values, timestamp, _ in data:
             if timestamp is not last_timestamp:  # a push gives every row the same datetime: converted once
                 last_timestamp, converted = timestamp, _timestamp_nanos(timestamp)
             row_timestamps.append(converted)
@@ -843,7 +847,9 @@ class TopicRedisOnlineStore(RedisOnlineStore):
                 entity_value = _entity_value(entity_key.entity_values[0]) if same_entity else None
                 for (layout, segment), others, segment_bytes in zip(targets, other_ts, encoded[row]):
                     complete = not any(present[row][name] for name in others) if others else True
-                    items.append((layout.key_prefix + layout.entity_bytes(entity_value), segment.offset, layout.record_size, complete, segment_bytes))
+                    items.append(
+                        (layout.key_prefix + layout.entity_bytes(entity_value), segment.offset, layout.record_size, complete, segment_bytes)
+                    )
                 if online_config.key_ttl_seconds:
                     for layout in same_entity:
                         pipe.expire(name=layout.key_prefix + layout.entity_bytes(entity_value), time=online_config.key_ttl_seconds)

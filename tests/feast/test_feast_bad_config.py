@@ -94,7 +94,11 @@ def test_cli_prints_one_line_and_exits_1(setup, monkeypatch):
     env["PYTHONPATH"] = str(WORKTREE)
     result = subprocess.run(
         [sys.executable, "-c", "from topicfs.feast_cli import app; app()", "register"],
-        capture_output=True, text=True, env=env, cwd=WORKTREE, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=WORKTREE,
+        timeout=120,
     )
     assert result.returncode == 1
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

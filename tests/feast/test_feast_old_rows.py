@@ -31,7 +31,9 @@ def test_first_registration_materializes_rows_older_than_a_year(tmp_path, redis_
     store = load_store(get_settings())
     frame = pq.read_table(path).to_pandas().sort_values("event_timestamp").groupby("video_id").tail(1).set_index("video_id")
     ids = [int(v) for v in frame.index[:5]]
-    online = store.get_online_features(features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]).to_dict()
+    online = store.get_online_features(
+        features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]
+    ).to_dict()
     assert online["topic_ids"] == [list(frame.loc[v, "topic_ids"]) for v in ids]
     get_settings.cache_clear()
 
@@ -53,7 +55,9 @@ def test_rewritten_table_with_old_event_times_is_rematerialized(tmp_path, redis_
     report = register_and_materialize(get_settings())
     store = load_store(get_settings())
     ids = sorted({int(v) for v in old.column("video_id").to_pylist()})[:5]
-    online = store.get_online_features(features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]).to_dict()
+    online = store.get_online_features(
+        features=[f"{names.VIDEO_TOPICS_VIEW}:topic_ids"], entity_rows=[{"video_id": v} for v in ids]
+    ).to_dict()
     assert online["topic_ids"] == [[42]] * len(ids)
     assert names.VIDEO_TOPICS_VIEW in report.materialized
     get_settings.cache_clear()

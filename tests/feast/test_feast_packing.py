@@ -24,7 +24,9 @@ CAPACITY = 5
 
 def _view(name, schema, entity=VIDEO, key_type=Int64):
     key = entity.join_key
-    return FeatureView(name=name, entities=[entity], ttl=timedelta(days=1), schema=[Field(name=key, dtype=key_type), *schema], source=SOURCE)
+    return FeatureView(
+        name=name, entities=[entity], ttl=timedelta(days=1), schema=[Field(name=key, dtype=key_type), *schema], source=SOURCE
+    )
 
 
 TOPICS = _view(

@@ -11,7 +11,7 @@ from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 
 from topicfs import feast_names as names
 from topicfs.feature_client import PackedFeatureClient
-from topicfs.online_store import TopicRedisOnlineStore, TopicRedisOnlineStoreConfig
+from topicfs.online_store import TopicRedisOnlineStoreConfig
 from topicfs.settings import get_settings
 
 PLUGIN = "topicfs.online_store.TopicRedisOnlineStore"
@@ -54,8 +54,11 @@ def test_url_and_the_redis_settings(clean_env):
 
 def test_agreeing_sources_keep_feasts_string(clean_env):
     config = _config(
-        clean_env, url="redis://127.0.0.1:7001/0", connection_string="127.0.0.1:7001,127.0.0.1:7002,skip_full_coverage_check=true",
-        redis_type="redis_cluster", env={"TOPICFS_REDIS__CLUSTER": "true"},
+        clean_env,
+        url="redis://127.0.0.1:7001/0",
+        connection_string="127.0.0.1:7001,127.0.0.1:7002,skip_full_coverage_check=true",
+        redis_type="redis_cluster",
+        env={"TOPICFS_REDIS__CLUSTER": "true"},
     )
     assert config.connection_string == "127.0.0.1:7001,127.0.0.1:7002,skip_full_coverage_check=true"
 
@@ -63,10 +66,26 @@ def test_agreeing_sources_keep_feasts_string(clean_env):
 @pytest.mark.parametrize(
     "fields, env, named",
     [
-        ({"url": "redis://other:6379/0", "connection_string": "cache:6379"}, {}, ["online_store.connection_string (cache:6379)", "online_store.url"]),
-        ({"url": "redis://cache:6379/1", "connection_string": "cache:6379,db=0"}, {}, ["online_store.connection_string", "online_store.url"]),
-        ({"connection_string": "cache:6379"}, {"TOPICFS_REDIS__URL": "redis://elsewhere:6379/0"}, ["online_store.connection_string", "redis.url"]),
-        ({"connection_string": "cache:6379", "redis_type": "redis"}, {"TOPICFS_REDIS__CLUSTER": "true"}, ["online_store.redis_type", "redis.cluster"]),
+        (
+            {"url": "redis://other:6379/0", "connection_string": "cache:6379"},
+            {},
+            ["online_store.connection_string (cache:6379)", "online_store.url"],
+        ),
+        (
+            {"url": "redis://cache:6379/1", "connection_string": "cache:6379,db=0"},
+            {},
+            ["online_store.connection_string", "online_store.url"],
+        ),
+        (
+            {"connection_string": "cache:6379"},
+            {"TOPICFS_REDIS__URL": "redis://elsewhere:6379/0"},
+            ["online_store.connection_string", "redis.url"],
+        ),
+        (
+            {"connection_string": "cache:6379", "redis_type": "redis"},
+            {"TOPICFS_REDIS__CLUSTER": "true"},
+            ["online_store.redis_type", "redis.cluster"],
+        ),
     ],
 )
 def test_conflicting_sources_name_both(clean_env, fields, env, named):
@@ -109,7 +128,9 @@ def test_feast_only_yaml_on_the_cluster(tmp_path, clean_env, redis_cluster):
     text = yaml_path.read_text()
     assert "    url: ${TOPICFS_REDIS__URL}\n" in text
     port = redis_cluster.ports[1]
-    yaml_path.write_text(text.replace("    url: ${TOPICFS_REDIS__URL}\n", f'    redis_type: redis_cluster\n    connection_string: "127.0.0.1:{port}"\n'))
+    yaml_path.write_text(
+        text.replace("    url: ${TOPICFS_REDIS__URL}\n", f'    redis_type: redis_cluster\n    connection_string: "127.0.0.1:{port}"\n')
+    )
     make_tables(tmp_path / "artifacts" / "tables")
     register_and_materialize(get_settings())
     store = load_store(get_settings())

@@ -48,7 +48,18 @@ def test_push_then_read(registered):
     assert sdk["ctr"][1] == float(np.float32(5 / 20))
     assert fast.found[names.VIDEO_STATS_VIEW].tolist() == [True, True, True, False]
     # a newer push replaces the values; an older one is ignored, by both layouts
-    push_stats(store, names.VIDEO_STATS_PUSH, _stats([1], [11, ], [2], now + timedelta(seconds=1)))
+    push_stats(
+        store,
+        names.VIDEO_STATS_PUSH,
+        _stats(
+            [1],
+            [
+                11,
+            ],
+            [2],
+            now + timedelta(seconds=1),
+        ),
+    )
     push_stats(store, names.VIDEO_STATS_PUSH, _stats([2], [1], [1], now - timedelta(minutes=5)))
     _, sdk = _both(store, [1, 2])
     assert sdk["exposures"] == [11, 20]
@@ -57,7 +68,11 @@ def test_push_then_read(registered):
 def test_push_of_other_entities(registered):
     store, _ = registered
     now = pd.Timestamp.now(tz="UTC")
-    push_stats(store, names.TOPIC_STATS_PUSH, pd.DataFrame({"topic_id": [4], "exposures": [3], "clicks": [1], "ctr": np.float32([1 / 3]), "event_timestamp": [now]}))
+    push_stats(
+        store,
+        names.TOPIC_STATS_PUSH,
+        pd.DataFrame({"topic_id": [4], "exposures": [3], "clicks": [1], "ctr": np.float32([1 / 3]), "event_timestamp": [now]}),
+    )
     push_stats(
         store,
         names.USER_RECENT_TOPICS_PUSH,

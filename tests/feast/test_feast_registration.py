@@ -101,4 +101,6 @@ def test_schema_change_is_reported_and_packed_layout_follows(registered, feast_e
     ids = [1, 2, 3, 999]
     batch = PackedFeatureClient(store, names.RANKER_V1).read(ids)
     assert "n_topics" not in batch.values
-    assert batch.to_dict() == store.get_online_features(store.get_feature_service(names.RANKER_V1), [{"video_id": i} for i in ids]).to_dict()
+    assert (
+        batch.to_dict() == store.get_online_features(store.get_feature_service(names.RANKER_V1), [{"video_id": i} for i in ids]).to_dict()
+    )

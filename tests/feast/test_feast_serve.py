@@ -29,7 +29,11 @@ def server(registered, feast_env):
     feast_binary = Path(sys.executable).with_name("feast")
     process = subprocess.Popen(
         [str(feast_binary), "serve", "-h", "127.0.0.1", "-p", str(port), "--no-access-log"],
-        cwd=feast_env["repo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=feast_env["repo"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

@@ -61,7 +61,11 @@ def _serve(repo: Path, command: list[str], probe: str, timeout_s: float = 120):
     port = free_port()
     process = subprocess.Popen(
         [*command, "-h", "127.0.0.1", "-p", str(port)],
-        cwd=repo, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=repo,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

@@ -57,7 +57,8 @@ def test_stream_push_reaches_the_ranker_service(registered, feast_env):
     assert asyncio.run(go()) > 0
     store.refresh_registry()
     online = store.get_online_features(
-        features=[f"{names.VIDEO_STATS_VIEW}:exposures", f"{names.VIDEO_STATS_VIEW}:clicks"], entity_rows=[{"video_id": 901}, {"video_id": 902}]
+        features=[f"{names.VIDEO_STATS_VIEW}:exposures", f"{names.VIDEO_STATS_VIEW}:clicks"],
+        entity_rows=[{"video_id": 901}, {"video_id": 902}],
     ).to_dict()
     assert online["exposures"] == [1, 1] and online["clicks"] == [0, 1]
     packed = PackedFeatureClient(store, names.RANKER_V1).read([901, 902]).to_dict()

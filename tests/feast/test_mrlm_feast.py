@@ -35,7 +35,12 @@ def trained(tmp_path_factory, redis_server):
         log = make_click_log(catalogue, n_users=16, n_days=2, seed=6)
         summary = run_mrlm_demo(get_settings(), catalogue.videos, log.interactions, user_ids=[0, 1, 999], k=3)
         register_and_materialize(get_settings())
-        yield {"summary": summary, "saved": SavedVectors(model_dir(get_settings())), "store": load_store(get_settings()), "url": redis_server.url}
+        yield {
+            "summary": summary,
+            "saved": SavedVectors(model_dir(get_settings())),
+            "store": load_store(get_settings()),
+            "url": redis_server.url,
+        }
     get_settings.cache_clear()
 
 

@@ -48,7 +48,11 @@ def _video_frame(ids, exposures, clicks, at) -> pd.DataFrame:
 
 def _user_frame(ids, topics, at) -> pd.DataFrame:
     frame = pd.DataFrame(
-        {"user_id": pd.array(ids, dtype="int64"), "recent_topic_ids": [list(t) for t in topics], "recent_topic_counts": [[len(t) - i for i in range(len(t))] for t in topics]}
+        {
+            "user_id": pd.array(ids, dtype="int64"),
+            "recent_topic_ids": [list(t) for t in topics],
+            "recent_topic_counts": [[len(t) - i for i in range(len(t))] for t in topics],
+        }
     )
     frame["event_timestamp"] = at
     frame["created"] = at
@@ -75,11 +79,25 @@ def test_online_pusher_writes_what_feast_push_writes(tmp_path, redis_url):
     pushes = [
         (names.VIDEO_STATS_PUSH, _video_frame(range(50), rng.integers(0, 100, 50), rng.integers(0, 10, 50), pd.Timestamp(t0))),
         # newer values for some, an older push for others (skipped by both: the stored row is newer)
-        (names.VIDEO_STATS_PUSH, _video_frame(range(0, 50, 2), rng.integers(100, 200, 25), rng.integers(0, 20, 25), pd.Timestamp(t0 + timedelta(seconds=1)))),
-        (names.VIDEO_STATS_PUSH, _video_frame(range(1, 50, 2), rng.integers(0, 5, 25), rng.integers(0, 2, 25), pd.Timestamp(t0 - timedelta(seconds=5)))),
+        (
+            names.VIDEO_STATS_PUSH,
+            _video_frame(range(0, 50, 2), rng.integers(100, 200, 25), rng.integers(0, 20, 25), pd.Timestamp(t0 + timedelta(seconds=1))),
+        ),
+        (
+            names.VIDEO_STATS_PUSH,
+            _video_frame(range(1, 50, 2), rng.integers(0, 5, 25), rng.integers(0, 2, 25), pd.Timestamp(t0 - timedelta(seconds=5))),
+        ),
         # one frame with a timestamp per row, a video twice (the later row wins), zero exposures (null CTR)
-        (names.VIDEO_STATS_PUSH, _video_frame([60, 61, 60, 62], [5, 0, 9, 3], [1, 0, 2, 1], [t0, t0, t0 + timedelta(seconds=2), t0 - timedelta(days=1)])),
-        (names.TOPIC_STATS_PUSH, _video_frame(range(7), rng.integers(1, 1000, 7), rng.integers(0, 50, 7), pd.Timestamp(t0)).rename(columns={"video_id": "topic_id"})),
+        (
+            names.VIDEO_STATS_PUSH,
+            _video_frame([60, 61, 60, 62], [5, 0, 9, 3], [1, 0, 2, 1], [t0, t0, t0 + timedelta(seconds=2), t0 - timedelta(days=1)]),
+        ),
+        (
+            names.TOPIC_STATS_PUSH,
+            _video_frame(range(7), rng.integers(1, 1000, 7), rng.integers(0, 50, 7), pd.Timestamp(t0)).rename(
+                columns={"video_id": "topic_id"}
+            ),
+        ),
         (names.USER_RECENT_TOPICS_PUSH, _user_frame([1, 2, 3], [[4, 9, 1], [], [2]], pd.Timestamp(t0))),
     ]
     for name, frame in pushes:
@@ -91,7 +109,10 @@ def test_online_pusher_writes_what_feast_push_writes(tmp_path, redis_url):
     # and Feast reads our rows back as it reads its own
     rows = [{"video_id": i} for i in (0, 1, 60, 61, 62)]
     features = ["video_stats:exposures", "video_stats:clicks", "video_stats:ctr"]
-    assert ours.get_online_features(features=features, entity_rows=rows).to_dict() == stock.get_online_features(features=features, entity_rows=rows).to_dict()
+    assert (
+        ours.get_online_features(features=features, entity_rows=rows).to_dict()
+        == stock.get_online_features(features=features, entity_rows=rows).to_dict()
+    )
 
 
 def test_online_pusher_names_what_is_wrong(tmp_path, redis_url):

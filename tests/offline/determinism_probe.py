@@ -35,13 +35,31 @@ def probe_mmoe_and_topics(title_model: Path, work: Path, models: set[str]) -> di
     from topicfs.synthetic import make_catalogue
 
     catalogue = make_catalogue(
-        n_videos=60, n_true_topics=3, image_size=16, out_dir=work / "catalogue", seed=2, show_progress=False,
-        cover_share=0.5, tag_share=0.4,
+        n_videos=60,
+        n_true_topics=3,
+        image_size=16,
+        out_dir=work / "catalogue",
+        seed=2,
+        show_progress=False,
+        cover_share=0.5,
+        tag_share=0.4,
     )
     settings = Settings(
-        mmoe=MMoEConfig(title_encoder=str(title_model), n_experts=3, expert_dim=8, tower_hidden=8, batch_size=8, epochs=1,
-                        image_size_px=16, cnn_channels=[4, 8], title_trainable_layers=1, seed=5, torch_threads=1,
-                        new_token_init="skipgram", modality_dropout=0.5),
+        mmoe=MMoEConfig(
+            title_encoder=str(title_model),
+            n_experts=3,
+            expert_dim=8,
+            tower_hidden=8,
+            batch_size=8,
+            epochs=1,
+            image_size_px=16,
+            cnn_channels=[4, 8],
+            title_trainable_layers=1,
+            seed=5,
+            torch_threads=1,
+            new_token_init="skipgram",
+            modality_dropout=0.5,
+        ),
         tag_graph=TagGraphConfig(walk_length=10, walks_per_tag=2, embedding_dim=8, epochs=1, workers=1),
         topics=TopicsConfig(n_topics=4, kmeans_iterations=5, missing_modalities="predict"),
     )
@@ -53,7 +71,9 @@ def probe_mmoe_and_topics(title_model: Path, work: Path, models: set[str]) -> di
         out["mmoe"] = digest(np.frombuffer("".join(parts).encode(), np.uint8), mmoe.transform(catalogue.videos))
     if "topics" in models:
         a = result.assignment
-        out["topics"] = digest(result.models.tag_graph.embeddings_, result.models.topics.cluster_centers_, a.offsets, a.topic_ids, a.weights)
+        out["topics"] = digest(
+            result.models.tag_graph.embeddings_, result.models.topics.cluster_centers_, a.offsets, a.topic_ids, a.weights
+        )
     return out
 
 

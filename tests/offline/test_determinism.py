@@ -21,8 +21,16 @@ def test_training_is_bit_for_bit_reproducible_across_processes(tmp_path, tiny_ti
         env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1"}
         work = tmp_path / hash_seed
         work.mkdir()
-        runs.append(subprocess.Popen([sys.executable, "-m", "tests.offline.determinism_probe", str(tiny_title_model), str(work), *MODELS],
-                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        runs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.offline.determinism_probe", str(tiny_title_model), str(work), *MODELS],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     digests = []
     for run in runs:
         stdout, stderr = run.communicate(timeout=300)

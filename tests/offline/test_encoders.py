@@ -38,8 +38,14 @@ def tiny_title_model(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve_title_encoder(PACKAGED_TITLE_ENCODER), local_files_only=True)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -130,7 +136,12 @@ def test_skipgram_init_places_cooccurring_characters_close(tiny_title_model):
     second.extend_vocabulary(titles, seed=4, init="skipgram")
     assert torch.equal(first.new_token_embeddings.weight, second.new_token_embeddings.weight)
     rows = first.new_token_embeddings.weight.detach()
-    index = {ch: ids[0] - first.base_vocab_size for ch in food + games for ids in [first.tokenize([ch])[0][1:-1]] if ids[0] >= first.base_vocab_size}
+    index = {
+        ch: ids[0] - first.base_vocab_size
+        for ch in food + games
+        for ids in [first.tokenize([ch])[0][1:-1]]
+        if ids[0] >= first.base_vocab_size
+    }
     centred = torch.nn.functional.normalize(rows - rows.mean(0), dim=1)
 
     def mean_cosine(a: str, b: str) -> float:

@@ -77,7 +77,11 @@ def test_evaluate_representations_end_to_end(tiny_title_model, tiny_torchscript_
     )
     rows, facts = evaluate_representations(videos, settings)
     assert [r.representation for r in rows] == [
-        "title only (pretrained f_T)", "tags only (ē)", "cover only (pretrained f_C)", "MMoE (z)", "MMoE+Tag (a)",
+        "title only (pretrained f_T)",
+        "tags only (ē)",
+        "cover only (pretrained f_C)",
+        "MMoE (z)",
+        "MMoE+Tag (a)",
         REFERENCE_ROW,
     ]
     assert facts["n_train"] == 90 and facts["n_held_out"] == 30
@@ -130,8 +134,13 @@ def _titled(words_by_class: dict[str, list[str]], n_per_class: int, seed: int) -
     rows = []
     for label, words in words_by_class.items():
         for _ in range(n_per_class):
-            rows.append({"title": " ".join([*rng.choice(words, 2), rng.choice(["视频", "今天", "快乐"])]),
-                         "primary_class": label, "secondary_class": label + "-sub" if rng.random() < 0.5 else None})
+            rows.append(
+                {
+                    "title": " ".join([*rng.choice(words, 2), rng.choice(["视频", "今天", "快乐"])]),
+                    "primary_class": label,
+                    "secondary_class": label + "-sub" if rng.random() < 0.5 else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 

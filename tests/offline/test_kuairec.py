@@ -16,7 +16,7 @@ HEADER = "video_id,manual_cover_text,caption,topic_tag,first_level_category_id,f
 def test_quirks_unknowns_and_bare_carriage_returns(tmp_path):
     path = tmp_path / "kuairec_caption_category.csv"
     path.write_bytes(
-        (HEADER + "0,UNKNOWN,a\rb,\"[x,y]\",8,n,-124,UNKNOWN,-124,UNKNOWN\n1,UNKNOWN,,[],-124,UNKNOWN,673,n,-124,UNKNOWN\n").encode()
+        (HEADER + '0,UNKNOWN,a\rb,"[x,y]",8,n,-124,UNKNOWN,-124,UNKNOWN\n1,UNKNOWN,,[],-124,UNKNOWN,673,n,-124,UNKNOWN\n').encode()
     )
     videos = load_kuairec(tmp_path)
     assert videos["title"].tolist() == ["a b", ""]
@@ -28,10 +28,12 @@ def test_quirks_unknowns_and_bare_carriage_returns(tmp_path):
 def test_cover_text_goes_in_front_of_the_caption(tmp_path):
     path = tmp_path / "kuairec_caption_category.csv"
     path.write_bytes(
-        (HEADER + "0,封面字,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # both: cover text first
-         "1,封面字,,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # no caption: the cover text alone
-         "2,UNKNOWN,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # unknown cover text is not text
-         "3,正文,正文 更多,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n").encode()  # already in the caption: not twice
+        (
+            HEADER + "0,封面字,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # both: cover text first
+            "1,封面字,,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # no caption: the cover text alone
+            "2,UNKNOWN,正文,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"  # unknown cover text is not text
+            "3,正文,正文 更多,[],8,n,-124,UNKNOWN,-124,UNKNOWN\n"
+        ).encode()  # already in the caption: not twice
     )
     assert load_kuairec(tmp_path)["title"].tolist() == ["封面字。正文", "封面字", "正文", "正文 更多"]
     assert load_kuairec(tmp_path, cover_text=False)["title"].tolist() == ["正文", "", "正文", "正文 更多"]
@@ -68,16 +70,31 @@ def test_end_to_end_topic_job_on_a_kuairec_slice(tmp_path):
         paths=PathsConfig(artifacts_dir=tmp_path),
         tag_graph=TagGraphConfig(walk_length=20, walks_per_tag=5, embedding_dim=16, epochs=2),
         # 1 epoch, 16 tokens, top layer only: the real f_T path in seconds rather than minutes
-        mmoe=MMoEConfig(epochs=1, max_title_tokens=16, title_trainable_layers=1, n_experts=4, expert_dim=16,
-                        tower_hidden=16, max_tags=100, batch_size=32, torch_threads=2),
+        mmoe=MMoEConfig(
+            epochs=1,
+            max_title_tokens=16,
+            title_trainable_layers=1,
+            n_experts=4,
+            expert_dim=16,
+            tower_hidden=16,
+            max_tags=100,
+            batch_size=32,
+            torch_threads=2,
+        ),
         topics=TopicsConfig(n_topics=6, kmeans_iterations=10),
     )
     result = run_topic_job(videos, settings)
 
     from offline_jobs.pipeline import PRESENCE_AUDIT_FILE
 
-    assert set(result.tables) == {tables.VIDEO_TOPICS, tables.TAG_EMBEDDINGS, tables.VIDEO_TAG_EMBEDDINGS, tables.TOPIC_CENTROIDS,
-                                  tables.VIDEO_MAP, PRESENCE_AUDIT_FILE}
+    assert set(result.tables) == {
+        tables.VIDEO_TOPICS,
+        tables.TAG_EMBEDDINGS,
+        tables.VIDEO_TAG_EMBEDDINGS,
+        tables.TOPIC_CENTROIDS,
+        tables.VIDEO_MAP,
+        PRESENCE_AUDIT_FILE,
+    }
     video_topics = pd.read_parquet(result.tables[tables.VIDEO_TOPICS])
     assert video_topics["video_id"].tolist() == videos["video_id"].tolist()
     assert (video_topics["n_topics"] >= 1).all(), "every video with a title or tags gets at least its nearest topic"

@@ -29,22 +29,38 @@ def make_videos(n: int, folder: Path | None = None, seed: int = 0) -> pd.DataFra
         words = rng.choice(WORDS[topic], size=2)
         cover = None
         if folder is not None:
-            cover = write_png(folder / f"{i}.png", tuple(int(c) for c in np.clip(np.array(COLOURS[topic]) + rng.integers(-20, 20, 3), 0, 255)))
-        rows.append({
-            "video_id": i,
-            "title": f"{words[0]}{words[1]} 第{i}集",
-            "cover_image": cover,
-            "primary_class": topic,
-            "secondary_class": None if i % 4 == 0 else f"{topic}-{i % 2}",
-            "tags": [f"#{topic}", f"#{topic}{i % 2}"] if i % 5 else [],
-            "publish_ts": pd.Timestamp(0, unit="s", tz="UTC"),
-        })
+            cover = write_png(
+                folder / f"{i}.png", tuple(int(c) for c in np.clip(np.array(COLOURS[topic]) + rng.integers(-20, 20, 3), 0, 255))
+            )
+        rows.append(
+            {
+                "video_id": i,
+                "title": f"{words[0]}{words[1]} 第{i}集",
+                "cover_image": cover,
+                "primary_class": topic,
+                "secondary_class": None if i % 4 == 0 else f"{topic}-{i % 2}",
+                "tags": [f"#{topic}", f"#{topic}{i % 2}"] if i % 5 else [],
+                "publish_ts": pd.Timestamp(0, unit="s", tz="UTC"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def tiny_config(title_model: Path, **update) -> MMoEConfig:
-    base = dict(title_encoder=str(title_model), n_experts=3, expert_dim=8, tower_hidden=8, batch_size=8, epochs=2,
-                image_size_px=16, cnn_channels=[4, 8], title_trainable_layers=1, learning_rate=3e-3, seed=5, torch_threads=1)
+    base = dict(
+        title_encoder=str(title_model),
+        n_experts=3,
+        expert_dim=8,
+        tower_hidden=8,
+        batch_size=8,
+        epochs=2,
+        image_size_px=16,
+        cnn_channels=[4, 8],
+        title_trainable_layers=1,
+        learning_rate=3e-3,
+        seed=5,
+        torch_threads=1,
+    )
     return MMoEConfig(**(base | update))
 
 

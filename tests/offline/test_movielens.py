@@ -84,9 +84,14 @@ def test_kg_tags_of_relations_with_the_same_last_part_stay_apart(movielens):
 
 
 def test_kg_tags_bad_input_is_a_clear_error(movielens):
-    with pytest.raises(ValueError, match=r"'composer' not in ml-100k.kg; it has: film.actor.film, film.director.film, film.film.actor, film.film.directed_by, film.film.language$"):
+    with pytest.raises(
+        ValueError,
+        match=r"'composer' not in ml-100k.kg; it has: film.actor.film, film.director.film, film.film.actor, film.film.directed_by, film.film.language$",
+    ):
         with_kg_tags(movielens, ["composer"])
-    with pytest.raises(ValueError, match=r"'film' is the last part of 2 relations \(film.actor.film, film.director.film\): name one in full"):
+    with pytest.raises(
+        ValueError, match=r"'film' is the last part of 2 relations \(film.actor.film, film.director.film\): name one in full"
+    ):
         with_kg_tags(movielens, ["film"])
     with pytest.raises(ValueError, match="min_movies must be >= 1"):
         with_kg_tags(movielens, ["actor"], min_movies=0)

@@ -203,11 +203,13 @@ def test_in_batch_negatives_never_use_the_own_positive():
     # ids: a copy of the own positive item, or another positive of the same user, is not a negative either
     items, users = torch.tensor([5, 5, 7]), torch.tensor([0, 1, 0])  # rows 0 and 1 share item 5; rows 0 and 2 share user 0
     got_ids = multi_negative_triplet(anchor, positive, negative, in_batch=True, anchor_ids=users, positive_ids=items)
-    expected_ids = torch.stack([
-        torch.tensor(0.0 - 1.0),  # row 0: row 1 holds its item, row 2 its user: only the random negative is left
-        ((0.0 - 1.0) + (cos[1, 2] - 1.0)) / 2,  # row 1: row 0 holds its item; row 2 is a true negative
-        ((0.0 - 1.0) + (cos[2, 1] - 1.0)) / 2,  # row 2: row 0 holds its user; row 1 is a true negative
-    ]).mean()
+    expected_ids = torch.stack(
+        [
+            torch.tensor(0.0 - 1.0),  # row 0: row 1 holds its item, row 2 its user: only the random negative is left
+            ((0.0 - 1.0) + (cos[1, 2] - 1.0)) / 2,  # row 1: row 0 holds its item; row 2 is a true negative
+            ((0.0 - 1.0) + (cos[2, 1] - 1.0)) / 2,  # row 2: row 0 holds its user; row 1 is a true negative
+        ]
+    ).mean()
     torch.testing.assert_close(got_ids, expected_ids)
     only_random = torch.tensor(-1.0)
     assert not torch.isclose(got_ids, only_random)
@@ -262,8 +264,15 @@ def test_default_options_give_the_paper_loss(tiny):
     batch = 6
     gen = torch.Generator().manual_seed(2)
     u0, v0_pos, v0_neg = (torch.randn(batch, config.initial_dim, generator=gen) for _ in range(3))
-    user, item_pos, item_neg = torch.randint(0, 10, (batch,), generator=gen), torch.randint(0, 30, (batch,), generator=gen), torch.randint(0, 30, (batch,), generator=gen)
-    clusters_pos, clusters_neg = {"tags": torch.randint(0, 4, (batch,), generator=gen)}, {"tags": torch.randint(0, 4, (batch,), generator=gen)}
+    user, item_pos, item_neg = (
+        torch.randint(0, 10, (batch,), generator=gen),
+        torch.randint(0, 30, (batch,), generator=gen),
+        torch.randint(0, 30, (batch,), generator=gen),
+    )
+    clusters_pos, clusters_neg = (
+        {"tags": torch.randint(0, 4, (batch,), generator=gen)},
+        {"tags": torch.randint(0, 4, (batch,), generator=gen)},
+    )
     terms = net.losses(config, {"tags": 1.0}, u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg)
     g, _ = net.global_net(torch.cat([u0, v0_pos, v0_neg]))  # dropout 0: same BN batch, same output
     g_u, g_pos, g_neg = g.split(batch)
@@ -271,13 +280,23 @@ def test_default_options_give_the_paper_loss(tiny):
     m_pos, m_neg, m_u = net.multimodal_net(torch.cat([g_pos, g_neg, g_u])).split(batch)
     torch.testing.assert_close(terms["m_triplet"], cosine_distance_triplet(m_u, m_pos, m_neg), rtol=0, atol=0)
     head = net.modality_heads["tags"]
-    torch.testing.assert_close(terms["m_tags"], F.cross_entropy(head(m_pos), clusters_pos["tags"]) + F.cross_entropy(head(m_neg), clusters_neg["tags"]), rtol=0, atol=0)
+    torch.testing.assert_close(
+        terms["m_tags"],
+        F.cross_entropy(head(m_pos), clusters_pos["tags"]) + F.cross_entropy(head(m_neg), clusters_neg["tags"]),
+        rtol=0,
+        atol=0,
+    )
 
 
 def test_loss_terms_decrease_with_the_new_options(tiny):
     videos, interactions = tiny
     config = tiny_config(
-        epochs=12, learning_rate=3e-3, skip_connection=True, triplet_negatives=4, in_batch_negatives=True, triplet_temperature=0.1,
+        epochs=12,
+        learning_rate=3e-3,
+        skip_connection=True,
+        triplet_negatives=4,
+        in_batch_negatives=True,
+        triplet_temperature=0.1,
     )
     data = prepare(videos, interactions, config)
     model = MRLM(config).fit(data)

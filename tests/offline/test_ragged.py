@@ -44,15 +44,18 @@ def test_ragged_options_reject_bad_values(bad):
 
 def _assignment(topic_lists: list[list[int]]) -> TopicAssignment:
     counts = [len(t) for t in topic_lists]
-    return TopicAssignment(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-                           np.array([t for ts in topic_lists for t in ts], np.int64), np.ones(sum(counts), np.float32))
+    return TopicAssignment(
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.array([t for ts in topic_lists for t in ts], np.int64),
+        np.ones(sum(counts), np.float32),
+    )
 
 
 def test_presence_audit_sees_topics_that_follow_presence():
     has_cover = np.array([True, True, False, False] * 25)
     label = np.arange(100) % 2
     follows_cover = _assignment([[0 if c else 1, 2] for c in has_cover])
-    follows_label = _assignment([[int(l)] + [5] * 7 if l else [int(l)] for l in label])
+    follows_label = _assignment([[int(has)] + [5] * 7 if has else [int(has)] for has in label])
     audit = presence_audit(follows_cover, 8, {"cover": has_cover, "tags": None}, {"class": label})
     assert audit["nmi"]["has cover"] == pytest.approx(1.0) and audit["nmi"]["class"] == pytest.approx(0.0, abs=1e-9)
     assert "has tags" not in audit["nmi"]
@@ -79,13 +82,25 @@ def test_impute_tag_half_is_the_expected_tag_vector_for_tagless_rows_only():
 def _ragged_env(tmp_path: Path, title_model: Path) -> dict[str, str]:
     return {
         "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "TOPICFS_SYNTHETIC__N_VIDEOS": "150", "TOPICFS_SYNTHETIC__N_TRUE_TOPICS": "3", "TOPICFS_SYNTHETIC__IMAGE_SIZE": "16",
-        "TOPICFS_SYNTHETIC__COVER_SHARE": "0.3", "TOPICFS_SYNTHETIC__TAG_SHARE": "0.15",
-        "TOPICFS_MMOE__TITLE_ENCODER": str(title_model), "TOPICFS_MMOE__EPOCHS": "1", "TOPICFS_MMOE__N_EXPERTS": "2",
-        "TOPICFS_MMOE__EXPERT_DIM": "8", "TOPICFS_MMOE__TOWER_HIDDEN": "8", "TOPICFS_MMOE__IMAGE_SIZE_PX": "16",
-        "TOPICFS_MMOE__CNN_CHANNELS": "[4]", "TOPICFS_MMOE__TORCH_THREADS": "1", "TOPICFS_MMOE__MODALITY_DROPOUT": "0.5",
-        "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10", "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2", "TOPICFS_TAG_GRAPH__EPOCHS": "1",
-        "TOPICFS_TOPICS__N_TOPICS": "4", "TOPICFS_TOPICS__MISSING_MODALITIES": "predict",
+        "TOPICFS_SYNTHETIC__N_VIDEOS": "150",
+        "TOPICFS_SYNTHETIC__N_TRUE_TOPICS": "3",
+        "TOPICFS_SYNTHETIC__IMAGE_SIZE": "16",
+        "TOPICFS_SYNTHETIC__COVER_SHARE": "0.3",
+        "TOPICFS_SYNTHETIC__TAG_SHARE": "0.15",
+        "TOPICFS_MMOE__TITLE_ENCODER": str(title_model),
+        "TOPICFS_MMOE__EPOCHS": "1",
+        "TOPICFS_MMOE__N_EXPERTS": "2",
+        "TOPICFS_MMOE__EXPERT_DIM": "8",
+        "TOPICFS_MMOE__TOWER_HIDDEN": "8",
+        "TOPICFS_MMOE__IMAGE_SIZE_PX": "16",
+        "TOPICFS_MMOE__CNN_CHANNELS": "[4]",
+        "TOPICFS_MMOE__TORCH_THREADS": "1",
+        "TOPICFS_MMOE__MODALITY_DROPOUT": "0.5",
+        "TOPICFS_TAG_GRAPH__WALK_LENGTH": "10",
+        "TOPICFS_TAG_GRAPH__WALKS_PER_TAG": "2",
+        "TOPICFS_TAG_GRAPH__EPOCHS": "1",
+        "TOPICFS_TOPICS__N_TOPICS": "4",
+        "TOPICFS_TOPICS__MISSING_MODALITIES": "predict",
     }
 
 
@@ -93,8 +108,14 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
     """The user's command on a small ragged catalogue: the audit is printed and saved beside the tables, and with the
     imputation every video has a tag half."""
     env = _ragged_env(tmp_path, tiny_title_model)
-    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "topics", "learn"], cwd=ROOT, env={**_base_env(), **env},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "topics", "learn"],
+        cwd=ROOT,
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "presence audit: NMI(nearest topic, x) — has cover" in done.stdout and "without tags" in done.stdout
     audit = json.loads((tmp_path / "artifacts" / "tables" / "presence_audit.json").read_text())
@@ -116,10 +137,20 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
 
 
 def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path, tiny_title_model):  # noqa: F811
-    env = {**_ragged_env(tmp_path, tiny_title_model), "TOPICFS_SYNTHETIC__N_VIDEOS": "300", "TOPICFS_EVALUATION__HOLDOUT_FRACTION": "0.3",
-           "TOPICFS_EVALUATION__SUPERVISED_REFERENCE": "false"}
-    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "topics", "evaluate", "--out", str(tmp_path / "report")], cwd=ROOT,
-                          env={**_base_env(), **env}, capture_output=True, text=True, timeout=300)
+    env = {
+        **_ragged_env(tmp_path, tiny_title_model),
+        "TOPICFS_SYNTHETIC__N_VIDEOS": "300",
+        "TOPICFS_EVALUATION__HOLDOUT_FRACTION": "0.3",
+        "TOPICFS_EVALUATION__SUPERVISED_REFERENCE": "false",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "topics", "evaluate", "--out", str(tmp_path / "report")],
+        cwd=ROOT,
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for group in ("with tags", "without tags", "with cover", "without cover"):
         assert f"held-out videos {group}:" in done.stdout

@@ -116,12 +116,14 @@ def test_idf_weighting_is_a_weighted_mean_that_favours_rare_tags() -> None:
     embedder.embeddings_ = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [-1.0, 5.0], [0.5, 0.5]], dtype=np.float32)
     e_bar, has_tags = embedder.transform([["a", "b"], ["d"], ["b", "d"], []])
     idf = {tag: np.log(8 / (1 + count)) + 1 for tag, count in {"b": 4, "a": 3, "d": 1}.items()}
-    expected = np.array([
-        (idf["a"] * np.array([0.0, 2.0]) + idf["b"] * np.array([1.0, 0.0])) / (idf["a"] + idf["b"]),
-        [-1.0, 5.0],  # one tag: its own embedding, whatever its weight
-        (idf["b"] * np.array([1.0, 0.0]) + idf["d"] * np.array([-1.0, 5.0])) / (idf["b"] + idf["d"]),
-        [0.0, 0.0],
-    ])
+    expected = np.array(
+        [
+            (idf["a"] * np.array([0.0, 2.0]) + idf["b"] * np.array([1.0, 0.0])) / (idf["a"] + idf["b"]),
+            [-1.0, 5.0],  # one tag: its own embedding, whatever its weight
+            (idf["b"] * np.array([1.0, 0.0]) + idf["d"] * np.array([-1.0, 5.0])) / (idf["b"] + idf["d"]),
+            [0.0, 0.0],
+        ]
+    )
     np.testing.assert_allclose(e_bar, expected, rtol=1e-6)
     assert has_tags.tolist() == [True, True, True, False]
     # the rarer tag d pulls harder than under the plain mean of Eq. 4
@@ -167,7 +169,9 @@ def test_embeddings_identical_across_processes_and_hash_seeds(tmp_path: Path) ->
     )
     for hash_seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", script, str(tmp_path / f"{hash_seed}.npy")], check=True, env=env, cwd=Path(__file__).parents[2])
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / f"{hash_seed}.npy")], check=True, env=env, cwd=Path(__file__).parents[2]
+        )
     np.testing.assert_array_equal(np.load(tmp_path / "1.npy"), np.load(tmp_path / "2.npy"))
 
 

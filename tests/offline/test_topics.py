@@ -46,7 +46,9 @@ def separated_clusters(n_per_cluster: int = 100, n_clusters: int = 12, dim: int 
 
 
 def small_model(**overrides) -> TopicModel:
-    params = dict(n_topics=12, assign_threshold=0.6, max_topics_per_video=4, topic_feature_dim=8, kmeans_iterations=20, seed=1, show_progress=False)
+    params = dict(
+        n_topics=12, assign_threshold=0.6, max_topics_per_video=4, topic_feature_dim=8, kmeans_iterations=20, seed=1, show_progress=False
+    )
     params.update(overrides)
     return TopicModel(**params)
 
@@ -135,9 +137,7 @@ def test_topic_representation_normalises_each_half() -> None:
     e_bar = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]], dtype=np.float32)
     z = np.array([[0.0, 0.0, 2.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]], dtype=np.float32)
     a = topic_representation(e_bar, z)
-    expected = np.array(
-        [[0.6, 0.8, 0.0, 0.0, 1.0], [0.0, 0.0, 2**-0.5, 2**-0.5, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32
-    )
+    expected = np.array([[0.6, 0.8, 0.0, 0.0, 1.0], [0.0, 0.0, 2**-0.5, 2**-0.5, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]], dtype=np.float32)
     np.testing.assert_allclose(a, expected, rtol=1e-6)
     assert a.dtype == np.float32
     np.testing.assert_allclose(topic_representation(None, z), [[0, 0, 1], [2**-0.5, 2**-0.5, 0], [0, 0, 0]], rtol=1e-6)
@@ -292,7 +292,9 @@ def test_pca_topic_embeddings_with_fewer_directions_than_dims() -> None:
 
 
 def test_topics_per_video_report() -> None:
-    assignment = TopicAssignment(np.array([0, 1, 4, 4, 6]), np.array([0, 1, 2, 3, 0, 1]), np.array([0.5, 0.9, 0.8, 0.7, 0.95, 0.6], np.float32))
+    assignment = TopicAssignment(
+        np.array([0, 1, 4, 4, 6]), np.array([0, 1, 2, 3, 0, 1]), np.array([0.5, 0.9, 0.8, 0.7, 0.95, 0.6], np.float32)
+    )
     report = topics_per_video_report(assignment, assign_threshold=0.6)
     assert report["mean_topics_per_video"] == pytest.approx(1.5)
     assert report["histogram"] == {0: 1, 1: 1, 2: 1, 3: 1}
@@ -328,7 +330,9 @@ def test_saved_centring_is_used_and_version_1_models_load_uncentred(tmp_path: Pa
     del meta["half_sizes"], meta["config"]["center_halves"]
     (tmp_path / "topics" / "topic_model.json").write_text(json.dumps(meta))
     with np.load(tmp_path / "topics" / "topic_model.npz") as arrays:
-        np.savez(tmp_path / "topics" / "topic_model.npz", cluster_centers=arrays["cluster_centers"], topic_embeddings=arrays["topic_embeddings"])
+        np.savez(
+            tmp_path / "topics" / "topic_model.npz", cluster_centers=arrays["cluster_centers"], topic_embeddings=arrays["topic_embeddings"]
+        )
     old = TopicModel.load(tmp_path / "topics")
     assert not old.center_halves and old.half_sizes_ == [20]
     np.testing.assert_allclose(old.centred(a), a / np.linalg.norm(a, axis=1, keepdims=True), rtol=1e-6)
@@ -337,14 +341,23 @@ def test_saved_centring_is_used_and_version_1_models_load_uncentred(tmp_path: Pa
 @pytest.fixture(scope="module")
 def fitted_pipeline() -> dict:
     rng = np.random.default_rng(4)
-    tags = [list(rng.choice(["cat", "dog", "pet", "car", "road", "race"][(i % 2) * 3 : (i % 2) * 3 + 3], 2, replace=False)) for i in range(60)]
+    tags = [
+        list(rng.choice(["cat", "dog", "pet", "car", "road", "race"][(i % 2) * 3 : (i % 2) * 3 + 3], 2, replace=False)) for i in range(60)
+    ]
     tags[:10] = [[] for _ in range(10)]  # untagged videos
     embedder = TagGraphEmbedder(walk_length=10, walks_per_tag=5, embedding_dim=6, epochs=2, show_progress=False).fit(tags)
     e_bar, has_tags = embedder.transform(tags)
     z = rng.standard_normal((60, 5)).astype(np.float32)
     a = topic_representation(e_bar, z)
     model = small_model(n_topics=4, assign_threshold=0.3).fit(a)
-    return {"embedder": embedder, "e_bar": e_bar, "has_tags": has_tags, "model": model, "assignment": model.assign(a), "video_ids": np.arange(100, 160)}
+    return {
+        "embedder": embedder,
+        "e_bar": e_bar,
+        "has_tags": has_tags,
+        "model": model,
+        "assignment": model.assign(a),
+        "video_ids": np.arange(100, 160),
+    }
 
 
 def test_tables_round_trip_with_the_right_types(tmp_path: Path, fitted_pipeline: dict) -> None:
@@ -355,7 +368,7 @@ def test_tables_round_trip_with_the_right_types(tmp_path: Path, fitted_pipeline:
     )
     assert set(paths) == {tables.VIDEO_TOPICS, tables.TAG_EMBEDDINGS, tables.VIDEO_TAG_EMBEDDINGS, tables.TOPIC_CENTROIDS}
     timestamp = pa.timestamp("us", tz="UTC")
-    f32, i64 = pa.list_(pa.float32()), pa.list_(pa.int64())
+    i64 = pa.list_(pa.int64())
 
     def types(name: str) -> dict[str, pa.DataType]:
         schema = pq.read_schema(tmp_path / name)
@@ -365,10 +378,18 @@ def test_tables_round_trip_with_the_right_types(tmp_path: Path, fitted_pipeline:
         return pq.read_table(tmp_path / name)
 
     video_topics = read(tables.VIDEO_TOPICS)
-    assert video_topics.schema.field("topic_ids").type.equals(i64) and video_topics.schema.field("topic_weights").type.value_type == pa.float32()
+    assert (
+        video_topics.schema.field("topic_ids").type.equals(i64)
+        and video_topics.schema.field("topic_weights").type.value_type == pa.float32()
+    )
     assert types(tables.VIDEO_TOPICS) == {
-        "video_id": pa.int64(), "topic_ids": pa.int64(), "topic_weights": pa.float32(), "topic_feature": pa.float32(),
-        "n_topics": pa.int64(), "event_timestamp": timestamp, "created": timestamp,
+        "video_id": pa.int64(),
+        "topic_ids": pa.int64(),
+        "topic_weights": pa.float32(),
+        "topic_feature": pa.float32(),
+        "n_topics": pa.int64(),
+        "event_timestamp": timestamp,
+        "created": timestamp,
     }
     assert video_topics.column("video_id").to_pylist() == list(range(100, 160))
     ids, weights = p["assignment"].to_lists()
@@ -379,22 +400,35 @@ def test_tables_round_trip_with_the_right_types(tmp_path: Path, fitted_pipeline:
     assert video_topics.column("n_topics").to_pylist() == p["assignment"].counts.tolist()
     assert video_topics.column("event_timestamp")[0].as_py() == datetime(2025, 12, 31, 23, 0, tzinfo=timezone.utc)
 
-    assert types(tables.TAG_EMBEDDINGS) == {"tag": pa.string(), "tag_embedding": pa.float32(), "event_timestamp": timestamp, "created": timestamp}
+    assert types(tables.TAG_EMBEDDINGS) == {
+        "tag": pa.string(),
+        "tag_embedding": pa.float32(),
+        "event_timestamp": timestamp,
+        "created": timestamp,
+    }
     tag_table = read(tables.TAG_EMBEDDINGS)
     assert tag_table.column("tag").to_pylist() == p["embedder"].tags_
     np.testing.assert_array_equal(np.array(tag_table.column("tag_embedding").to_pylist(), np.float32), p["embedder"].embeddings_)
     assert tag_table.column("event_timestamp")[0].as_py() == NOW
 
     assert types(tables.VIDEO_TAG_EMBEDDINGS) == {
-        "video_id": pa.int64(), "video_tag_embedding": pa.float32(), "has_tags": pa.bool_(), "event_timestamp": timestamp, "created": timestamp,
+        "video_id": pa.int64(),
+        "video_tag_embedding": pa.float32(),
+        "has_tags": pa.bool_(),
+        "event_timestamp": timestamp,
+        "created": timestamp,
     }
     video_tags = read(tables.VIDEO_TAG_EMBEDDINGS)
     np.testing.assert_array_equal(np.array(video_tags.column("video_tag_embedding").to_pylist(), np.float32), p["e_bar"])
     assert video_tags.column("has_tags").to_pylist() == [False] * 10 + [True] * 50
 
     assert types(tables.TOPIC_CENTROIDS) == {
-        "topic_id": pa.int64(), "centroid": pa.float32(), "topic_embedding": pa.float32(), "n_videos": pa.int64(),
-        "event_timestamp": timestamp, "created": timestamp,
+        "topic_id": pa.int64(),
+        "centroid": pa.float32(),
+        "topic_embedding": pa.float32(),
+        "n_videos": pa.int64(),
+        "event_timestamp": timestamp,
+        "created": timestamp,
     }
     centroids = read(tables.TOPIC_CENTROIDS)
     np.testing.assert_array_equal(np.array(centroids.column("centroid").to_pylist(), np.float32), p["model"].cluster_centers_)

@@ -32,7 +32,9 @@ def compose(*args: str, password: str | None = PASSWORD) -> subprocess.Completed
     env = {k: v for k, v in os.environ.items() if k != "TOPICFS_REDIS_PASSWORD" and not k.startswith("TOPICS_")}
     if password is not None:
         env["TOPICFS_REDIS_PASSWORD"] = password
-    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +172,9 @@ def test_grafana_dashboard_queries_metrics_the_processes_export():
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n", " ", "\n".join(line for line in (ROOT / "Dockerfile").read_text().splitlines() if not line.lstrip().startswith("#"))
+    )
     instructions = []
     for line in text.splitlines():
         if line.strip():
@@ -191,7 +195,9 @@ def test_the_image_runs_as_a_non_root_user_with_a_healthcheck():
     # the folders compose mounts named volumes on belong to that user (a fresh named volume copies the ownership)
     assert all(folder in created[0] for folder in ("/data/artifacts", "/app/feature_repo/data")) and f"chown -R {user}:{user}" in created[0]
     index = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "USER")
-    assert not any(keyword in {"RUN", "COPY", "ADD"} for keyword, _ in instructions[index + 1 :]), "build steps after USER would run as that user"
+    assert not any(keyword in {"RUN", "COPY", "ADD"} for keyword, _ in instructions[index + 1 :]), (
+        "build steps after USER would run as that user"
+    )
     checks = [args for keyword, args in instructions if keyword == "HEALTHCHECK"]
     assert len(checks) == 1 and "NONE" not in checks[0].upper()
     check = json.loads(checks[0][checks[0].index("CMD") + 3 :])
@@ -210,10 +216,20 @@ def test_the_healthcheck_command_fails_when_no_worker_answers(tmp_path):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "TOPICFS_STREAM__METRICS_PORT": str(port)}
-    done = subprocess.run([str(VENV_BIN / "topicfs"), "stream", "health", "--timeout", "2"], env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [str(VENV_BIN / "topicfs"), "stream", "health", "--timeout", "2"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 1 and done.stderr.startswith("error: no health report from http://127.0.0.1:")
-    done = subprocess.run([str(VENV_BIN / "topicfs"), "stream", "health"], env={**os.environ, "TOPICFS_STREAM__METRICS_PORT": "0"}, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == ["error: TOPICFS_STREAM__METRICS_PORT is 0: the worker serves no /health"]
+    done = subprocess.run(
+        [str(VENV_BIN / "topicfs"), "stream", "health"],
+        env={**os.environ, "TOPICFS_STREAM__METRICS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: TOPICFS_STREAM__METRICS_PORT is 0: the worker serves no /health"
+    ]
 
 
 def test_the_build_context_holds_only_what_the_dockerfile_copies():

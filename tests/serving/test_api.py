@@ -258,17 +258,24 @@ class _ConnectionWatcher:
 
 def _serve(config: RedisConfig, log_path: Path, **env) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    variables = os.environ | {
-        "TOPICFS_REDIS__URL": config.url,
-        "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(),
-        "TOPICFS_REDIS__SHARDS": str(config.shards),
-        "TOPICFS_REDIS__KEY_PREFIX": PREFIX,
-        "TOPICFS_SERVING__N_CANDIDATES": "3",
-    } | env
+    variables = (
+        os.environ
+        | {
+            "TOPICFS_REDIS__URL": config.url,
+            "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(),
+            "TOPICFS_REDIS__SHARDS": str(config.shards),
+            "TOPICFS_REDIS__KEY_PREFIX": PREFIX,
+            "TOPICFS_SERVING__N_CANDIDATES": "3",
+        }
+        | env
+    )
     log = open(log_path, "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "topicfs_app.cli", "serve", "api", "--host", "127.0.0.1", "--port", str(port)],
-        env=variables, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env=variables,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     log.close()
     try:
@@ -302,7 +309,9 @@ def test_serve_api_survives_1000_concurrent_requests_with_a_bounded_pool(redis_d
         async def burst() -> list[int]:
             limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as http:
-                responses = await asyncio.gather(*(http.get(f"/users/{40 + i % 5}/candidates") for i in range(1000)), return_exceptions=True)
+                responses = await asyncio.gather(
+                    *(http.get(f"/users/{40 + i % 5}/candidates") for i in range(1000)), return_exceptions=True
+                )
             return [r.status_code if isinstance(r, httpx.Response) else repr(r) for r in responses]
 
         with _ConnectionWatcher(config) as watcher:
@@ -328,7 +337,11 @@ def test_serve_api_access_log_off_and_uvicorns_own_errors_are_json(redis_url, tm
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/users/42/candidates").status_code == 200
         replies = []
-        for garbage in [b"GARBAGE\r\n\r\n", b"GET /users/1/candidates HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]:
+        for garbage in [
+            b"GARBAGE\r\n\r\n",
+            b"GET /users/1/candidates HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ]:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                 sock.sendall(garbage)
                 replies.append(_read_all(sock))

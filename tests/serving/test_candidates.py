@@ -103,8 +103,8 @@ def test_topic_split_follows_votes_when_queues_are_deep(counts, n):
         assert abs(drawn[t] - n * c / total) < 1
     assert drawn == split_quota(votes, n)
     # more votes never means fewer candidates
-    for (t1, c1) in votes:
-        for (t2, c2) in votes:
+    for t1, c1 in votes:
+        for t2, c2 in votes:
             if c1 > c2:
                 assert drawn[t1] >= drawn[t2]
 
@@ -246,7 +246,22 @@ def test_generator_reads_deeper_when_clicks_hide_the_queue_head(deployment):
 
 def test_parse_id_takes_canonical_int64_only():
     assert parse_id(b"0") == 0 and parse_id(b"9223372036854775807") == 2**63 - 1 and parse_id("12") == 12
-    for bad in [b"9223372036854775808", b"-0", b"-1", b"+3", b"007", b" 7", b"7 ", b"1_000", b"1e3", b"", b"x", b"9" * 4300, None, "\u0661"]:
+    for bad in [
+        b"9223372036854775808",
+        b"-0",
+        b"-1",
+        b"+3",
+        b"007",
+        b" 7",
+        b"7 ",
+        b"1_000",
+        b"1e3",
+        b"",
+        b"x",
+        b"9" * 4300,
+        None,
+        "\u0661",
+    ]:
         assert parse_id(bad) is None, bad
 
 
@@ -264,7 +279,9 @@ CORRUPT = [
 
 def _write_corrupt(client, layout: KeyLayout, what: str) -> int:
     """A small valid state plus one kind of corrupt entry; returns the user to ask for (42 has clicks, 43 none)."""
-    write_state(client, layout, queues={1: [5, 6, 8], 2: [20, 21]}, video_topics={1: [1], 2: [1, 2]}, clicks={42: [1, 2]}, popular={1: 9.0, 2: 4.0})
+    write_state(
+        client, layout, queues={1: [5, 6, 8], 2: [20, 21]}, video_topics={1: [1], 2: [1, 2]}, clicks={42: [1, 2]}, popular={1: 9.0, 2: 4.0}
+    )
     if what == "click":
         client.rpush(layout.user_clicks(42), "oops", "-0", "+3", "007", "9" * 4300, "99999999999999999999")
     elif what == "topic list":
@@ -414,7 +431,9 @@ def test_script_python_and_cluster_answer_alike(redis_url, redis_cluster, queues
     members=st.lists(st.one_of(st.integers(0, 40).map(str), st.sampled_from(["x", "007", "-1", "+2", "1.5", "", "9" * 30])), max_size=30),
     clicks=st.lists(st.one_of(st.integers(0, 40).map(str), st.sampled_from(["oops", "-0", "01"])), max_size=10),
     topic_list=st.sampled_from(["1", "1,2", "x", "1,,2", "2,y", ""]),
-    scores=st.lists(st.sampled_from([0.0, 1.0, 3.0, -1.0, float("inf"), float("-inf"), 1e308, 2.0**53, 2.0**53 + 2]), min_size=2, max_size=2),
+    scores=st.lists(
+        st.sampled_from([0.0, 1.0, 3.0, -1.0, float("inf"), float("-inf"), 1e308, 2.0**53, 2.0**53 + 2]), min_size=2, max_size=2
+    ),
     n=st.integers(0, 20),
 )
 def test_script_and_python_skip_corrupt_entries_alike(redis_url, members, clicks, topic_list, scores, n):
@@ -433,7 +452,9 @@ def test_script_and_python_skip_corrupt_entries_alike(redis_url, members, clicks
     answer = script.candidates(5)
     assert answer == python
     # what the draw visited was skipped alike (deeper corrupt members may be counted by one reader only)
-    assert {k: v for k, v in answer.skipped.items() if k != "queue_member"} == {k: v for k, v in python.skipped.items() if k != "queue_member"}
+    assert {k: v for k, v in answer.skipped.items() if k != "queue_member"} == {
+        k: v for k, v in python.skipped.items() if k != "queue_member"
+    }
 
 
 @pytest.mark.integration
@@ -460,11 +481,19 @@ def test_serve_candidates_prints_json_and_refuses_an_id_beyond_int64(deployment)
     client, layout, config = deployment
     write_state(client, layout, **HAND_BUILT)
     env = os.environ | {
-        "TOPICFS_REDIS__URL": config.url, "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(), "TOPICFS_REDIS__SHARDS": str(config.shards),
-        "TOPICFS_REDIS__KEY_PREFIX": PREFIX, "TOPICFS_SERVING__TOPICS_PER_USER": "2", "TOPICFS_SERVING__N_CANDIDATES": "6",
+        "TOPICFS_REDIS__URL": config.url,
+        "TOPICFS_REDIS__CLUSTER": str(config.cluster).lower(),
+        "TOPICFS_REDIS__SHARDS": str(config.shards),
+        "TOPICFS_REDIS__KEY_PREFIX": PREFIX,
+        "TOPICFS_SERVING__TOPICS_PER_USER": "2",
+        "TOPICFS_SERVING__N_CANDIDATES": "6",
     }
-    done = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", "7"], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", "7"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["candidates"] == [[100, 1], [200, 2], [101, 1], [201, 2], [103, 1], [104, 1]]
-    bad = subprocess.run([sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", str(2**63)], env=env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "serve", "candidates", str(2**63)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr

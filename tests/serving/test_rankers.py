@@ -49,7 +49,9 @@ def test_topic_features_help_on_new_videos(model, data):
     train, test = data
     auc = {}
     for features in ("base", "topic"):
-        ranker = Ranker(model, features, epochs=10, batch_size=256, learning_rate=1e-2, cross_buckets=4099, show_progress=False, random_state=0)
+        ranker = Ranker(
+            model, features, epochs=10, batch_size=256, learning_rate=1e-2, cross_buckets=4099, show_progress=False, random_state=0
+        )
         assert ranker.fit(train) is ranker
         proba = ranker.predict_proba(test)
         assert proba.shape == (len(test),) and np.all((proba > 0) & (proba < 1))
@@ -95,8 +97,14 @@ def test_unseen_ids_and_videos_without_topics_are_scored():
     ranker = Ranker("dcn", "topic", epochs=1, show_progress=False).fit(train)
     cold = pd.DataFrame(
         {
-            "user_id": [999], "video_id": [12345], "history_video_ids": [[]], "topic_ids": [[]], "topic_weights": [[]],
-            "topic_feature": [[0.0] * 8], "history_topic_ids": [[]], "history_topic_weights": [[]],
+            "user_id": [999],
+            "video_id": [12345],
+            "history_video_ids": [[]],
+            "topic_ids": [[]],
+            "topic_weights": [[]],
+            "topic_feature": [[0.0] * 8],
+            "history_topic_ids": [[]],
+            "history_topic_weights": [[]],
         }
     )
     assert np.isfinite(ranker.predict_proba(cold)).all()
@@ -153,9 +161,13 @@ def test_user_history_sees_only_earlier_clicks_and_votes_like_candidate_generati
 
 def test_topic_affinity_is_the_vote_share_of_the_video_topics():
     inputs = RankerInputs(
-        user_id=np.zeros(2, np.int64), video_id=np.zeros(2, np.int64), history_video_ids=np.full((2, 1), -1),
-        topic_ids=np.array([[3, 4], [9, -1]]), topic_weights=np.array([[0.5, 0.5], [1.0, 0.0]], np.float32),
-        history_topic_ids=np.array([[3, 7], [3, 7]]), history_topic_weights=np.array([[0.6, 0.4], [0.6, 0.4]], np.float32),
+        user_id=np.zeros(2, np.int64),
+        video_id=np.zeros(2, np.int64),
+        history_video_ids=np.full((2, 1), -1),
+        topic_ids=np.array([[3, 4], [9, -1]]),
+        topic_weights=np.array([[0.5, 0.5], [1.0, 0.0]], np.float32),
+        history_topic_ids=np.array([[3, 7], [3, 7]]),
+        history_topic_weights=np.array([[0.6, 0.4], [0.6, 0.4]], np.float32),
     )
     np.testing.assert_allclose(topic_affinity(inputs), [0.3, 0.0], rtol=1e-6)
 
@@ -182,10 +194,15 @@ def test_exposure_history_counts_only_earlier_rows_per_user_and_topic():
 
 def test_exposure_features_shrink_topic_rates_towards_the_user_rate():
     inputs = RankerInputs(
-        user_id=np.zeros(2, np.int64), video_id=np.zeros(2, np.int64), history_video_ids=np.full((2, 1), -1),
-        topic_ids=np.array([[3, 4], [-1, -1]]), topic_weights=np.array([[0.75, 0.25], [0.0, 0.0]], np.float32),
-        user_exposures=np.array([8, 0]), user_clicks=np.array([4, 0]),
-        topic_exposures=np.array([[3, 0], [0, 0]]), topic_clicks=np.array([[3, 0], [0, 0]]),
+        user_id=np.zeros(2, np.int64),
+        video_id=np.zeros(2, np.int64),
+        history_video_ids=np.full((2, 1), -1),
+        topic_ids=np.array([[3, 4], [-1, -1]]),
+        topic_weights=np.array([[0.75, 0.25], [0.0, 0.0]], np.float32),
+        user_exposures=np.array([8, 0]),
+        user_clicks=np.array([4, 0]),
+        topic_exposures=np.array([[3, 0], [0, 0]]),
+        topic_clicks=np.array([[3, 0], [0, 0]]),
     )
     features = exposure_features(inputs, with_topics=True, prior_strength=1.0)
     rate = 5 / 10  # (4 + 1) / (8 + 2)

@@ -59,7 +59,9 @@ def served(redis_url, tmp_path):
     from feast import FeatureStore
 
     FeatureStore(repo_path=str(repo)).materialize(datetime(2025, 12, 1, tzinfo=timezone.utc), datetime(2026, 2, 1, tzinfo=timezone.utc))
-    settings = Settings(redis={"url": redis_url, "key_prefix": PREFIX}, rankers={"epochs": 2}, paths={"artifacts_dir": tmp_path / "artifacts"})
+    settings = Settings(
+        redis={"url": redis_url, "key_prefix": PREFIX}, rankers={"epochs": 2}, paths={"artifacts_dir": tmp_path / "artifacts"}
+    )
     ranker_dir = train_ranker(_clicks(), settings, repo, out_dir=tmp_path / "dcn")
 
     _write_queue_state(redis.Redis.from_url(redis_url), KeyLayout.from_config(settings.redis), table)
@@ -80,15 +82,24 @@ def _offline_rows_of_user_1(table: pd.DataFrame, drawn: list[int]) -> pd.DataFra
     table, the history as :func:`user_history` computes it."""
     features = table.set_index("video_id").loc[drawn]
     clicks_at_request = pd.DataFrame(
-        {"user_id": 1, "video_id": [2, 13, 9, 5, 0], "label": [1, 1, 1, 1, 0], "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
-         "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True)}
+        {
+            "user_id": 1,
+            "video_id": [2, 13, 9, 5, 0],
+            "label": [1, 1, 1, 1, 0],
+            "topic_ids": [[2, 3], [1, 2], [1, 2], [1, 2], []],
+            "event_timestamp": pd.to_datetime([1, 2, 3, 4, 5], unit="s", utc=True),
+        }
     )
     history, topics, shares = (column[-1] for column in user_history(clicks_at_request, 128, 20, 8))
     return pd.DataFrame(
         {
-            "user_id": 1, "video_id": drawn, "history_video_ids": [history] * len(drawn),
-            "topic_ids": list(features["topic_ids"]), "topic_weights": list(features["topic_weights"]),
-            "topic_feature": list(features["topic_feature"]), "history_topic_ids": [topics] * len(drawn),
+            "user_id": 1,
+            "video_id": drawn,
+            "history_video_ids": [history] * len(drawn),
+            "topic_ids": list(features["topic_ids"]),
+            "topic_weights": list(features["topic_weights"]),
+            "topic_feature": list(features["topic_feature"]),
+            "history_topic_ids": [topics] * len(drawn),
             "history_topic_weights": [shares] * len(drawn),
         }
     )
@@ -218,6 +229,10 @@ def test_a_ranker_trained_with_the_exposure_history_is_served_the_streams_counts
     # a user the stream never saw: zero counts, as training gives a user's first row
     client.delete(layout.user_exposures(1))
     unseen = service.rank(1, k=12, n_candidates=12)
-    zeros = offline.assign(user_exposures=0, user_clicks=0, topic_exposures=[[0] * len(t) for t in features["topic_ids"]],
-                           topic_clicks=[[0] * len(t) for t in features["topic_ids"]])
+    zeros = offline.assign(
+        user_exposures=0,
+        user_clicks=0,
+        topic_exposures=[[0] * len(t) for t in features["topic_ids"]],
+        topic_clicks=[[0] * len(t) for t in features["topic_ids"]],
+    )
     np.testing.assert_allclose(np.sort(unseen.scores), np.sort(service.ranker.predict_proba(zeros)), rtol=1e-5)

@@ -41,7 +41,16 @@ def as_layout(layout: KeyLayout | str) -> KeyLayout:
     return layout if isinstance(layout, KeyLayout) else KeyLayout(layout, 1)
 
 
-def assert_state_matches(client: redis.Redis, layout: KeyLayout | str, truth: Truth, topics_of: dict[int, list[int]], n1: int, tau1: int, tau2: float, share: float) -> None:
+def assert_state_matches(
+    client: redis.Redis,
+    layout: KeyLayout | str,
+    truth: Truth,
+    topics_of: dict[int, list[int]],
+    n1: int,
+    tau1: int,
+    tau2: float,
+    share: float,
+) -> None:
     """Counts, user histories and (after a rebuild) the served queues equal the ground truth exactly (``layout``: a
     KeyLayout, or a key prefix of a one-shard layout)."""
     layout = as_layout(layout)

@@ -25,7 +25,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def readme_examples() -> dict[str, dict]:
     text = README.read_text()
-    section = text[text.index("## The stream"):]
+    section = text[text.index("## The stream") :]
     section = section[: section.index("\n## ", 1)]
     blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)]
     examples = {block["type"]: block for block in blocks}
@@ -74,7 +74,16 @@ def test_a_producer_written_from_the_readme_is_accepted_not_dead_lettered(stream
         deadline = time.monotonic() + 90
         while True:
             try:
-                assert_state_matches(client, settings.redis.key_prefix, truth, topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+                assert_state_matches(
+                    client,
+                    settings.redis.key_prefix,
+                    truth,
+                    topics_of,
+                    config.recent_clicks,
+                    config.min_exposures,
+                    config.min_ctr,
+                    config.fresh_share,
+                )
                 letters = read_dead_letters(settings.kafka, config.dead_letter_topic, idle_s=0.5)
                 assert len(letters) == 1
                 break

@@ -38,15 +38,65 @@ def openssl(*args: str, cwd) -> None:
 
 
 def make_ca(folder, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
-            "-days", "2", "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=folder)
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=folder,
+    )
 
 
 def make_cert(folder, name: str, ca: str, extensions: str) -> None:
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder)
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.csr",
+        "-subj",
+        f"/CN={name}",
+        cwd=folder,
+    )
     (folder / f"{name}.ext").write_text(extensions)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-            "-extfile", f"{name}.ext", cwd=folder)
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        f"{ca}.pem",
+        "-CAkey",
+        f"{ca}.key",
+        "-CAcreateserial",
+        "-out",
+        f"{name}.pem",
+        "-days",
+        "2",
+        "-extfile",
+        f"{name}.ext",
+        cwd=folder,
+    )
 
 
 class TlsProxy:
@@ -128,7 +178,9 @@ def tls_settings(settings, certs, proxy, ca="ca.pem"):
 
 
 def cli(settings, *args, timeout=180):
-    return subprocess.run([sys.executable, "-m", "topicfs_app.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -142,11 +194,19 @@ def test_worker_produce_and_admin_over_tls_give_exact_counts(stream_settings, tl
     assert created.stdout.count(": ok") == 3
 
     topics_of = {v: [v % 6] for v in range(60)}
-    asyncio.run(produce(settings.kafka, settings.stream.videos_topic, video_published_events(topics_of, T0), key_field="video_id"))  # aiokafka over TLS
+    asyncio.run(
+        produce(settings.kafka, settings.stream.videos_topic, video_published_events(topics_of, T0), key_field="video_id")
+    )  # aiokafka over TLS
     rng = np.random.default_rng(5)
     n = 1500
-    log = pd.DataFrame({"user_id": rng.integers(0, 25, n), "video_id": rng.integers(0, 60, n), "clicked": (rng.random(n) < 0.25).astype(int),
-                        "ts": pd.to_datetime(T0 + rng.uniform(0, 7200, n), unit="s", utc=True)})
+    log = pd.DataFrame(
+        {
+            "user_id": rng.integers(0, 25, n),
+            "video_id": rng.integers(0, 60, n),
+            "clicked": (rng.random(n) < 0.25).astype(int),
+            "ts": pd.to_datetime(T0 + rng.uniform(0, 7200, n), unit="s", utc=True),
+        }
+    )
     path = tmp_path / "clicks.parquet"
     log.to_parquet(path)
 
@@ -169,7 +229,16 @@ def test_worker_produce_and_admin_over_tls_give_exact_counts(stream_settings, tl
         deadline = time.monotonic() + 120
         while True:
             try:
-                assert_state_matches(client, settings.redis.key_prefix, truth, topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+                assert_state_matches(
+                    client,
+                    settings.redis.key_prefix,
+                    truth,
+                    topics_of,
+                    config.recent_clicks,
+                    config.min_exposures,
+                    config.min_ctr,
+                    config.fresh_share,
+                )
                 break
             except AssertionError:
                 if time.monotonic() > deadline or not worker.alive():
@@ -188,7 +257,8 @@ def test_a_wrong_ca_fails_fast_with_one_clear_line(stream_settings, tls_cluster,
     certs, proxy = tls_cluster
     settings = tls_settings(stream_settings, certs, proxy, ca="other-ca.pem")
     expected = re.compile(  # OpenSSL's own reason in the middle (its wording depends on the OpenSSL version)
-        re.escape(f"error: TLS handshake with 127.0.0.1:{proxy.port} failed: certificate verify failed: ") + "[^;]+"
+        re.escape(f"error: TLS handshake with 127.0.0.1:{proxy.port} failed: certificate verify failed: ")
+        + "[^;]+"
         + re.escape(f"; the broker's certificate is not signed by kafka.ssl_cafile={certs / 'other-ca.pem'}")
     )
     path = tmp_path / "clicks.csv"

@@ -45,10 +45,17 @@ def log_frame(rows: list[tuple[int, int, int, float]]) -> pd.DataFrame:
 
 
 def test_rows_become_refreshes_per_user_and_window_in_timestamp_order():
-    log = log_frame([
-        (1, 10, 0, T0 + 5), (2, 30, 1, T0 + 1), (1, 11, 1, T0 + 20), (1, 12, 0, T0 + 59.9),
-        (1, 13, 1, T0 + 66), (2, 31, 0, T0 + 2), (1, 10, 1, T0 + 66),
-    ])
+    log = log_frame(
+        [
+            (1, 10, 0, T0 + 5),
+            (2, 30, 1, T0 + 1),
+            (1, 11, 1, T0 + 20),
+            (1, 12, 0, T0 + 59.9),
+            (1, 13, 1, T0 + 66),
+            (2, 31, 0, T0 + 2),
+            (1, 10, 1, T0 + 66),
+        ]
+    )
     events = interactions_to_events(log, window_s=60, id_prefix="f")
     assert events == [
         {"type": "exposure", "event_id": "f-x2", "user_id": 2, "request_id": "f-x2", "video_ids": [30, 31], "ts": T0 + 1},
@@ -65,7 +72,12 @@ def test_rows_become_refreshes_per_user_and_window_in_timestamp_order():
 
 def test_a_refresh_holds_at_most_max_videos_and_counts_equal_the_rows():
     rng = np.random.default_rng(3)
-    log = log_frame([(int(u), int(v), int(c), T0 + float(t)) for u, v, c, t in zip(rng.integers(0, 4, 500), rng.integers(0, 40, 500), rng.integers(0, 2, 500), rng.uniform(0, 600, 500))])
+    log = log_frame(
+        [
+            (int(u), int(v), int(c), T0 + float(t))
+            for u, v, c, t in zip(rng.integers(0, 4, 500), rng.integers(0, 40, 500), rng.integers(0, 2, 500), rng.uniform(0, 600, 500))
+        ]
+    )
     events = interactions_to_events(log, window_s=3600, max_videos=7)
     exposures = [e for e in events if e["type"] == "exposure"]
     assert max(len(e["video_ids"]) for e in exposures) == 7
@@ -93,15 +105,30 @@ def test_reason_classes_group_letters_by_cause():
 
 def letter(message: dict | bytes, reasons: list[str], settings, partition=0, offset=0) -> Letter:
     raw = message if isinstance(message, bytes) else json.dumps(message).encode()
-    return Letter(0, offset, {"reasons": reasons, "source_topic": settings.stream.events_topic, "partition": partition, "offset": offset,
-                              "payload": raw.decode("utf-8", "replace"), "payload_b64": base64.b64encode(raw).decode()})
+    return Letter(
+        0,
+        offset,
+        {
+            "reasons": reasons,
+            "source_topic": settings.stream.events_topic,
+            "partition": partition,
+            "offset": offset,
+            "payload": raw.decode("utf-8", "replace"),
+            "payload_b64": base64.b64encode(raw).decode(),
+        },
+    )
 
 
 def test_reinjection_sends_only_what_was_not_counted_and_corrects_what_it_can(stream_settings):
     partly = {"type": "exposure", "event_id": "x1", "user_id": 4, "video_ids": [1, 99, "v", 2, 99], "ts": T0}
     untyped_click = {"event_id": 7, "user_id": "4", "video_id": "3", "ts": T0 * 1000}
     letters = [
-        letter(partly, ["video_ids[2] must be an integer >= 0, got 'v'", "unknown video_id 99", "unknown video_id 99"], stream_settings, offset=5),
+        letter(
+            partly,
+            ["video_ids[2] must be an integer >= 0, got 'v'", "unknown video_id 99", "unknown video_id 99"],
+            stream_settings,
+            offset=5,
+        ),
         letter(untyped_click, ["type must be 'exposure' or 'click', got None"], stream_settings, offset=2),
         letter(b"\xff garbage", ["bad JSON: ..."], stream_settings, offset=3),
     ]
@@ -113,16 +140,30 @@ def test_reinjection_sends_only_what_was_not_counted_and_corrects_what_it_can(st
     assert [key for _, key, _ in everything.messages] == [b"4", None, b"4"]
     corrected = plan_reinjection(letters, stream_settings, "corrected", now_s=T0)
     assert [json.loads(v) for _, _, v in corrected.messages] == [{"type": "click", "event_id": "7", "user_id": 4, "video_id": 3, "ts": T0}]
-    assert corrected.skipped == Counter({"not a JSON object: nothing to correct": 1, "still invalid after correction: video_ids[N] must be an integer >= N, got …": 1})
+    assert corrected.skipped == Counter(
+        {"not a JSON object: nothing to correct": 1, "still invalid after correction: video_ids[N] must be an integer >= N, got …": 1}
+    )
     assert correct({"video_ids": ["1", 2], "user_id": 1, "ts": "2026-01-01T00:00:00", "event_id": "a"}, "events") == {
-        "type": "exposure", "video_ids": [1, 2], "user_id": 1, "ts": T0, "event_id": "a"}
+        "type": "exposure",
+        "video_ids": [1, 2],
+        "user_id": 1,
+        "ts": T0,
+        "event_id": "a",
+    }
 
 
 # ---------------------------------------------------------------- as a user runs them
 
 
 def cli(settings, *args, timeout=120, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "topicfs_app.cli", "stream", *args], env=child_env(settings), capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "stream", *args],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
 
 
 def eventually(check, worker, timeout_s=90.0):
@@ -154,15 +195,21 @@ def truth_from(exposed: list[int], clicks: list[tuple[int, int]], topics_of: dic
 
 def make_log(n_rows=3000, n_users=40, n_videos=120, seed=11) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return log_frame([
-        (int(u), int(v), int(c), T0 + float(t))
-        for u, v, c, t in zip(rng.integers(0, n_users, n_rows), rng.integers(0, n_videos, n_rows), rng.random(n_rows) < 0.2, rng.uniform(0, 86400, n_rows))
-    ])
+    return log_frame(
+        [
+            (int(u), int(v), int(c), T0 + float(t))
+            for u, v, c, t in zip(
+                rng.integers(0, n_users, n_rows), rng.integers(0, n_videos, n_rows), rng.random(n_rows) < 0.2, rng.uniform(0, 86400, n_rows)
+            )
+        ]
+    )
 
 
 def state_check(client, settings, truth, topics_of):
     config = settings.stream
-    return lambda: assert_state_matches(client, settings.redis.key_prefix, truth, topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+    return lambda: assert_state_matches(
+        client, settings.redis.key_prefix, truth, topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share
+    )
 
 
 @pytest.mark.integration
@@ -181,7 +228,12 @@ def test_produce_then_dead_letters_reinjected_give_the_whole_logs_exact_counts(s
     created = cli(settings, "topics", "--create")
     assert created.returncode == 0, created.stderr[-2000:]
     assert created.stdout.count(": ok") == 3 and created.stdout.count("created, 4 partitions") == 3
-    produce_events(settings.kafka, settings.stream.videos_topic, video_published_events({v: topics_of[v] for v in range(100)}, T0), key_field="video_id")
+    produce_events(
+        settings.kafka,
+        settings.stream.videos_topic,
+        video_published_events({v: topics_of[v] for v in range(100)}, T0),
+        key_field="video_id",
+    )
     client = sync_client(settings.redis)
     worker = WorkerProcess.start(settings)
     try:
@@ -204,11 +256,16 @@ def test_produce_then_dead_letters_reinjected_give_the_whole_logs_exact_counts(s
         # one letter per click on a late video, one per exposure message listing late videos
         late_exposures = sum(1 for e in events if e["type"] == "exposure" and set(e["video_ids"]) & late)
         late_clicks = int(late_rows["clicked"].sum())
-        assert summary.stdout.splitlines()[0] == f"{late_exposures + late_clicks} dead letters from {settings.stream.events_topic} ({late_exposures + late_clicks})"
+        assert (
+            summary.stdout.splitlines()[0]
+            == f"{late_exposures + late_clicks} dead letters from {settings.stream.events_topic} ({late_exposures + late_clicks})"
+        )
         assert f"{late_exposures + late_clicks:>8}  unknown video_id N" in summary.stdout
         assert summary.stdout.count("e.g.") == 1
 
-        produce_events(settings.kafka, settings.stream.videos_topic, video_published_events({v: topics_of[v] for v in late}, T0), key_field="video_id")
+        produce_events(
+            settings.kafka, settings.stream.videos_topic, video_published_events({v: topics_of[v] for v in late}, T0), key_field="video_id"
+        )
         time.sleep(2.0)  # the worker follows the videos topic; let it register them before the letters come back
         again = cli(settings, "dead-letters", "--reinject", "all", "--samples", "0")
         assert again.returncode == 0, again.stderr[-2000:]
@@ -217,7 +274,10 @@ def test_produce_then_dead_letters_reinjected_give_the_whole_logs_exact_counts(s
         late_sorted = late_rows.sort_values("ts", kind="stable")
         clicks_late = [(int(r.user_id), int(r.video_id)) for r in late_sorted.itertuples() if r.clicked]
         whole = truth_from(log["video_id"].tolist(), clicks_known + clicks_late, topics_of)
-        whole.user_clicks = {u: [v for uu, v in clicks_known if uu == u] + [v for uu, v in clicks_late if uu == u] for u in {u for u, _ in clicks_known + clicks_late}}
+        whole.user_clicks = {
+            u: [v for uu, v in clicks_known if uu == u] + [v for uu, v in clicks_late if uu == u]
+            for u in {u for u, _ in clicks_known + clicks_late}
+        }
         eventually(state_check(client, settings, whole, topics_of), worker)
 
         twice = cli(settings, "dead-letters", "--reinject", "all", "--samples", "0")
@@ -248,6 +308,7 @@ def test_corrected_reinjection_fixes_messages_written_without_type_and_with_text
     client = sync_client(settings.redis)
     worker = WorkerProcess.start(settings)
     try:
+
         def four_letters():
             assert len(read_dead_letters(settings.kafka, settings.stream.dead_letter_topic, idle_s=0.5)) == 4
 
@@ -255,7 +316,9 @@ def test_corrected_reinjection_fixes_messages_written_without_type_and_with_text
         fixed = cli(settings, "dead-letters", "--reinject", "corrected", "--samples", "0")
         assert fixed.returncode == 0, fixed.stderr[-2000:]
         assert "re-injected 3 messages from 4 letters (corrected)" in fixed.stdout
-        assert "not re-injected: 1 letters: still invalid after correction: ts must be a finite number of epoch seconds, got …" in fixed.stdout
+        assert (
+            "not re-injected: 1 letters: still invalid after correction: ts must be a finite number of epoch seconds, got …" in fixed.stdout
+        )
         truth = truth_from([1, 2, 3], [(3, 2), (8, 2)], topics_of)
         eventually(state_check(client, settings, truth, topics_of), worker)
         assert "re-injected 0 messages from 0 letters" in cli(settings, "dead-letters", "--reinject", "corrected").stdout
@@ -279,7 +342,11 @@ def test_topics_says_what_differs(stream_settings):
     assert "DIFFERS: 2 partitions, the settings say 4 (stream.partitions" in lines[0]
     assert lines[1] == f"{settings.stream.videos_topic} (videos): missing (`topicfs stream topics --create` creates it)"
     created = cli(settings, "topics", "--create")
-    assert created.returncode == 1 and "created, 4 partitions" in created.stdout.splitlines()[1] and "DIFFERS" in created.stdout.splitlines()[0]
+    assert (
+        created.returncode == 1
+        and "created, 4 partitions" in created.stdout.splitlines()[1]
+        and "DIFFERS" in created.stdout.splitlines()[0]
+    )
 
 
 def test_bad_input_is_one_line_and_exit_2(stream_settings, tmp_path):

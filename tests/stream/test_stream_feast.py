@@ -50,7 +50,9 @@ def test_changed_statistics_reach_the_feast_online_store(redis_url, tmp_path):
     ).to_dict()
     assert videos["exposures"] == [1, 2, 1] and videos["clicks"] == [0, 1, 0]
     assert videos["ctr"][1] == pytest.approx(0.5)
-    topics = feast_store.get_online_features(features=["topic_stats:exposures", "topic_stats:clicks"], entity_rows=[{"topic_id": 10}]).to_dict()
+    topics = feast_store.get_online_features(
+        features=["topic_stats:exposures", "topic_stats:clicks"], entity_rows=[{"topic_id": 10}]
+    ).to_dict()
     assert topics["exposures"] == [3] and topics["clicks"] == [1]
     users = feast_store.get_online_features(
         features=["user_recent_topics:recent_topic_ids", "user_recent_topics:recent_topic_counts"], entity_rows=[{"user_id": 5}]

@@ -74,7 +74,16 @@ def wait_done(client, settings, n_messages, workers, timeout_s=90.0):
 
 def check(client, settings, events, topics_of):
     config = settings.stream
-    assert_state_matches(client, KeyLayout.from_config(settings.redis), truth_of(events, topics_of), topics_of, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+    assert_state_matches(
+        client,
+        KeyLayout.from_config(settings.redis),
+        truth_of(events, topics_of),
+        topics_of,
+        config.recent_clicks,
+        config.min_exposures,
+        config.min_ctr,
+        config.fresh_share,
+    )
 
 
 def test_a_replay_gives_exact_counts_and_queues(deployed_stream_settings):
@@ -330,7 +339,9 @@ def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worke
     with socket.socket() as probe:  # a free port for the pusher's Prometheus endpoint
         probe.bind(("127.0.0.1", 0))
         stream_settings.stream.pusher_metrics_port = probe.getsockname()[1]
-    feast_store = write_push_repo(stream_settings.stream.feast_repo_path, stream_settings.redis.url, project=f"p{stream_settings.redis.key_prefix}".replace("-", "_"))
+    feast_store = write_push_repo(
+        stream_settings.stream.feast_repo_path, stream_settings.redis.url, project=f"p{stream_settings.redis.key_prefix}".replace("-", "_")
+    )
     events, topics_of = setup_stream(stream_settings, n_users=30, n_days=2)
     client = sync_client(stream_settings.redis)
     worker = WorkerProcess.start(stream_settings)
@@ -341,7 +352,9 @@ def test_the_worker_pusher_brings_every_count_into_feast_and_dies_with_its_worke
         videos = sorted(truth.video_exposures)
         deadline = time.monotonic() + 30
         while True:  # the pusher pushes every push_interval_s: wait until Feast has caught up
-            online = feast_store.get_online_features(features=["video_stats:exposures", "video_stats:clicks"], entity_rows=[{"video_id": v} for v in videos]).to_dict()
+            online = feast_store.get_online_features(
+                features=["video_stats:exposures", "video_stats:clicks"], entity_rows=[{"video_id": v} for v in videos]
+            ).to_dict()
             expected_exposures = [truth.video_exposures[v] for v in videos]
             expected_clicks = [truth.video_clicks.get(v, 0) for v in videos]
             if online["exposures"] == expected_exposures and online["clicks"] == expected_clicks:

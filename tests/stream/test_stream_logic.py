@@ -38,7 +38,9 @@ def raw(message) -> bytes:
 
 
 def test_parse_exposure_refresh_and_single_video_form():
-    event, errors = parse_event(raw({"type": "exposure", "event_id": "e1", "user_id": 3, "request_id": "r", "video_ids": [1, 2], "ts": 1.5e9}), LIMITS)
+    event, errors = parse_event(
+        raw({"type": "exposure", "event_id": "e1", "user_id": 3, "request_id": "r", "video_ids": [1, 2], "ts": 1.5e9}), LIMITS
+    )
     assert errors == [] and isinstance(event, ExposureEvent) and event.video_ids == [1, 2] and event.request_id == "r"
     event, errors = parse_event(raw({"type": "exposure", "event_id": "e2", "user_id": 3, "video_id": 7, "ts": 1.5e9}), LIMITS)
     assert errors == [] and event.video_ids == [7]
@@ -50,7 +52,9 @@ def test_parse_click():
 
 
 def test_partly_bad_exposure_keeps_its_valid_videos():
-    event, errors = parse_event(raw({"type": "exposure", "event_id": "e1", "user_id": 3, "video_ids": [1, "x", 2, -4, True], "ts": 1.5e9}), LIMITS)
+    event, errors = parse_event(
+        raw({"type": "exposure", "event_id": "e1", "user_id": 3, "video_ids": [1, "x", 2, -4, True], "ts": 1.5e9}), LIMITS
+    )
     assert event.video_ids == [1, 2]
     assert len(errors) == 3 and "video_ids[1]" in errors[0]
 
@@ -85,7 +89,9 @@ def test_unknown_videos_are_dropped_and_named():
 
 
 def test_video_published_needs_topics_or_content():
-    event, errors = parse_video_event(raw({"type": "video_published", "event_id": "v", "video_id": 4, "topic_ids": [1, 2], "ts": 1.5e9}), LIMITS)
+    event, errors = parse_video_event(
+        raw({"type": "video_published", "event_id": "v", "video_id": 4, "topic_ids": [1, 2], "ts": 1.5e9}), LIMITS
+    )
     assert errors == [] and event.topic_ids == [1, 2]
     event, errors = parse_video_event(raw({"event_id": "v", "video_id": 4, "title": "a cat", "tags": ["cat"], "ts": 1.5e9}), LIMITS)
     assert errors == [] and event.topic_ids is None and event.title == "a cat"
@@ -101,9 +107,16 @@ events_strategy = st.lists(
     st.one_of(
         st.builds(
             lambda user, videos, ts: ExposureEvent(event_id="e", user_id=user, video_ids=videos, ts=ts),
-            st.integers(0, 5), st.lists(st.integers(0, 9), min_size=1, max_size=10), st.floats(1e9, 1e9 + 1e5),
+            st.integers(0, 5),
+            st.lists(st.integers(0, 9), min_size=1, max_size=10),
+            st.floats(1e9, 1e9 + 1e5),
         ),
-        st.builds(lambda user, video, ts: ClickEvent(event_id="c", user_id=user, video_id=video, ts=ts), st.integers(0, 5), st.integers(0, 9), st.floats(1e9, 1e9 + 1e5)),
+        st.builds(
+            lambda user, video, ts: ClickEvent(event_id="c", user_id=user, video_id=video, ts=ts),
+            st.integers(0, 5),
+            st.integers(0, 9),
+            st.floats(1e9, 1e9 + 1e5),
+        ),
     ),
     max_size=60,
 )
@@ -135,7 +148,10 @@ def test_fold_lists_each_users_exposed_videos_only_when_asked(events, half_life_
 @given(events_strategy, st.integers(0, 30))
 def test_counts_are_monotone(events, split):
     first = fold_events(events[:split], TOPICS_OF, None)
-    both = {v: merge_counts(first.videos.get(v, Counts()), fold_events(events[split:], TOPICS_OF, None).videos.get(v, Counts()), None) for v in range(10)}
+    both = {
+        v: merge_counts(first.videos.get(v, Counts()), fold_events(events[split:], TOPICS_OF, None).videos.get(v, Counts()), None)
+        for v in range(10)
+    }
     for video_id in range(10):
         before = first.videos.get(video_id, Counts())
         assert both[video_id].exposures >= before.exposures and both[video_id].clicks >= before.clicks
@@ -158,7 +174,13 @@ def test_decayed_counts_do_not_depend_on_batching_or_order(events, half_life_s, 
 _counts = st.floats(0, 1e6, allow_subnormal=False)
 
 
-@given(_counts, _counts, st.floats(0, 2e9, allow_subnormal=False), st.floats(0, 1e7, allow_subnormal=False), st.one_of(st.none(), st.floats(1.0, 1e7)))
+@given(
+    _counts,
+    _counts,
+    st.floats(0, 2e9, allow_subnormal=False),
+    st.floats(0, 1e7, allow_subnormal=False),
+    st.one_of(st.none(), st.floats(1.0, 1e7)),
+)
 def test_decay_never_increases_a_count(exposures, clicks, ts, elapsed, half_life_s):
     counts = Counts(exposures, clicks, ts)
     later = decay_to(counts, ts + elapsed, half_life_s)
@@ -259,7 +281,9 @@ def test_push_pause_keeps_pushes_within_their_share(push_s, share):
         assert math.isclose(push_s / (push_s + pause), share, rel_tol=1e-9)
 
 
-@given(st.floats(0.0, 1e6, allow_subnormal=False), st.floats(0.0, 5.0, allow_subnormal=False), st.floats(0.01, 1.0), st.floats(0.01, 1.0))  # no subnormals: a library loaded earlier may set flush-to-zero
+@given(
+    st.floats(0.0, 1e6, allow_subnormal=False), st.floats(0.0, 5.0, allow_subnormal=False), st.floats(0.01, 1.0), st.floats(0.01, 1.0)
+)  # no subnormals: a library loaded earlier may set flush-to-zero
 def test_queue_rebuilds_respect_both_the_interval_and_their_share(start, duration, interval, share):
     end = start + duration
     earliest = next_rebuild_at(start, end, interval, share)

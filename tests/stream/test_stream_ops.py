@@ -86,7 +86,9 @@ def learned_stream(settings, topic_of=lambda video_id: [100 + video_id % 5]):
     true = {v["video_id"]: v["topic_ids"] for v in videos}
     learned = {video_id: topic_of(video_id) for video_id in true}
     settings.paths.tables_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"video_id": list(learned), "topic_ids": list(learned.values())}).to_parquet(settings.paths.tables_dir / "video_topics.parquet")
+    pd.DataFrame({"video_id": list(learned), "topic_ids": list(learned.values())}).to_parquet(
+        settings.paths.tables_dir / "video_topics.parquet"
+    )
     return list(events), learned, true
 
 
@@ -116,7 +118,12 @@ def test_worker_health_answers_during_a_replay_and_logs_json_lines(stream_settin
     try:
         first = wait_for(lambda: json.loads(get(worker_url(settings, "/health"))), 90, "a /health answer", worker)
         assert first["alive"] is True
-        wait_for(lambda: (r := json.loads(get(worker_url(settings, "/health"))))["assigned_partitions"] == [0, 1, 2, 3] and r["ready"], 60, "all 4 partitions assigned and ready", worker)
+        wait_for(
+            lambda: (r := json.loads(get(worker_url(settings, "/health"))))["assigned_partitions"] == [0, 1, 2, 3] and r["ready"],
+            60,
+            "all 4 partitions assigned and ready",
+            worker,
+        )
 
         sent: dict[int, int] = {}
         produced = produce(settings.kafka.bootstrap_servers, settings.stream.events_topic, events, rate_per_s=len(events) / 8.0)
@@ -131,15 +138,34 @@ def test_worker_health_answers_during_a_replay_and_logs_json_lines(stream_settin
         assert all(report["alive"] and report["ready"] for report in during)
         assert all(report["assigned_partitions"] == [0, 1, 2, 3] for report in during)
         measured = [report for report in during if report["lag_age_s"] is not None]
-        assert measured and all(set(report["lag"]) <= {"0", "1", "2", "3"} and report["lag_total"] == sum(report["lag"].values()) for report in measured)
+        assert measured and all(
+            set(report["lag"]) <= {"0", "1", "2", "3"} and report["lag_total"] == sum(report["lag"].values()) for report in measured
+        )
 
         total = sum(sent.values())
-        wait_for(lambda: metric(get(worker_url(settings, "/metrics")), "topicfs_stream_messages_total") >= total, 60, "every message applied", worker)
-        settled = wait_for(lambda: (r := json.loads(get(worker_url(settings, "/health"))))["lag_age_s"] is not None and r["lag_age_s"] < 5 and r["lag_total"] == 0 and r, 30, "zero lag reported", worker)
+        wait_for(
+            lambda: metric(get(worker_url(settings, "/metrics")), "topicfs_stream_messages_total") >= total,
+            60,
+            "every message applied",
+            worker,
+        )
+        settled = wait_for(
+            lambda: (
+                (r := json.loads(get(worker_url(settings, "/health"))))["lag_age_s"] is not None
+                and r["lag_age_s"] < 5
+                and r["lag_total"] == 0
+                and r
+            ),
+            30,
+            "zero lag reported",
+            worker,
+        )
         assert settled["lag"] == {"0": 0, "1": 0, "2": 0, "3": 0}
 
         # the health command of the image's HEALTHCHECK answers 0 with the report
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "health"], env=child_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "health"], env=child_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0 and json.loads(done.stdout.strip().splitlines()[-1])["alive"] is True, done.stderr
         # the worker's own metrics only (the pusher's push metrics are the pusher's), served on 127.0.0.1 only
         served = get(worker_url(settings, "/metrics"))
@@ -170,19 +196,48 @@ def test_replay_leaves_the_learned_topics_in_redis_unchanged(stream_settings):
         before = video_topics_in_redis(client, settings.redis.key_prefix)
         assert before == learned  # the worker loaded the learned topics
 
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--n-users", "60", "--n-days", "3", "--max-messages", "600"],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "replay", "--n-users", "60", "--n-days", "3", "--max-messages", "600"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr
         sent = json.loads(done.stdout.strip().splitlines()[-1])["sent"]
         assert sent == 600
-        text = wait_for(lambda: (t := get(worker_url(settings, "/metrics"))) and metric(t, "topicfs_stream_messages_total") >= sent and t, 60, "the replay applied", worker)
+        text = wait_for(
+            lambda: (t := get(worker_url(settings, "/metrics"))) and metric(t, "topicfs_stream_messages_total") >= sent and t,
+            60,
+            "the replay applied",
+            worker,
+        )
         assert metric(text, "topicfs_stream_dead_letters_total") == 0  # every event named a video the learned topics know
         assert metric(text, 'topicfs_stream_events_total{type="exposure"}') > 0
         assert video_topics_in_redis(client, settings.redis.key_prefix) == learned
 
         # asked to, it publishes the catalogue's true topics, and the worker replaces the learned ones with them
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--n-users", "60", "--n-days", "3", "--max-messages", "1", "--publish-true-topics"],
-                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "replay",
+                "--n-users",
+                "60",
+                "--n-days",
+                "3",
+                "--max-messages",
+                "1",
+                "--publish-true-topics",
+            ],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr
         wait_for(lambda: video_topics_in_redis(client, settings.redis.key_prefix) == true, 60, "the true topics published", worker)
     finally:
@@ -192,8 +247,16 @@ def test_replay_leaves_the_learned_topics_in_redis_unchanged(stream_settings):
 def test_replay_refuses_true_topics_with_an_event_file(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text('{"type": "click", "event_id": "c1", "user_id": 1, "video_id": 2, "ts": 1.76e9}\n')
-    done = subprocess.run([sys.executable, "-m", "stream.cli", "replay", "--events-file", str(events), "--publish-true-topics"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stderr.strip().splitlines() == ["error: --publish-true-topics applies to the synthetic stream only, not to --events-file"]
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "replay", "--events-file", str(events), "--publish-true-topics"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: --publish-true-topics applies to the synthetic stream only, not to --events-file"
+    ]
 
 
 @pytest.mark.slow
@@ -208,7 +271,9 @@ def test_the_pusher_serves_only_its_own_metrics_on_127_0_0_1(redis_url, tmp_path
     settings.stream.pusher_metrics_port = free_port()
     write_push_repo(settings.stream.feast_repo_path, redis_url, project=f"p{os.getpid()}")
     log = (tmp_path / "pusher.log").open("w")
-    pusher = subprocess.Popen([sys.executable, "-m", "stream.cli", "pusher"], env=child_env(settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    pusher = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "pusher"], env=child_env(settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{settings.stream.pusher_metrics_port}"
     try:
         deadline = time.monotonic() + 90
@@ -222,7 +287,11 @@ def test_the_pusher_serves_only_its_own_metrics_on_127_0_0_1(redis_url, tmp_path
         assert health["alive"] is True and health["last_push_age_s"] is None  # nothing changed, nothing pushed yet
         served = get(f"{base}/metrics")
         assert "topicfs_stream_push_latency_seconds_count 0.0" in served and "topicfs_stream_pushed_rows_total 0.0" in served
-        assert "topicfs_stream_events" not in served and "topicfs_stream_consumer_lag" not in served and "topicfs_stream_dead_letters" not in served
+        assert (
+            "topicfs_stream_events" not in served
+            and "topicfs_stream_consumer_lag" not in served
+            and "topicfs_stream_dead_letters" not in served
+        )
         assert listening_addresses(settings.stream.pusher_metrics_port) == {"127.0.0.1"}
     finally:
         pusher.terminate()
@@ -246,7 +315,13 @@ def gone(pid: int) -> bool:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_stream_broker_stops_its_broker_on_a_signal(signum):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "stream.cli", "broker", "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "broker", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         while "embedded broker on" not in line:  # printed once the broker listens
@@ -270,6 +345,8 @@ def test_stream_broker_refuses_a_port_in_use():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, "-m", "stream.cli", "broker", "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "stream.cli", "broker", "--port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: port {port} is already in use on 127.0.0.1 (choose another with --port)"]

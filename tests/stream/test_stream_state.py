@@ -78,7 +78,16 @@ async def _apply_all(store, messages, batch=37):
 
 def check(deployment, events, config=None):
     config = config or StreamConfig()
-    assert_state_matches(sync_client(deployment), layout_of(deployment), truth_of(events, TOPICS_OF), TOPICS_OF, config.recent_clicks, config.min_exposures, config.min_ctr, config.fresh_share)
+    assert_state_matches(
+        sync_client(deployment),
+        layout_of(deployment),
+        truth_of(events, TOPICS_OF),
+        TOPICS_OF,
+        config.recent_clicks,
+        config.min_exposures,
+        config.min_ctr,
+        config.fresh_share,
+    )
 
 
 def test_batches_give_exact_counts_queues_and_histories(redis_deployment):
@@ -164,7 +173,7 @@ def test_bad_messages_are_dead_lettered_and_good_parts_counted(redis_deployment)
     assert reasons["x3"] == ["video_ids[2] must be an integer >= 0, got 'a'", "unknown video_id 998"]
     assert any("bad JSON" in r for letter in letters for r in letter.reasons)
     assert any("exceeds max_payload_bytes" in r for letter in letters for r in letter.reasons)
-    oversize = next(l for l in letters if any("exceeds" in r for r in l.reasons))
+    oversize = next(letter for letter in letters if any("exceeds" in r for r in letter.reasons))
     assert len(oversize.payload_b64) > 90000  # the whole payload is kept
     valid = events[:50] + [{**partly, "video_ids": [1, 2]}] + events[50:]
     check(redis_deployment, valid)
@@ -264,6 +273,7 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
     import math
 
     from stream.logic import build_queue
+
     client = sync_client(redis_deployment)
     layout = layout_of(redis_deployment)
     rng = random.Random(11)
@@ -272,13 +282,20 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
         checked = 0
         for case in range(80):
             config = StreamConfig(
-                max_queue_length=rng.choice([1, 2, 5, 10, 40, 200]), fresh_share=rng.choice([0.1, 0.25, 0.5]), cold_start_fresh=rng.randrange(0, 12), seed=case
+                max_queue_length=rng.choice([1, 2, 5, 10, 40, 200]),
+                fresh_share=rng.choice([0.1, 0.25, 0.5]),
+                cold_start_fresh=rng.randrange(0, 12),
+                seed=case,
             )
             store = new_store(redis_deployment, config)
             topic = case
             established = {v: rng.choice([0.05, 0.1, 0.1, 0.2, 0.5]) for v in rng.sample(range(1000), rng.randrange(0, 120))}
             sample_size = max(math.ceil(config.fresh_share * config.max_queue_length), config.cold_start_fresh)
-            fresh = set(rng.sample(range(500, 1500), rng.randrange(0, sample_size + 1) if rng.random() < 0.8 else sample_size + rng.randrange(1, 40)))
+            fresh = set(
+                rng.sample(
+                    range(500, 1500), rng.randrange(0, sample_size + 1) if rng.random() < 0.8 else sample_size + rng.randrange(1, 40)
+                )
+            )
             if established and rng.random() < 0.2:
                 fresh |= set(rng.sample(sorted(established), 1))  # a video in both indexes (the spec tolerates it)
             for v, ctr in established.items():  # each video in its own shard's index
@@ -298,7 +315,9 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
             assert not any(client.sismember(layout.dirty(shard), topic) for shard in layout.all_shards())
             covered = len(fresh) <= sample_size  # ZRANDMEMBER then returns the whole fresh index
             candidates = sorted(fresh) if covered else sorted(fresh)[:sample_size]
-            spec = build_queue(fetched, candidates, len(fresh), config.fresh_share, config.cold_start_fresh, config.max_queue_length, random.Random(0))
+            spec = build_queue(
+                fetched, candidates, len(fresh), config.fresh_share, config.cold_start_fresh, config.max_queue_length, random.Random(0)
+            )
             ranked = {v for v, _ in fetched}
             spec_fresh_ranks = [i for i, v in enumerate(spec) if v not in ranked]
             assert len(queue) == len(spec) or not covered, (case, queue, spec)
@@ -335,7 +354,12 @@ def _offline_exposure_totals(events: list[dict]) -> dict[int, tuple]:
     exposures, clicks, topic_exposures, topic_clicks = exposure_history(frame)
     last = frame.index[frame["video_id"] == -1]
     return {
-        int(frame.at[i, "user_id"]): (int(exposures[i]), int(clicks[i]), dict(zip(everything, topic_exposures[i])), dict(zip(everything, topic_clicks[i])))
+        int(frame.at[i, "user_id"]): (
+            int(exposures[i]),
+            int(clicks[i]),
+            dict(zip(everything, topic_exposures[i])),
+            dict(zip(everything, topic_clicks[i])),
+        )
         for i in last
     }
 
@@ -404,7 +428,10 @@ def test_a_crash_between_two_shards_writes_loses_and_doubles_nothing(redis_deplo
         layout = store.layout
         if layout.shards > 1:  # the shards' offsets now disagree: one shard is a batch behind
             assert crashed_at is not None
-            stored = [[int(v) if v is not None else -1 for v in sync_client(redis_deployment).mget([layout.offset(s, "ev", p) for p in range(3)])] for s in layout.all_shards()]
+            stored = [
+                [int(v) if v is not None else -1 for v in sync_client(redis_deployment).mget([layout.offset(s, "ev", p) for p in range(3)])]
+                for s in layout.all_shards()
+            ]
             assert len({tuple(row) for row in stored}) == 2
         restarted = new_store(redis_deployment)  # reads every shard's stored offsets afresh
         await _apply_all(restarted, messages, batch=40)  # re-delivery from the start of the log

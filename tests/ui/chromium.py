@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-    "--disable-extensions", "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-    "--remote-debugging-port=0", "--remote-allow-origins=*",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-port=0",
+    "--remote-allow-origins=*",
 ]
 
 
@@ -45,7 +54,8 @@ class Chromium:
         self.profile = tempfile.TemporaryDirectory(prefix="chromium-profile-")
         self.process = subprocess.Popen(
             [binary, *CHROMIUM_FLAGS, f"--user-data-dir={self.profile.name}", f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = Path(self.profile.name) / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -72,7 +82,9 @@ class Chromium:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def visit(self, url: str, screenshot: Path | None = None, expressions: dict[str, str] | None = None, actions: str | None = None) -> PageVisit:
+    def visit(
+        self, url: str, screenshot: Path | None = None, expressions: dict[str, str] | None = None, actions: str | None = None
+    ) -> PageVisit:
         """Load ``url`` in a new tab, wait for the load event, run ``actions`` (JavaScript, e.g. a hover), evaluate
         ``expressions``, capture a full-page PNG to ``screenshot``."""
         return asyncio.run(self._visit(url, screenshot, expressions or {}, actions))
@@ -102,7 +114,9 @@ class Chromium:
                         details = params["exceptionDetails"]
                         errors.append("exception: " + details.get("exception", {}).get("description", details.get("text", "")))
                     elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                        errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", [])))
+                        errors.append(
+                            "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                        )
                     elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                         errors.append(f"log: {params['entry'].get('text')} {params['entry'].get('url', '')}".strip())
                     elif method == "Network.loadingFailed" and not params.get("canceled"):
@@ -135,8 +149,10 @@ class Chromium:
                 await call("Page.navigate", url=url)
                 await asyncio.wait_for(loaded.wait(), 60)
                 # images load lazily: wait until every <img> on the page finished (or failed)
-                await evaluate("Promise.all(Array.from(document.images).map(i => { i.loading = 'eager'; return i.complete ? 1 : "
-                               "new Promise(r => { i.onload = i.onerror = r; }); }))")
+                await evaluate(
+                    "Promise.all(Array.from(document.images).map(i => { i.loading = 'eager'; return i.complete ? 1 : "
+                    "new Promise(r => { i.onload = i.onerror = r; }); }))"
+                )
                 if actions:
                     await evaluate(actions)
                 values = {name: await evaluate(expression) for name, expression in expressions.items()}
@@ -145,8 +161,12 @@ class Chromium:
                 if screenshot is not None:
                     metrics = await call("Page.getLayoutMetrics")
                     size = metrics.get("cssContentSize", metrics["contentSize"])
-                    shot = await call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
-                                      clip={"x": 0, "y": 0, "width": self.width, "height": min(size["height"], 4000), "scale": 1})
+                    shot = await call(
+                        "Page.captureScreenshot",
+                        format="png",
+                        captureBeyondViewport=True,
+                        clip={"x": 0, "y": 0, "width": self.width, "height": min(size["height"], 4000), "scale": 1},
+                    )
                     screenshot.parent.mkdir(parents=True, exist_ok=True)
                     screenshot.write_bytes(base64.b64decode(shot["data"]))
                 await asyncio.sleep(0.2)  # late console messages

@@ -80,14 +80,20 @@ def ui_state(tmp_path_factory, redis_server):
     root = tmp_path_factory.mktemp("ui")
     repo = root / "feature_repo"
     shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
-    environment = {**ENVIRONMENT, "TOPICFS_PATHS__ARTIFACTS_DIR": str(root / "artifacts"), "TOPICFS_REDIS__URL": redis_server.url,
-                   "TOPICFS_FEAST__REPO_PATH": str(repo)}
+    environment = {
+        **ENVIRONMENT,
+        "TOPICFS_PATHS__ARTIFACTS_DIR": str(root / "artifacts"),
+        "TOPICFS_REDIS__URL": redis_server.url,
+        "TOPICFS_FEAST__REPO_PATH": str(repo),
+    }
     with pytest.MonkeyPatch.context() as monkeypatch:
         for name, value in environment.items():
             monkeypatch.setenv(name, value)
         get_settings.cache_clear()
         settings = get_settings()
-        catalogue = make_catalogue(n_videos=240, n_true_topics=4, image_size=16, with_images=True, out_dir=root / "catalogue", seed=3, show_progress=False)
+        catalogue = make_catalogue(
+            n_videos=240, n_true_topics=4, image_size=16, with_images=True, out_dir=root / "catalogue", seed=3, show_progress=False
+        )
         result = run_topic_job(catalogue.videos, settings)
         Path(catalogue.videos.loc[catalogue.videos["video_id"] == MISSING_COVER_VIDEO, "cover_image"].iloc[0]).unlink()
         log = make_click_log(catalogue, n_users=40, n_days=2, seed=5)
@@ -95,8 +101,16 @@ def ui_state(tmp_path_factory, redis_server):
         register_and_materialize(settings)
         applied = fill_stream_state(settings, settings.paths.tables_dir, log.events())
         ranker_dir = train_ranker(log.interactions, settings, repo, model="lr", with_topics=True)
-        yield {"settings": settings, "environment": environment, "catalogue": catalogue, "log": log, "result": result,
-               "applied": applied, "ranker_dir": ranker_dir, "root": root}
+        yield {
+            "settings": settings,
+            "environment": environment,
+            "catalogue": catalogue,
+            "log": log,
+            "result": result,
+            "applied": applied,
+            "ranker_dir": ranker_dir,
+            "root": root,
+        }
     get_settings.cache_clear()
 
 
@@ -106,8 +120,12 @@ class UIServer:
     def __init__(self, environment: dict[str, str], port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [str(TOPICFS), "serve", "ui", "--port", str(port)], env={**os.environ, **environment}, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [str(TOPICFS), "serve", "ui", "--port", str(port)],
+            env={**os.environ, **environment},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         deadline = time.monotonic() + 120
         while True:
@@ -147,8 +165,10 @@ def metrics_endpoints():
     for seconds in (0.004, 0.006, 0.02):
         pusher.record_push(seconds, rows=10)
     started = time.monotonic()
-    servers = [(MetricsServer(worker.registry, lambda: {"alive": True, "assigned_partitions": [0, 1, 2, 3]}), free_port()),
-               (MetricsServer(pusher.registry, lambda: pusher_health(pusher, started)), free_port())]
+    servers = [
+        (MetricsServer(worker.registry, lambda: {"alive": True, "assigned_partitions": [0, 1, 2, 3]}), free_port()),
+        (MetricsServer(pusher.registry, lambda: pusher_health(pusher, started)), free_port()),
+    ]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

@@ -31,7 +31,15 @@ async def _fill(settings: Settings, tables_dir: Path, events: Iterable[dict], pa
         applied = 0
         for event in events:
             partition = int(event["user_id"]) % partitions
-            batch.append(RawMessage(settings.stream.events_topic, partition, next_offset[partition], json.dumps(event).encode(), str(event["user_id"]).encode()))
+            batch.append(
+                RawMessage(
+                    settings.stream.events_topic,
+                    partition,
+                    next_offset[partition],
+                    json.dumps(event).encode(),
+                    str(event["user_id"]).encode(),
+                )
+            )
             next_offset[partition] += 1
             if len(batch) >= batch_size:
                 await store.apply_batch(batch, send_dead_letters)

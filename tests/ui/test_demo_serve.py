@@ -20,9 +20,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_demo_serving_step_prints_the_address_answers_and_stops_on_ctrl_c(redis_url, tmp_path):
     port = free_port()
-    env = {**os.environ, "TOPICFS_REDIS__URL": redis_url, "TOPICFS_SERVING__UI_PORT": str(port), "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "TOPICFS_REDIS__URL": redis_url,
+        "TOPICFS_SERVING__UI_PORT": str(port),
+        "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path),
+    }
     code = "from topicfs_app.demo import serve_browser; from topicfs.settings import get_settings; serve_browser(get_settings(), print)"
-    process = subprocess.Popen([sys.executable, "-u", "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-u", "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         line = process.stdout.readline()
         assert line.startswith(f"topic browser at http://127.0.0.1:{port}/"), line

@@ -67,8 +67,12 @@ def test_dropped_videos_are_those_judged_below_tau2(ui_state, ui_server, chromiu
     client = redis.Redis.from_url(settings.redis.url)
     checked = 0
     for topic in range(6):
-        visit = chromium.visit(f"{ui_server.url}/topics/{topic}",
-                               expressions={"dropped": "Array.from(document.querySelectorAll('table.dropped tbody tr')).map(r => parseInt(r.cells[1].innerText))"})
+        visit = chromium.visit(
+            f"{ui_server.url}/topics/{topic}",
+            expressions={
+                "dropped": "Array.from(document.querySelectorAll('table.dropped tbody tr')).map(r => parseInt(r.cells[1].innerText))"
+            },
+        )
         assert visit.errors == []
         indexed = _index(settings, "fresh", topic) | _index(settings, "established", topic)
         for video in visit.values["dropped"]:
@@ -154,10 +158,14 @@ def test_video_page_shows_topics_feature_and_feast_values(ui_state, ui_server, c
 
 
 def test_stream_page_reads_the_worker_metrics_and_the_shards(ui_state, ui_server, chromium):
-    visit = chromium.visit(f"{ui_server.url}/stream",
-                           expressions={"lag": "Array.from(document.querySelectorAll('table.lag tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])",
-                                        "offsets": "document.querySelector('table.shards').innerText",
-                                        "dead": "Array.from(document.querySelectorAll('table.dead-letters tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])"})
+    visit = chromium.visit(
+        f"{ui_server.url}/stream",
+        expressions={
+            "lag": "Array.from(document.querySelectorAll('table.lag tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])",
+            "offsets": "document.querySelector('table.shards').innerText",
+            "dead": "Array.from(document.querySelectorAll('table.dead-letters tbody tr')).map(r => [r.cells[0].innerText, r.cells[1].innerText])",
+        },
+    )
     assert visit.errors == []
     assert visit.values["lag"] == [["0", "17"], ["1", "0"], ["2", "240"], ["3", "5"]]
     assert "Feast push latency" in visit.text and "3 pushes" in visit.text and "last Feast push" in visit.text
@@ -194,8 +202,13 @@ def test_serve_ui_refuses_a_busy_port_with_one_line(ui_state, ui_server):
 
     from conftest import TOPICFS
 
-    done = subprocess.run([str(TOPICFS), "serve", "ui", "--port", port], env={**os.environ, **ui_state["environment"]},
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(TOPICFS), "serve", "ui", "--port", port],
+        env={**os.environ, **ui_state["environment"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: the topic browser cannot listen on") and "Traceback" not in done.stderr
 
@@ -213,6 +226,8 @@ def test_video_map_table_places_each_topic_apart(ui_state):
     positions = video_map[["x", "y"]].to_numpy()
     centres = {t: positions[video_map["topic_id"] == t].mean(axis=0) for t in video_map["topic_id"].unique()}
     own = np.array([np.linalg.norm(p - centres[t]) for p, t in zip(positions, video_map["topic_id"])])
-    nearest_other = np.array([min(np.linalg.norm(p - c) for u, c in centres.items() if u != t) for p, t in zip(positions, video_map["topic_id"])])
+    nearest_other = np.array(
+        [min(np.linalg.norm(p - c) for u, c in centres.items() if u != t) for p, t in zip(positions, video_map["topic_id"])]
+    )
     assert (own < nearest_other).mean() > 0.8
     assert json.loads((settings.paths.tables_dir / "video_map.json").read_text())["rows"] == len(video_map)
