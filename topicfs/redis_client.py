@@ -29,20 +29,20 @@ REDIS_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError, 
 
 def sync_client(config: RedisConfig, timeout_s: float | None = None) -> redis.Redis | RedisCluster:
     """A synchronous client of ``config``'s Redis (or Redis Cluster)."""
-    options = _timeouts(timeout_s)
-    if config.cluster:
-        return RedisCluster.from_url(config.url, max_connections=config.max_connections, **options)
-    pool = redis.BlockingConnectionPool.from_url(config.url, max_connections=config.max_connections, timeout=timeout_s or 20, **options)
-    return redis.Redis(connection_pool=pool)
+    return _client(config, timeout_s, RedisCluster, redis.BlockingConnectionPool, redis.Redis)
 
 
 def async_client(config: RedisConfig, timeout_s: float | None = None) -> aioredis.Redis | AsyncRedisCluster:
     """An asyncio client of ``config``'s Redis (or Redis Cluster)."""
+    return _client(config, timeout_s, AsyncRedisCluster, aioredis.BlockingConnectionPool, aioredis.Redis)
+
+
+def _client(config: RedisConfig, timeout_s: float | None, cluster_class, pool_class, client_class):
     options = _timeouts(timeout_s)
     if config.cluster:
-        return AsyncRedisCluster.from_url(config.url, max_connections=config.max_connections, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(config.url, max_connections=config.max_connections, timeout=timeout_s or 20, **options)
-    return aioredis.Redis(connection_pool=pool)
+        return cluster_class.from_url(config.url, max_connections=config.max_connections, **options)
+    pool = pool_class.from_url(config.url, max_connections=config.max_connections, timeout=timeout_s or 20, **options)
+    return client_class(connection_pool=pool)
 
 
 def _timeouts(timeout_s: float | None) -> dict:

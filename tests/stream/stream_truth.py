@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from topicfs.keys import KeyLayout, decode_ids
+from topicfs.keys import KeyLayout, decode_ids, is_cluster
 
 
 @dataclass
@@ -114,3 +114,12 @@ def dead_letters(bootstrap_servers: str, topic: str, timeout_s: float = 10.0) ->
 def video_topics(client: redis.Redis, layout: KeyLayout | str, video_ids) -> dict[int, list[int]]:
     layout = as_layout(layout)
     return {v: decode_ids(client.get(layout.video_topics(v))) for v in video_ids}
+
+
+def flush_all(client) -> None:
+    """FLUSHALL on every master of a cluster client, or on a single Redis."""
+    if is_cluster(client):
+        for node in client.get_primaries():
+            client.flushall(target_nodes=node)
+    else:
+        client.flushall()

@@ -18,8 +18,8 @@ from stream.demo import applied_offset
 from stream.process import WorkerProcess
 from stream.replay import produce
 from stream.synthetic_stream import synthetic_stream
-from stream_truth import assert_state_matches, dead_letters, truth_of
-from topicfs.keys import KeyLayout, is_cluster
+from stream_truth import assert_state_matches, dead_letters, flush_all, truth_of
+from topicfs.keys import KeyLayout
 from topicfs.redis_client import async_client, sync_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -183,56 +183,39 @@ def test_d_redis_emptied_while_down_is_rebuilt_from_the_log(deployed_stream_sett
         worker.stop()
 
 
-def flush_all(client) -> None:
-    """FLUSHALL on every master (a single Redis: on it)."""
-    if is_cluster(client):
-        for node in client.get_primaries():
-            client.flushall(target_nodes=node)
-    else:
-        client.flushall()
+def lose_state_mid_stream(settings, lose) -> str:
+    """Replay at 400 messages/s; once a quarter is applied, ``lose(client)`` destroys Redis state under the running
+    worker; every count, history and queue must end exact. Returns the worker's log."""
+    events, topics_of = setup_stream(settings, n_users=80)
+    client = sync_client(settings.redis)
+    worker = WorkerProcess.start(settings)
+    try:
+        thread, sent = replay_in_background(settings, client, events, rate=400, workers=[worker])
+        wait_applied_at_least(client, settings, len(events) // 4, worker)
+        lose(client)
+        thread.join()
+        assert len(events) // 4 < sum(sent.values())
+        wait_done(client, settings, sum(sent.values()), [worker], timeout_s=120)
+        check(client, settings, events, topics_of)
+        return worker.log()
+    finally:
+        worker.stop()
 
 
 def test_f_redis_emptied_under_a_running_worker_is_detected_and_rebuilt(deployed_stream_settings):
     """FLUSHALL (every master) while the worker applies a replay: the worker notices, logs an error, counts it, replays
     the log from its start, and every count, history and queue ends exact (today's main lost a third)."""
-    settings = deployed_stream_settings
-    events, topics_of = setup_stream(settings, n_users=80)
-    client = sync_client(settings.redis)
-    worker = WorkerProcess.start(settings)
-    try:
-        thread, sent = replay_in_background(settings, client, events, rate=400, workers=[worker])
-        wait_applied_at_least(client, settings, len(events) // 4, worker)
-        flush_all(client)
-        at_flush = len(events) // 4
-        thread.join()
-        wait_done(client, settings, sum(sent.values()), [worker], timeout_s=120)
-        check(client, settings, events, topics_of)
-        assert at_flush < sum(sent.values())
-        log = worker.log()
-        assert "was lost" in log and "rebuilt lost Redis state" in log, log[-3000:]
-    finally:
-        worker.stop()
+    log = lose_state_mid_stream(deployed_stream_settings, flush_all)
+    assert "was lost" in log and "rebuilt lost Redis state" in log, log[-3000:]
 
 
 def test_g_one_master_restarted_empty_is_rebuilt(deployed_stream_settings, request):
     """On the cluster, one master is killed and started again empty mid-stream: the shards it held are rebuilt."""
-    settings = deployed_stream_settings
-    if not settings.redis.cluster:
+    if not deployed_stream_settings.redis.cluster:
         pytest.skip("a cluster scenario")
     cluster = request.getfixturevalue("redis_cluster")
-    events, topics_of = setup_stream(settings, n_users=80)
-    client = sync_client(settings.redis)
-    worker = WorkerProcess.start(settings)
-    try:
-        thread, sent = replay_in_background(settings, client, events, rate=400, workers=[worker])
-        wait_applied_at_least(client, settings, len(events) // 4, worker)
-        cluster.restart_node_empty(1)
-        thread.join()
-        wait_done(client, settings, sum(sent.values()), [worker], timeout_s=120)
-        check(client, settings, events, topics_of)
-        assert "rebuilt lost Redis state" in worker.log()
-    finally:
-        worker.stop()
+    log = lose_state_mid_stream(deployed_stream_settings, lambda client: cluster.restart_node_empty(1))
+    assert "rebuilt lost Redis state" in log, log[-3000:]
 
 
 def test_h_kill_9_three_times_during_a_200k_event_replay_on_the_cluster(deployed_stream_settings):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from stream.state import RawMessage, StateLost, StreamStore
-from stream_truth import assert_state_matches, truth_of
+from stream_truth import assert_state_matches, flush_all, truth_of
 from topicfs.keys import KeyLayout
 from topicfs.redis_client import async_client, sync_client
 from topicfs.settings import StreamConfig
@@ -450,7 +450,7 @@ def test_state_lost_under_a_running_store_is_detected_and_nothing_is_written(red
     async def go():
         store = await _store(redis_deployment)
         await _apply_all(store, messages[:150])
-        _flush(client)
+        flush_all(client)
         with pytest.raises(StateLost, match="epoch"):
             await store.apply_batch(messages[150:200], _ignore)
         layout = store.layout
@@ -502,13 +502,3 @@ def test_the_fresh_draw_over_shards_is_uniform():
     expected = trials * 10 / 80
     for video in (v for s in shards for v in s):
         assert abs(counts[video] - expected) < 0.2 * expected, (video, counts[video], expected)
-
-
-def _flush(client) -> None:
-    from topicfs.keys import is_cluster
-
-    if is_cluster(client):
-        for node in client.get_primaries():
-            client.flushall(target_nodes=node)
-    else:
-        client.flushall()
