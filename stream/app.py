@@ -238,7 +238,10 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
             while True:
                 seen_recoveries = runtime.recoveries
                 try:
-                    result = await store.apply_batch(messages, send_dead_letters)
+                    # never while a rebuild replays the log: a batch applied to a lost shard before the replay would
+                    # move its offsets past the messages the replay must still apply
+                    async with runtime.recovery_lock:
+                        result = await store.apply_batch(messages, send_dead_letters)
                     break
                 except REDIS_UNAVAILABLE as exc:  # the batch is not acked: retry, lose nothing
                     logger.warning("Redis unavailable (%s); retrying the batch in 1 s", exc)
