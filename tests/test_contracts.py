@@ -45,6 +45,8 @@ def test_good_videos_csv_and_parquet_agree(tmp_path):
         ("6,cat,,p,s,[],not-a-date", "publish_ts", "not a timestamp"),
         ("7,cat,,p,s,[],10000-01-01", "publish_ts", "not a timestamp"),
         ("8,cat,,p,s,[],", "publish_ts", "missing timestamp"),
+        ("9,cat,,p,s,[],1767225600000", "publish_ts", "looks like milliseconds"),
+        ("10,cat,,p,s,[],1767225600000000.0", "publish_ts", "looks like milliseconds or microseconds"),
     ],
 )
 def test_bad_video_rows_are_named(tmp_path, row, field, fragment):

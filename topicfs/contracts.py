@@ -200,6 +200,8 @@ def _parse_tags(value: object) -> list[str]:
 
 
 MISSING_TIMESTAMP = "missing timestamp (it is required: fill it in, or drop the row with --on-error skip)"
+# 1e11 s is the year 5138: a larger epoch is milliseconds (1.7e12 today) or microseconds, never seconds
+EPOCH_SECONDS_LIMIT = 1e11
 NS_RANGE = (pd.Timestamp.min.tz_localize("UTC"), pd.Timestamp.max.tz_localize("UTC"))
 
 
@@ -207,10 +209,16 @@ def _parse_ts(value: object) -> pd.Timestamp:
     """A UTC timestamp from text, a timestamp or epoch seconds; any instant Arrow's timestamp[us] holds."""
     if _is_missing(value):
         raise ValueError(MISSING_TIMESTAMP)
+    epoch = isinstance(value, (int, np.integer, float, np.floating)) or (
+        isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
+    )
+    if epoch and abs(float(value)) >= EPOCH_SECONDS_LIMIT:
+        raise ValueError(
+            f"epoch timestamp {value!r} would be after the year 5138 in seconds: epoch timestamps are seconds, "
+            "and this looks like milliseconds or microseconds (divide by 1,000 or 1,000,000)"
+        )
     try:
-        if isinstance(value, (int, np.integer, float, np.floating)) or (
-            isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
-        ):
+        if epoch:
             seconds = float(value)
             if not math.isfinite(seconds):
                 raise ValueError(value)
