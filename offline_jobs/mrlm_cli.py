@@ -74,12 +74,26 @@ def evaluate(
     on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
     name: str | None = typer.Option(None, help=NAME_HELP),
     out: Path | None = typer.Option(None, help="Markdown report file (default: <reports_dir>/mrlm_<name>/mrlm.md)"),
+    seeds: int = typer.Option(
+        1,
+        min=1,
+        help="run seeds mrlm.seed, mrlm.seed + 1, ... one after the other (split, k-means, FM, BPR-MF, U-GFRL, MRLM); "
+        "print each seed's table, then mean ± std (ddof 1) per model and cut-off; per-seed and summary JSON beside --out",
+    ),
 ) -> None:
-    """Recall@N / AUC@N (N = 10, 20, 50, 100) of MRLM, U-GFRL, BPR-MF and popularity on one random 70/20/10 split."""
+    """Recall@N / AUC@N (N = 10, 20, 50, 100) of MRLM, U-GFRL, BPR-MF and popularity on a random 70/20/10 split (--seeds: several)."""
     settings = get_settings()
     files = _files(dataset, videos, interactions, on_error, name)
     label, sources = (files.name, files.sources()) if files is not None else (dataset.value, {"dataset": dataset.value})
     out = out or report_dir(settings.paths.reports_dir, f"mrlm_{label}", sources) / "mrlm.md"
+
+    if seeds > 1:
+        from offline_jobs.mrlm_job import evaluate_seeds
+
+        report, _ = evaluate_seeds(dataset.value, settings, seeds, out, files=files, on_seed=lambda result: typer.echo(result.report))
+        typer.echo(report)
+        typer.echo(f"wrote {out} and {out.parent / (out.stem + '_seeds.json')} (per seed: {out.stem}_seed<S>.md / .json)")
+        return
 
     from offline_jobs.mrlm_job import evaluate as evaluate_job
 

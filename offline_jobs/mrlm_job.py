@@ -229,14 +229,36 @@ def scoring_rules(model: MRLM) -> dict[str, Callable[[], np.ndarray]]:
     }
 
 
-def evaluate(
+MODELS = ("Popularity", "BPR-MF", "U-GFRL", "MRLM")  # the keys of EvaluationResult.test, in table order
+
+
+@dataclass
+class EvaluationResult:
+    """One seed's evaluation: test metrics per model (keys :data:`MODELS`), the valid figures the choices
+    were made on, the chosen α and epochs, seconds, and the Markdown report of the run."""
+
+    dataset: str
+    seed: int
+    sizes: dict[str, int]
+    test: dict[str, dict[str, float]]
+    valid: dict[str, float]
+    alpha: float
+    epochs: dict[str, int]
+    seconds: dict[str, float]
+    report: str
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "report"}
+
+
+def evaluate_once(
     dataset: str,
     settings: Settings,
-    out: Path | None = None,
     alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
     files: DataFiles | None = None,
-) -> str:
-    """Train MRLM, U-GFRL and the baselines on one split; Markdown tables of valid choices and test metrics.
+) -> EvaluationResult:
+    """Train MRLM, U-GFRL and the baselines on one split (seed ``settings.mrlm.seed``: split, k-means, FM, BPR-MF,
+    U-GFRL and MRLM); test metrics per model and a Markdown report.
 
     α (the user-vector blend) is picked on valid among ``alphas``; epochs by valid Recall@50; test is read once.
     ``files``: the user's contract files of ``dataset="file"``; the report is named after ``files.name``.
@@ -256,6 +278,7 @@ def evaluate(
     rows: dict[str, dict[str, float]] = {}
     valid_rows: dict[str, float] = {}
     rows["Popularity"] = ranking_metrics(popularity_scores(data), test)
+    valid_rows["Popularity"] = valid_recall(popularity_scores(data))
     tick = time.monotonic()
     bpr = BPRMF(config.bpr_dim, config.bpr_epochs, random_state=config.seed).fit(data, valid_recall)
     seconds["BPR-MF"] = time.monotonic() - tick
@@ -265,8 +288,8 @@ def evaluate(
     tick = time.monotonic()
     ugfrl = MRLM(config.model_copy(update={"theta": 1.0})).fit(data, lambda m: valid_recall(_global_cosine(m)))
     seconds["U-GFRL"] = time.monotonic() - tick
-    rows["U-GFRL (global vectors only)"] = ranking_metrics(_global_cosine(ugfrl), test)
-    valid_rows["U-GFRL (global vectors only)"] = valid_recall(_global_cosine(ugfrl))
+    rows["U-GFRL"] = ranking_metrics(_global_cosine(ugfrl), test)
+    valid_rows["U-GFRL"] = valid_recall(_global_cosine(ugfrl))
 
     tick = time.monotonic()
     model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, lambda m: valid_recall(cosine_scores(m.user_vectors(), m.item_vectors_)))
@@ -277,11 +300,12 @@ def evaluate(
     }
     best_alpha = max(alpha_valid, key=alpha_valid.get)
     model.config = config.model_copy(update={"user_global_weight": best_alpha})
-    rows[f"MRLM (served d4 rule, α={best_alpha:g})"] = ranking_metrics(cosine_scores(model.user_vectors(), model.item_vectors_), test)
-    for name, rule in scoring_rules(model).items():
-        valid_rows[f"MRLM, {name}"] = valid_recall(rule())
+    rows["MRLM"] = ranking_metrics(cosine_scores(model.user_vectors(), model.item_vectors_), test)
+    valid_rows["MRLM"] = alpha_valid[best_alpha]
+    rules = {f"MRLM, {name}": valid_recall(rule()) for name, rule in scoring_rules(model).items()}
+    labels = {"U-GFRL": "U-GFRL (global vectors only)", "MRLM": f"MRLM (served d4 rule, α={best_alpha:g})"}
     lines = [
-        f"### MRLM on {dataset}: {data.n_users} users, {data.n_items} items, {len(data.train)}/{len(data.valid)}/{len(data.test)} train/valid/test interactions",
+        f"### MRLM on {dataset}: {data.n_users} users, {data.n_items} items, {len(data.train)}/{len(data.valid)}/{len(data.test)} train/valid/test interactions (seed {config.seed})",
         "",
         f"Modalities (k-means clusters): {', '.join(f'{m} {k}' for m, k in model.n_clusters_.items())}. "
         f"Epochs kept (valid Recall@{SELECT_AT}): MRLM {model.best_epoch_ + 1}/{config.epochs}, U-GFRL {ugfrl.best_epoch_ + 1}/{config.epochs}, BPR-MF {bpr.best_epoch_ + 1}/{config.bpr_epochs}.",
@@ -293,7 +317,7 @@ def evaluate(
     ]
     for name, metrics in rows.items():
         lines.append(
-            f"| {name} | "
+            f"| {labels.get(name, name)} | "
             + " | ".join(f"{metrics[f'Recall@{n}']:.4f}" for n in CUTOFFS)
             + " | "
             + " | ".join(f"{metrics[f'AUC@{n}']:.4f}" for n in CUTOFFS)
@@ -310,13 +334,163 @@ def evaluate(
         f"| MRLM, served d4 rule with α={alpha:g} (α=1: m(g_u) only, α=0: latest items only) | {value:.4f} |"
         for alpha, value in alpha_valid.items()
     ]
-    lines += [f"| {name} | {value:.4f} |" for name, value in valid_rows.items()]
+    lines += [f"| {labels.get(name, name)} | {value:.4f} |" for name, value in valid_rows.items() if name in ("BPR-MF", "U-GFRL")]
+    lines += [f"| {name} | {value:.4f} |" for name, value in rules.items()]
     lines += ["", "Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + f" (torch threads {config.torch_threads})."]
-    report = "\n".join(lines) + "\n"
-    out = out or settings.paths.reports_dir / f"mrlm_{dataset}.md"
+    return EvaluationResult(
+        dataset=dataset,
+        seed=config.seed,
+        sizes={"users": data.n_users, "items": data.n_items, "train": len(data.train), "valid": len(data.valid), "test": len(data.test)},
+        test=rows,
+        valid={**valid_rows, **rules},
+        alpha=float(best_alpha),
+        epochs={"MRLM": model.best_epoch_ + 1, "U-GFRL": ugfrl.best_epoch_ + 1, "BPR-MF": bpr.best_epoch_ + 1},
+        seconds=seconds,
+        report="\n".join(lines) + "\n",
+    )
+
+
+def evaluate(
+    dataset: str,
+    settings: Settings,
+    out: Path | None = None,
+    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    files: DataFiles | None = None,
+) -> str:
+    """:func:`evaluate_once` with the report written to ``out`` (default <reports_dir>/mrlm_<dataset>.md); returns the report."""
+    result = evaluate_once(dataset, settings, alphas, files)
+    out = out or settings.paths.reports_dir / f"mrlm_{result.dataset}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.report, encoding="utf-8")
+    return result.report
+
+
+# --- several seeds ---------------------------------------------------------------------------------
+
+
+def seed_summary(results: Sequence[EvaluationResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """model -> metric -> {"mean", "std"} over the runs; std is the sample std (ddof 1), NaN for one run."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for model in MODELS:
+        summary[model] = {}
+        for metric in results[0].test[model]:
+            values = np.array([r.test[model][metric] for r in results], np.float64)
+            std = float(values.std(ddof=1)) if len(values) > 1 else float("nan")
+            summary[model][metric] = {"mean": float(values.mean()), "std": std}
+    return summary
+
+
+def verdict(a: dict[str, float], b: dict[str, float]) -> str:
+    """``above`` when mean a − mean b exceeds both stds, ``below`` when mean b − mean a does, else ``not established``
+    (also for one run: no std)."""
+    gap, spread = a["mean"] - b["mean"], max(a["std"], b["std"])
+    if not np.isfinite(spread):
+        return "not established"
+    return "above" if gap > spread else "below" if -gap > spread else "not established"
+
+
+def verdicts(summary: dict[str, dict[str, dict[str, float]]], cutoffs: Sequence[int] = CUTOFFS) -> dict[str, dict[str, str]]:
+    """MRLM against each baseline at every Recall@N: ``above`` / ``below`` / ``not established`` (see :func:`verdict`)."""
+    return {
+        baseline: {f"Recall@{n}": verdict(summary["MRLM"][f"Recall@{n}"], summary[baseline][f"Recall@{n}"]) for n in cutoffs}
+        for baseline in MODELS
+        if baseline != "MRLM"
+    }
+
+
+def _pm(value: dict[str, float]) -> str:
+    return f"{value['mean']:.4f} ± {value['std']:.4f}"
+
+
+def seeds_report(results: Sequence[EvaluationResult]) -> str:
+    """Per-seed test Recall@N rows, mean ± std (ddof 1) of every model and metric, and MRLM's verdicts."""
+    summary = seed_summary(results)
+    first = results[0]
+    seeds = ", ".join(str(r.seed) for r in results)
+    recalls = [f"Recall@{n}" for n in CUTOFFS]
+    lines = [
+        f"### MRLM on {first.dataset} over {len(results)} seeds ({seeds}): {first.sizes['users']} users, {first.sizes['items']} items",
+        "",
+        "Per seed, test split (α: the served rule's blend picked on valid; epochs kept MRLM / U-GFRL / BPR-MF):",
+        "",
+        "| seed | model | " + " | ".join(recalls) + " | α | epochs |",
+        "|---|---|" + "---:|" * len(recalls) + "---|---|",
+    ]
+    for r in results:
+        epochs = f"{r.epochs['MRLM']} / {r.epochs['U-GFRL']} / {r.epochs['BPR-MF']}"
+        for model in MODELS:
+            extra = f"{r.alpha:g} | {epochs}" if model == "MRLM" else " | "
+            lines.append(f"| {r.seed} | {model} | " + " | ".join(f"{r.test[model][m]:.4f}" for m in recalls) + f" | {extra} |")
+    lines += [
+        "",
+        f"Mean ± std (sample std, ddof 1) over {len(results)} seeds, test split:",
+        "",
+        "| model | " + " | ".join(recalls) + " |",
+        "|---|" + "---:|" * len(recalls),
+    ]
+    lines += [f"| {model} | " + " | ".join(_pm(summary[model][m]) for m in recalls) + " |" for model in MODELS]
+    aucs = [f"AUC@{n}" for n in CUTOFFS]
+    lines += ["", "| model | " + " | ".join(aucs) + " |", "|---|" + "---:|" * len(aucs)]
+    lines += [f"| {model} | " + " | ".join(_pm(summary[model][m]) for m in aucs) + " |" for model in MODELS]
+    lines += [
+        "",
+        "MRLM against each baseline (above / below: the gap of the means exceeds both stds; else not established):",
+        "",
+        "| baseline | " + " | ".join(recalls) + " |",
+        "|---|" + "---|" * len(recalls),
+    ]
+    lines += [f"| {baseline} | " + " | ".join(row[m] for m in recalls) + " |" for baseline, row in verdicts(summary).items()]
+    total = sum(sum(r.seconds.values()) for r in results)
+    lines += ["", f"Seconds: {total:.0f} in all ({', '.join(f'seed {r.seed} {sum(r.seconds.values()):.0f}' for r in results)})."]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_seeds(
+    dataset: str,
+    settings: Settings,
+    n_seeds: int,
+    out: Path,
+    alphas: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
+    files: DataFiles | None = None,
+    on_seed: Callable[[EvaluationResult], None] | None = None,
+) -> tuple[str, list[EvaluationResult]]:
+    """:func:`evaluate_once` for seeds mrlm.seed, mrlm.seed + 1, ..., one after the other.
+
+    Writes each seed's report and JSON as it finishes (``<out stem>_seed<S>.md`` / ``.json`` beside ``out``), then the
+    summary report to ``out`` and ``<out stem>_seeds.json`` (per-seed results, mean ± std, verdicts). Returns the summary
+    report and the per-seed results; ``on_seed`` is called after each seed.
+    """
+    from offline_jobs.artifacts import write_json_atomic
+
+    if n_seeds < 1:
+        raise UserError(f"--seeds {n_seeds}: give at least 1")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = []
+    for seed in range(settings.mrlm.seed, settings.mrlm.seed + n_seeds):
+        seeded = settings.model_copy(update={"mrlm": settings.mrlm.model_copy(update={"seed": seed})})
+        result = evaluate_once(dataset, seeded, alphas, files)
+        (out.parent / f"{out.stem}_seed{seed}.md").write_text(result.report, encoding="utf-8")
+        write_json_atomic(out.parent / f"{out.stem}_seed{seed}.json", {"torch_threads": settings.mrlm.torch_threads, **result.to_json()})
+        results.append(result)
+        if on_seed is not None:
+            on_seed(result)
+    report = seeds_report(results)
+    summary = seed_summary(results)
+    write_json_atomic(
+        out.parent / f"{out.stem}_seeds.json",
+        {
+            "dataset": results[0].dataset,
+            "seeds": [r.seed for r in results],
+            "torch_threads": settings.mrlm.torch_threads,
+            "summary": {
+                m: {k: {s: (v if np.isfinite(v) else None) for s, v in x.items()} for k, x in row.items()} for m, row in summary.items()
+            },
+            "verdicts": verdicts(summary),
+            "runs": [r.to_json() for r in results],
+        },
+    )
     out.write_text(report, encoding="utf-8")
-    return report
+    return report, results
 
 
 # --- training and the Feast tables -----------------------------------------------------------------
