@@ -50,7 +50,9 @@ def main() -> None:
         return ranking_metrics(scores, valid, (50,))["Recall@50"]
 
     started = time.monotonic()
-    model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, lambda m: recall(cosine_scores(m.user_vectors(), m.item_vectors_)))
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(
+        data, lambda m: recall(cosine_scores(m.user_vectors(), m.item_vectors_))
+    )
     mrlm_s = time.monotonic() - started
     started = time.monotonic()
     bpr = BPRMF(config.bpr_dim, config.bpr_epochs, random_state=config.seed).fit(data, recall)

@@ -55,8 +55,8 @@ def run_catalogue(videos, true_topic, settings: Settings, methods: list[str], dr
         use_dropout, mode = METHODS[method]
         started = time.perf_counter()
         if use_dropout not in encoders:
-            config = settings.mmoe.model_copy(update={"modality_dropout": dropout if use_dropout else 0.0})
-            encoders[use_dropout] = MultimodalTopicEncoder(config).fit(videos)
+            modality_dropout = dropout if use_dropout else 0.0
+            encoders[use_dropout] = MultimodalTopicEncoder.from_config(settings.mmoe, modality_dropout=modality_dropout).fit(videos)
         mmoe = encoders[use_dropout]
         predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share) if mode == "predict" else []
         e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, mode, predicted)

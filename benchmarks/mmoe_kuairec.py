@@ -58,7 +58,7 @@ def main() -> None:
     baseline_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    model = MultimodalTopicEncoder(config).fit(train)
+    model = MultimodalTopicEncoder.from_config(config).fit(train)
     fit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     representations = {

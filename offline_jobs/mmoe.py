@@ -26,7 +26,7 @@ available as the paper's literal reading.
     from topicfs.contracts import load_videos
     from topicfs.settings import get_settings
     videos = load_videos("videos.parquet")
-    model = MultimodalTopicEncoder(get_settings().mmoe).fit(videos)
+    model = MultimodalTopicEncoder.from_config(get_settings().mmoe).fit(videos)   # or MultimodalTopicEncoder(epochs=1)
     z = model.transform(videos)            # (n, d) float32
     model.save("artifacts/models/mmoe")   # weights + config.json; MultimodalTopicEncoder.load(...) reads it back
 """
@@ -63,6 +63,7 @@ from offline_jobs.encoders import (
     pad_batch,
     resolve_title_encoder,
 )
+from offline_jobs.estimator import SettingsEstimator
 from topicfs.settings import MMoEConfig
 
 logger = logging.getLogger(__name__)
@@ -190,23 +191,76 @@ def sortish_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Gene
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-class MultimodalTopicEncoder:
+_DEFAULTS = MMoEConfig()
+
+
+class MultimodalTopicEncoder(SettingsEstimator):
     """Learns z from titles and covers with MMoE over primary class, secondary class and tags (scikit-learn style).
 
-    Learned state: ``tasks_`` (the tasks kept, with their classes), ``modalities_`` ("cover", "title"),
-    ``title_encoder_``, ``cover_encoder_``, ``mmoe_``, ``vocabulary_report_``, ``history_`` (mean loss per
-    task per epoch), ``training_seconds_``, ``data_fingerprint_``.
+    Parameters are the settings of the same name in :class:`topicfs.settings.MMoEConfig`, defaults included
+    (:meth:`from_config` builds one from the settings); ``fit`` checks them against that model. Learned state:
+    ``config_`` (the checked parameters the model was fitted with; everything after ``fit`` reads them, so
+    ``set_params`` changes the next fit), ``tasks_`` (the tasks kept, with their classes), ``modalities_``
+    ("cover", "title"), ``title_encoder_``, ``cover_encoder_``, ``mmoe_``, ``vocabulary_report_``, ``history_``
+    (mean loss per task per epoch), ``training_seconds_``, ``data_fingerprint_``.
     """
 
-    def __init__(self, config: MMoEConfig | None = None):
-        self.config = config if config is not None else MMoEConfig()
+    config_model = MMoEConfig
+
+    def __init__(
+        self,
+        title_encoder: str = _DEFAULTS.title_encoder,
+        image_encoder: Path | None = _DEFAULTS.image_encoder,
+        image_size_px: int = _DEFAULTS.image_size_px,
+        cnn_channels: tuple[int, ...] = tuple(_DEFAULTS.cnn_channels),
+        extend_vocabulary: bool = _DEFAULTS.extend_vocabulary,
+        new_token_min_count: int = _DEFAULTS.new_token_min_count,
+        new_token_init: str = _DEFAULTS.new_token_init,
+        max_title_tokens: int = _DEFAULTS.max_title_tokens,
+        title_trainable_layers: int | None = _DEFAULTS.title_trainable_layers,
+        n_experts: int = _DEFAULTS.n_experts,
+        expert_dim: int = _DEFAULTS.expert_dim,
+        tower_hidden: int = _DEFAULTS.tower_hidden,
+        dropout: float = _DEFAULTS.dropout,
+        max_tags: int = _DEFAULTS.max_tags,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        encoder_learning_rate: float = _DEFAULTS.encoder_learning_rate,
+        batch_size: int = _DEFAULTS.batch_size,
+        epochs: int = _DEFAULTS.epochs,
+        representation: str = _DEFAULTS.representation,
+        modality_dropout: float = _DEFAULTS.modality_dropout,
+        torch_threads: int | None = _DEFAULTS.torch_threads,
+        seed: int = _DEFAULTS.seed,
+    ):
+        self.title_encoder = title_encoder
+        self.image_encoder = image_encoder
+        self.image_size_px = image_size_px
+        self.cnn_channels = cnn_channels
+        self.extend_vocabulary = extend_vocabulary
+        self.new_token_min_count = new_token_min_count
+        self.new_token_init = new_token_init
+        self.max_title_tokens = max_title_tokens
+        self.title_trainable_layers = title_trainable_layers
+        self.n_experts = n_experts
+        self.expert_dim = expert_dim
+        self.tower_hidden = tower_hidden
+        self.dropout = dropout
+        self.max_tags = max_tags
+        self.learning_rate = learning_rate
+        self.encoder_learning_rate = encoder_learning_rate
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.representation = representation
+        self.modality_dropout = modality_dropout
+        self.torch_threads = torch_threads
+        self.seed = seed
 
     # ------------------------------------------------------------------------------------------ fit
 
     def fit(self, videos: pd.DataFrame) -> MultimodalTopicEncoder:
         """Fine-tune f_T, f_C and MMoE on ``videos`` (a table meeting topicfs.contracts) and return self."""
+        self.config_ = config = self.validated_config()
         _check_videos(videos)
-        config = self.config
         started = time.perf_counter()
         with _torch_threads(config.torch_threads):
             torch.manual_seed(config.seed)
@@ -235,7 +289,7 @@ class MultimodalTopicEncoder:
         return self
 
     def _build_encoders(self, titles: list[str], covers: list[str | None]) -> None:
-        config = self.config
+        config = self.config_
         modalities = []
         has_cover = existing_covers(covers)
         if has_cover.any():
@@ -292,7 +346,7 @@ class MultimodalTopicEncoder:
         tags = _tags(videos)
         counts = Counter(tag for video_tags in tags for tag in set(video_tags))
         # Most frequent first, ties by name: a deterministic M3 set.
-        kept = [tag for tag, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.config.max_tags]]
+        kept = [tag for tag, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[: self.config_.max_tags]]
         if kept:
             index = {t: i for i, t in enumerate(kept)}
             tasks.append(TaskSpec("tags", "multilabel", kept))
@@ -316,7 +370,7 @@ class MultimodalTopicEncoder:
                 self.mmoe_.towers[k][-1].bias.copy_(torch.as_tensor(np.log(prior / (1 - prior)), dtype=torch.float32))
 
     def _optimizer(self) -> torch.optim.Optimizer:
-        config = self.config
+        config = self.config_
         pretrained, fresh = [], list(self.mmoe_.parameters())
         for encoder in (self.title_encoder_, self.cover_encoder_):
             if encoder is not None:
@@ -358,15 +412,15 @@ class MultimodalTopicEncoder:
     ) -> torch.Tensor:
         """z = [f_C(x_I), f_T(x_W)] of one batch with gradients: (B, D_C + D_T).
 
-        With ``rng`` and ``config.modality_dropout`` > 0 (training), each video's cover is dropped with that
+        With ``rng`` and ``modality_dropout`` > 0 (training), each video's cover is dropped with that
         probability, i.e. encoded as the zero f_C of a video without cover (ModDrop, Neverova et al. 2015), when
         it has a title to be learned from; the title is never dropped (an empty title is not a zero f_T).
         """
         parts = []
         if self.cover_encoder_ is not None:
             images, present = load_covers([covers[i] for i in rows], self.cover_encoder_.image_size_px)
-            if rng is not None and self.config.modality_dropout > 0 and self.title_encoder_ is not None:
-                dropped = torch.from_numpy(rng.random(len(rows)) < self.config.modality_dropout)
+            if rng is not None and self.config_.modality_dropout > 0 and self.title_encoder_ is not None:
+                dropped = torch.from_numpy(rng.random(len(rows)) < self.config_.modality_dropout)
                 present = present & ~dropped
             parts.append(self.cover_encoder_(images, present))  # (B, D_C)
         if self.title_encoder_ is not None:
@@ -375,7 +429,7 @@ class MultimodalTopicEncoder:
         return torch.cat(parts, dim=1)
 
     def _train(self, titles: list[str], covers: list[str | None], targets: list) -> None:
-        config = self.config
+        config = self.config_
         title_ids = self.title_encoder_.tokenize(titles) if self.title_encoder_ is not None else None
         lengths = [len(ids) for ids in title_ids] if title_ids is not None else [0] * len(titles)
         optimizer = self._optimizer()
@@ -415,9 +469,9 @@ class MultimodalTopicEncoder:
         """z = [f_C(x_I), f_T(x_W)] with the fine-tuned encoders: (n, D_C + D_T) float32."""
         self._check_fitted()
         _check_videos(videos)
-        batch_size = batch_size or max(self.config.batch_size, 128)
+        batch_size = batch_size or max(self.config_.batch_size, 128)
         parts = []
-        with _torch_threads(self.config.torch_threads):
+        with _torch_threads(self.config_.torch_threads):
             if self.cover_encoder_ is not None:
                 parts.append(encode_covers(self.cover_encoder_, _covers(videos), batch_size))
             if self.title_encoder_ is not None:
@@ -427,7 +481,7 @@ class MultimodalTopicEncoder:
     def transform(self, videos: pd.DataFrame, representation: Representation | None = None, batch_size: int | None = None) -> np.ndarray:
         """The deep joint representation of each video: (n, d) float32, rows in the order of ``videos``.
 
-        ``representation`` (default: ``config.representation``): ``"encoder"`` -> [f_C(x_I), f_T(x_W)]
+        ``representation`` (default: the fitted ``representation`` parameter): ``"encoder"`` -> [f_C(x_I), f_T(x_W)]
         (d = D_C + D_T); ``"experts"`` -> [f^1(z), ..., f^N(z)] (d = N * expert_dim; the encoder output
         when no task was trained).
         """
@@ -438,7 +492,8 @@ class MultimodalTopicEncoder:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(z, tag probabilities) in one pass: z as :meth:`transform`; the tag task's per-tag sigmoid (n, M3) float32
         over ``tag_classes()``, or None when there is no tag task."""
-        representation = representation or self.config.representation
+        self._check_fitted()
+        representation = representation or self.config_.representation
         if representation not in ("encoder", "experts"):
             raise ValueError(f"representation must be 'encoder' or 'experts', got {representation!r}")
         z = self.joint_features(videos, batch_size)
@@ -446,7 +501,7 @@ class MultimodalTopicEncoder:
         if not self.tasks_:
             return z, None
         mixtures_out, tags_out = [], []
-        with _torch_threads(self.config.torch_threads), torch.inference_mode():
+        with _torch_threads(self.config_.torch_threads), torch.inference_mode():
             self.mmoe_.eval()
             for start in range(0, len(z), 1024):
                 logits, _, mixtures = self.mmoe_(torch.from_numpy(z[start : start + 1024]))  # (b, N, E)
@@ -470,7 +525,7 @@ class MultimodalTopicEncoder:
         """p^k per task name: (n, M^k) float32 (softmax for class tasks, per-tag sigmoid for tags)."""
         self._check_fitted()
         z = self.joint_features(videos)
-        with _torch_threads(self.config.torch_threads), torch.inference_mode():
+        with _torch_threads(self.config_.torch_threads), torch.inference_mode():
             self.mmoe_.eval()
             logits, _, _ = self.mmoe_(torch.from_numpy(z))
         return {
@@ -482,7 +537,7 @@ class MultimodalTopicEncoder:
         """g^k(z) for every video and task: (n, N, H) float32, each (video, task) row sums to 1."""
         self._check_fitted()
         z = self.joint_features(videos)
-        with _torch_threads(self.config.torch_threads), torch.inference_mode():
+        with _torch_threads(self.config_.torch_threads), torch.inference_mode():
             self.mmoe_.eval()
             _, gates, _ = self.mmoe_(torch.from_numpy(z))
         return gates.numpy()
@@ -500,7 +555,7 @@ class MultimodalTopicEncoder:
             self.cover_encoder_.save(directory / COVER_FILE)
         torch.save(self.mmoe_.state_dict(), directory / HEAD_FILE)
         state = {
-            "config": self.config.model_dump(mode="json"),
+            "config": self.config_.model_dump(mode="json"),
             "modalities": list(self.modalities_),
             "tasks": [asdict(task) for task in self.tasks_],
             "vocabulary": asdict(self.vocabulary_report_) if self.vocabulary_report_ is not None else None,
@@ -520,8 +575,9 @@ class MultimodalTopicEncoder:
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; not a saved MultimodalTopicEncoder")
         state = json.loads((directory / CONFIG_FILE).read_text())
-        model = cls(MMoEConfig.model_validate(state["config"]))
-        config = model.config
+        config = MMoEConfig.model_validate(state["config"])
+        model = cls.from_config(config)
+        model.config_ = config
         model.modalities_ = tuple(state["modalities"])
         model.tasks_ = [TaskSpec(**task) for task in state["tasks"]]
         model.vocabulary_report_ = VocabularyReport(**state["vocabulary"]) if state["vocabulary"] else None

@@ -38,7 +38,7 @@ no sigmoid), so the FM's initial vectors are not lost in the convolutions; ``tri
 (:func:`multi_negative_triplet`; K = 1, τ = 0 is Eq. 3 exactly); ``in_batch_negatives`` is available but off.
 
     from offline_jobs.mrlm import MRLM
-    model = MRLM(get_settings().mrlm).fit(data)          # data: offline_jobs.mrlm_data.MRLMData
+    model = MRLM.from_config(get_settings().mrlm).fit(data)   # data: offline_jobs.mrlm_data.MRLMData; or MRLM(epochs=2)
     item_m = model.item_vectors_                          # (n_items, d4) float32
     users = model.user_vectors(histories)                 # (n_users, d4) float32
     model.save("artifacts/models/mrlm")                   # weights + config.json + vectors.npz
@@ -56,11 +56,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from offline_jobs.artifacts import fingerprint_arrays, write_json_atomic
+from offline_jobs.estimator import SettingsEstimator
 from offline_jobs.mrlm_data import MRLMData, MRLMDataError
-from topicfs.settings import MRLMConfig
+from topicfs.settings import MRLMConfig, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -264,27 +266,103 @@ class MRLMNetwork(nn.Module):
         return terms
 
 
+class MRLMParams(MRLMConfig):
+    """MRLM's parameters: the MRLM settings, and the Feast vector size d4 must fit."""
+
+    feast_vector_dim: int | None = Field(
+        None, ge=1, description="feast.mrlm_vector_dim: the floats a Feast MRLM view holds; None = unchecked"
+    )
+
+    @model_validator(mode="after")
+    def _fits_feast(self) -> MRLMParams:
+        if self.feast_vector_dim is not None and self.vector_dim != self.feast_vector_dim:
+            raise ValueError(
+                f"mrlm.vector_dim (d4) = {self.vector_dim} but feast.mrlm_vector_dim = {self.feast_vector_dim}: the Feast views hold "
+                f"{self.feast_vector_dim} floats; set TOPICFS_MRLM__VECTOR_DIM={self.feast_vector_dim} or change both"
+            )
+        return self
+
+
 def validate_config(config: MRLMConfig, feast_vector_dim: int | None) -> None:
-    """Clear errors for configurations the model cannot honour."""
-    if feast_vector_dim is not None and config.vector_dim != feast_vector_dim:
-        raise ValueError(
-            f"mrlm.vector_dim (d4) = {config.vector_dim} but feast.mrlm_vector_dim = {feast_vector_dim}: the Feast views hold "
-            f"{feast_vector_dim} floats; set TOPICFS_MRLM__VECTOR_DIM={feast_vector_dim} or change both"
-        )
-    if config.lambda_triplet + config.lambda_softmax >= 1:
-        raise ValueError(f"mrlm: λ1 + λ2 must be < 1 (Eq. 11 gives L_g3 the rest), got {config.lambda_triplet} + {config.lambda_softmax}")
+    """A :class:`SettingsError` (one ``error:`` line in the CLI) for settings the model cannot honour, before the (long)
+    preprocessing starts."""
+    try:
+        MRLM.from_config(config, feast_vector_dim=feast_vector_dim).validated_config()
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
-class MRLM:
+_DEFAULTS = MRLMConfig()
+
+
+class MRLM(SettingsEstimator):
     """MRLM estimator (scikit-learn style): ``fit(data)`` trains GFRL + MFRL and computes the vectors.
 
-    Learned state: ``network_``, ``user_global_`` (n_users, d1) g_u, ``item_global_`` (n_items, d1) g_v,
+    Parameters are the settings of the same name in :class:`topicfs.settings.MRLMConfig` that the model itself uses
+    (the preprocessing and baseline settings belong to :func:`offline_jobs.mrlm_data.prepare` and the job), defaults
+    included; ``feast_vector_dim`` (``feast.mrlm_vector_dim``; None = unchecked) is the d4 the Feast views hold.
+    :meth:`from_config` builds one from the settings; ``fit`` checks the parameters against :class:`MRLMParams`.
+
+    Learned state: ``config_`` (the checked parameters; everything after ``fit`` reads them, so ``set_params``
+    changes the next fit), ``network_``, ``user_global_`` (n_users, d1) g_u, ``item_global_`` (n_items, d1) g_v,
     ``user_multimodal_`` (n_users, d4) m(g_u), ``item_vectors_`` (n_items, d4) m_v, ``history_`` (per user,
     latest training positives), ``loss_history_`` (per epoch, mean of each loss term), ``best_epoch_``.
     """
 
-    def __init__(self, config: MRLMConfig, feast_vector_dim: int | None = None):
-        self.config = config
+    config_model = MRLMParams
+
+    def __init__(
+        self,
+        initial_dim: int = _DEFAULTS.initial_dim,
+        modality_weights: dict[str, float] = _DEFAULTS.modality_weights,
+        conv_channels: tuple[int, ...] = tuple(_DEFAULTS.conv_channels),
+        global_dim: int = _DEFAULTS.global_dim,
+        dcp_dim: int = _DEFAULTS.dcp_dim,
+        siamese_channels: tuple[int, ...] = tuple(_DEFAULTS.siamese_channels),
+        vector_dim: int = _DEFAULTS.vector_dim,
+        dropout: float = _DEFAULTS.dropout,
+        lambda_triplet: float = _DEFAULTS.lambda_triplet,
+        lambda_softmax: float = _DEFAULTS.lambda_softmax,
+        theta: float = _DEFAULTS.theta,
+        serving_triplet_weight: float = _DEFAULTS.serving_triplet_weight,
+        skip_connection: bool = _DEFAULTS.skip_connection,
+        triplet_negatives: int = _DEFAULTS.triplet_negatives,
+        in_batch_negatives: bool = _DEFAULTS.in_batch_negatives,
+        triplet_temperature: float = _DEFAULTS.triplet_temperature,
+        explicit_negative_share: float = _DEFAULTS.explicit_negative_share,
+        latest_items: int = _DEFAULTS.latest_items,
+        user_global_weight: float = _DEFAULTS.user_global_weight,
+        batch_size: int = _DEFAULTS.batch_size,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        epochs: int = _DEFAULTS.epochs,
+        torch_threads: int = _DEFAULTS.torch_threads,
+        seed: int = _DEFAULTS.seed,
+        feast_vector_dim: int | None = None,
+    ):
+        self.initial_dim = initial_dim
+        self.modality_weights = modality_weights
+        self.conv_channels = conv_channels
+        self.global_dim = global_dim
+        self.dcp_dim = dcp_dim
+        self.siamese_channels = siamese_channels
+        self.vector_dim = vector_dim
+        self.dropout = dropout
+        self.lambda_triplet = lambda_triplet
+        self.lambda_softmax = lambda_softmax
+        self.theta = theta
+        self.serving_triplet_weight = serving_triplet_weight
+        self.skip_connection = skip_connection
+        self.triplet_negatives = triplet_negatives
+        self.in_batch_negatives = in_batch_negatives
+        self.triplet_temperature = triplet_temperature
+        self.explicit_negative_share = explicit_negative_share
+        self.latest_items = latest_items
+        self.user_global_weight = user_global_weight
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.epochs = epochs
+        self.torch_threads = torch_threads
+        self.seed = seed
         self.feast_vector_dim = feast_vector_dim
 
     def _triplets(self, data: MRLMData, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -293,10 +371,10 @@ class MRLM:
         train = data.train
         positives = train[train["positive"]]
         users, pos = positives["user"].to_numpy(), positives["item"].to_numpy()
-        neg = rng.integers(0, data.n_items, size=(self.config.triplet_negatives, len(users)))  # (K, n)
+        neg = rng.integers(0, data.n_items, size=(self.config_.triplet_negatives, len(users)))  # (K, n)
         negatives = train[~train["positive"]].groupby("user")["item"].apply(np.asarray)
-        if len(negatives) and self.config.explicit_negative_share > 0:
-            pick = rng.random(len(users)) < self.config.explicit_negative_share
+        if len(negatives) and self.config_.explicit_negative_share > 0:
+            pick = rng.random(len(users)) < self.config_.explicit_negative_share
             for row in np.flatnonzero(pick):
                 own = negatives.get(users[row])
                 if own is not None:
@@ -305,8 +383,7 @@ class MRLM:
 
     def fit(self, data: MRLMData, select: Callable[[MRLM], float] | None = None) -> MRLM:
         """Train for ``config.epochs``; with ``select`` (higher is better, e.g. valid Recall@50) keep the best epoch."""
-        config = self.config
-        validate_config(config, self.feast_vector_dim)
+        self.config_ = config = self.validated_config()
         if data.initial_users is None or data.initial_items is None:
             raise MRLMDataError("MRLMData has no initial vectors: build it with prepare(..., initial_vectors=True)")
         if not data.train["positive"].any():
@@ -398,7 +475,7 @@ class MRLM:
             self.user_multimodal_,
             self.item_vectors_,
             self.history_ if histories is None else histories,
-            self.config.user_global_weight if alpha is None else alpha,
+            self.config_.user_global_weight if alpha is None else alpha,
         )
 
     def save(self, folder: str | Path) -> Path:
@@ -419,7 +496,7 @@ class MRLM:
         write_json_atomic(
             folder / "config.json",
             {
-                "config": self.config.model_dump(mode="json"),
+                "config": self.config_.model_dump(mode="json", include=set(self._get_param_names())),
                 "data_fingerprint": self.data_fingerprint_,
                 "n_clusters": self.n_clusters_,
                 "modality_weights": self.modality_weights_,

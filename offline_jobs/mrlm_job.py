@@ -286,21 +286,22 @@ def evaluate_once(
     valid_rows["BPR-MF"] = valid_recall(bpr.scores_)
 
     tick = time.monotonic()
-    ugfrl = MRLM(config.model_copy(update={"theta": 1.0})).fit(data, lambda m: valid_recall(_global_cosine(m)))
+    ugfrl = MRLM.from_config(config, theta=1.0).fit(data, lambda m: valid_recall(_global_cosine(m)))
     seconds["U-GFRL"] = time.monotonic() - tick
     rows["U-GFRL"] = ranking_metrics(_global_cosine(ugfrl), test)
     valid_rows["U-GFRL"] = valid_recall(_global_cosine(ugfrl))
 
     tick = time.monotonic()
-    model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, lambda m: valid_recall(cosine_scores(m.user_vectors(), m.item_vectors_)))
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(
+        data, lambda m: valid_recall(cosine_scores(m.user_vectors(), m.item_vectors_))
+    )
     seconds["MRLM"] = time.monotonic() - tick
     alpha_valid = {
         alpha: valid_recall(cosine_scores(model.user_vectors(alpha=alpha), model.item_vectors_))
         for alpha in sorted({*alphas, config.user_global_weight})
     }
     best_alpha = max(alpha_valid, key=alpha_valid.get)
-    model.config = config.model_copy(update={"user_global_weight": best_alpha})
-    rows["MRLM"] = ranking_metrics(cosine_scores(model.user_vectors(), model.item_vectors_), test)
+    rows["MRLM"] = ranking_metrics(cosine_scores(model.user_vectors(alpha=best_alpha), model.item_vectors_), test)
     valid_rows["MRLM"] = alpha_valid[best_alpha]
     rules = {f"MRLM, {name}": valid_recall(rule()) for name, rule in scoring_rules(model).items()}
     labels = {"U-GFRL": "U-GFRL (global vectors only)", "MRLM": f"MRLM (served d4 rule, α={best_alpha:g})"}
@@ -547,7 +548,7 @@ def train(settings: Settings, loaded: LoadedData, config: MRLMConfig | None = No
         if has_valid
         else None
     )
-    model = MRLM(config, settings.feast.mrlm_vector_dim).fit(data, select)
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(data, select)
     fitted = time.monotonic()
     folder = model.save(model_dir(settings))
     paths = write_tables(model, settings)

@@ -197,7 +197,7 @@ def fit_mmoe(videos: pd.DataFrame, settings: Settings) -> MultimodalTopicEncoder
     if not (has_text or has_covers) or not has_labels:
         logger.warning("MMoE dropped: the videos have no titles/covers or no class/tag labels; topics use tags only")
         return None
-    return MultimodalTopicEncoder(settings.mmoe).fit(videos)
+    return MultimodalTopicEncoder.from_config(settings.mmoe).fit(videos)
 
 
 @dataclass

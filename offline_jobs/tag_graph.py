@@ -62,10 +62,10 @@ import scipy
 import scipy.sparse as sp
 from gensim.models import Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
-from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from offline_jobs.artifacts import fingerprint_token_lists, read_json, write_json_atomic
+from offline_jobs.estimator import SettingsEstimator
 from topicfs.settings import TagGraphConfig
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class _EpochProgress(CallbackAny2Vec):
 _DEFAULTS = TagGraphConfig()
 
 
-class TagGraphEmbedder(BaseEstimator):
+class TagGraphEmbedder(SettingsEstimator):
     """Tag embeddings e_j from DeepWalk + skip-gram on the tag co-occurrence graph; ē per video (Eq. 3-4).
 
     Parameters mirror :class:`topicfs.settings.TagGraphConfig`, defaults included. Learned state after :meth:`fit`:
@@ -222,30 +222,11 @@ class TagGraphEmbedder(BaseEstimator):
         self.weighting = weighting
         self.show_progress = show_progress
 
-    @classmethod
-    def from_config(cls, config: TagGraphConfig, show_progress: bool = True) -> TagGraphEmbedder:
-        """An unfitted embedder with the settings' values."""
-        return cls(**config.model_dump(), show_progress=show_progress)
-
-    def _check_params(self) -> None:
-        for name, minimum in [
-            ("walk_length", 2),
-            ("walks_per_tag", 1),
-            ("embedding_dim", 2),
-            ("window", 1),
-            ("epochs", 1),
-            ("min_tag_count", 1),
-            ("workers", 1),
-        ]:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"TagGraphEmbedder: {name} must be an integer >= {minimum}, got {value!r}")
-        if self.weighting not in ("mean", "idf"):
-            raise ValueError(f"TagGraphEmbedder: weighting must be 'mean' or 'idf', got {self.weighting!r}")
+    config_model = TagGraphConfig
 
     def fit(self, tags_per_video: Iterable[Any]) -> TagGraphEmbedder:
         """Build the graph over the videos' tags, walk it and train skip-gram. Returns self."""
-        self._check_params()
+        self.validated_config()
         tag_lists = clean_tag_lists(tags_per_video)
         counts = Counter(tag for tags in tag_lists for tag in tags)
         kept = sorted((tag for tag, count in counts.items() if count >= self.min_tag_count), key=lambda t: (-counts[t], t))

@@ -80,10 +80,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
+from pydantic import Field
 from sklearn.base import BaseEstimator
 from tqdm.auto import tqdm
 
 from offline_jobs.artifacts import fingerprint_arrays, fingerprint_table, read_json, utc_now, write_json_atomic
+from offline_jobs.estimator import SettingsEstimator
 from offline_jobs.tag_graph import TagGraphEmbedder
 from topicfs import tables
 from topicfs.settings import TopicsConfig
@@ -93,7 +95,6 @@ logger = logging.getLogger(__name__)
 ARRAYS_FILE = "topic_model.npz"
 META_FILE = "topic_model.json"
 FORMAT_VERSION = 2  # 2: half_sizes / half_means (centring); version 1 models load as uncentred
-MISSING_MODALITIES = ("zero", "impute", "predict")
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
 
@@ -357,10 +358,18 @@ def weighted_topic_features(assignment: TopicAssignment, topic_embeddings: np.nd
     return features.astype(np.float32)
 
 
-_DEFAULTS = TopicsConfig()
+class TopicModelParams(TopicsConfig):
+    """TopicModel's parameters: the topic settings, and bounds on memory and time that are no setting."""
+
+    block_size: int = Field(65536, ge=1, description="rows of a scored at once by assign")
+    max_points_per_centroid: int = Field(256, ge=1, description="faiss's k-means training sample cap per centre")
+    init_sample_per_topic: int = Field(3, ge=1, description="k-means++ seeding sample: this many rows per topic, at least 10,000")
 
 
-class TopicModel(BaseEstimator):
+_DEFAULTS = TopicModelParams()
+
+
+class TopicModel(SettingsEstimator):
     """K topics by spherical k-means on a; threshold assignment; per-topic 8-dim embeddings.
 
     Parameters mirror :class:`topicfs.settings.TopicsConfig`, defaults included; ``block_size`` (rows scored at once by
@@ -387,9 +396,9 @@ class TopicModel(BaseEstimator):
         center_halves: bool = _DEFAULTS.center_halves,
         missing_modalities: str = _DEFAULTS.missing_modalities,
         complete_share: float = _DEFAULTS.complete_share,
-        block_size: int = 65536,
-        max_points_per_centroid: int = 256,
-        init_sample_per_topic: int = 3,
+        block_size: int = _DEFAULTS.block_size,
+        max_points_per_centroid: int = _DEFAULTS.max_points_per_centroid,
+        init_sample_per_topic: int = _DEFAULTS.init_sample_per_topic,
         show_progress: bool = True,
     ):
         self.n_topics = n_topics
@@ -407,31 +416,7 @@ class TopicModel(BaseEstimator):
         self.init_sample_per_topic = init_sample_per_topic
         self.show_progress = show_progress
 
-    @classmethod
-    def from_config(cls, config: TopicsConfig, **extra: Any) -> TopicModel:
-        """An unfitted model with the settings' values (``extra``: block_size, show_progress, ...)."""
-        known = set(cls._get_param_names())
-        return cls(**{k: v for k, v in config.model_dump().items() if k in known}, **extra)
-
-    def _check_params(self) -> None:
-        for name, minimum in [
-            ("n_topics", 2),
-            ("max_topics_per_video", 1),
-            ("topic_feature_dim", 1),
-            ("kmeans_iterations", 1),
-            ("block_size", 1),
-            ("max_points_per_centroid", 1),
-            ("init_sample_per_topic", 1),
-        ]:
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"TopicModel: {name} must be an integer >= {minimum}, got {value!r}")
-        if self.missing_modalities not in MISSING_MODALITIES:
-            raise ValueError(
-                f"TopicModel: missing_modalities must be one of {', '.join(MISSING_MODALITIES)}, got {self.missing_modalities!r}"
-            )
-        if not -1.0 <= float(self.assign_threshold) <= 1.0:
-            raise ValueError(f"TopicModel: assign_threshold (τ3) is a cosine similarity in [-1, 1], got {self.assign_threshold!r}")
+    config_model = TopicModelParams
 
     def fit(self, a: np.ndarray, halves: Sequence[int] | None = None, predicted_modalities: Sequence[str] = ()) -> TopicModel:
         """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self.
@@ -441,7 +426,7 @@ class TopicModel(BaseEstimator):
         models' predictions (``missing_modalities="predict"``, :func:`offline_jobs.pipeline.topic_inputs`); kept as
         ``predicted_modalities_`` so videos assigned later are represented the same way.
         """
-        self._check_params()
+        self.validated_config()
         self.predicted_modalities_ = sorted(str(m) for m in predicted_modalities)
         a = _as_matrix("a", a)
         sizes = [int(a.shape[1])] if halves is None else [int(h) for h in halves]

@@ -15,13 +15,25 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from topicfs.settings import RENAMED, RankerConfig, ServingConfig, Settings, StreamConfig, TagGraphConfig, TopicsConfig
+from topicfs.settings import (
+    RENAMED,
+    MMoEConfig,
+    MRLMConfig,
+    RankerConfig,
+    ServingConfig,
+    Settings,
+    StreamConfig,
+    TagGraphConfig,
+    TopicsConfig,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _estimators():
     """(callable, {parameter: (config model, field)}, parameters that are no setting) for every estimator with defaults."""
+    from offline_jobs.mmoe import MultimodalTopicEncoder
+    from offline_jobs.mrlm import MRLM
     from offline_jobs.tag_graph import TagGraphEmbedder
     from offline_jobs.topics import TopicModel
     from serving.candidates import AsyncCandidateGenerator, CandidateGenerator
@@ -46,6 +58,13 @@ def _estimators():
             {name: (TopicsConfig, name) for name in TopicsConfig.model_fields},
             {"block_size", "max_points_per_centroid", "init_sample_per_topic", "show_progress"},
         ),
+        (MultimodalTopicEncoder, {name: (MMoEConfig, name) for name in MMoEConfig.model_fields}, set()),
+        # the preprocessing and baseline settings of MRLMConfig belong to mrlm_data.prepare and the job, not the model
+        (
+            MRLM,
+            {name: (MRLMConfig, name) for name in inspect.signature(MRLM).parameters if name in MRLMConfig.model_fields},
+            {"feast_vector_dim"},
+        ),
         (Ranker, ranker, {"model", "features", "show_progress"}),
         (CandidateGenerator, candidates, {"client", "layout", "server_side"}),
         (AsyncCandidateGenerator, candidates, {"client", "layout", "server_side", "max_concurrency"}),
@@ -67,7 +86,7 @@ def _default(config: type[BaseModel], field: str):
     return tuple(value) if isinstance(value, list) else value  # estimators take tuples where settings hold lists
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(8))
 def test_every_estimator_default_is_the_settings_default(index: int) -> None:
     estimator, settings_of, not_settings = _estimators()[index]
     parameters = inspect.signature(estimator).parameters
@@ -85,15 +104,23 @@ def test_every_estimator_default_is_the_settings_default(index: int) -> None:
 
 def test_a_changed_setting_reaches_the_estimator_the_cli_builds() -> None:
     """from_config passes every setting through (the defaults above are equal, so a changed value tells)."""
+    from offline_jobs.mmoe import MultimodalTopicEncoder
+    from offline_jobs.mrlm import MRLM
     from offline_jobs.tag_graph import TagGraphEmbedder
     from offline_jobs.topics import TopicModel
     from serving.rankers import Ranker
 
     settings = Settings(
-        tag_graph={"weighting": "mean"}, topics={"max_topics_per_video": 3, "topic_feature_dim": 4}, rankers={"weight_decay": 0.5}
+        tag_graph={"weighting": "mean"},
+        topics={"max_topics_per_video": 3, "topic_feature_dim": 4},
+        rankers={"weight_decay": 0.5},
+        mmoe={"n_experts": 5},
+        mrlm={"theta": 0.5},
     )
     assert TagGraphEmbedder.from_config(settings.tag_graph).weighting == "mean"
     assert TopicModel.from_config(settings.topics).max_topics_per_video == 3
+    assert MultimodalTopicEncoder.from_config(settings.mmoe).n_experts == 5
+    assert MRLM.from_config(settings.mrlm).theta == 0.5
     ranker = Ranker.from_config(settings.rankers, "dcn", "topic", settings.topics)
     assert (ranker.max_topics_per_video, ranker.topic_embedding_dim, ranker.weight_decay) == (3, 4, 0.5)
 

@@ -552,6 +552,15 @@ class MRLMConfig(BaseModel):
     torch_threads: int = Field(1, ge=1, description="torch CPU threads while training and scoring")
     seed: int = Field(37, description="random seed of the split, k-means, sampling and initialisation")
 
+    @model_validator(mode="after")
+    def _loss_weights_leave_room(self) -> MRLMConfig:
+        if self.lambda_triplet + self.lambda_softmax >= 1:
+            raise ValueError(
+                f"lambda_triplet + lambda_softmax: λ1 + λ2 must be < 1 (Eq. 11 gives L_g3 the rest), "
+                f"got {self.lambda_triplet} + {self.lambda_softmax}"
+            )
+        return self
+
 
 class LoggingConfig(BaseModel):
     """How every process (CLI, worker, pusher, API) writes its log lines to stderr."""
@@ -696,7 +705,7 @@ def _describe_invalid(exc: Exception, environ: Mapping[str, str]) -> str:
         secret = "password" in name.lower()
         given = "" if secret or "input" not in error or isinstance(error["input"], dict) else f"={mask_secrets(repr(error['input']))}"
         meaning = f" ({field.description})" if field is not None and field.description else ""
-        problems.append(f"{name}{given}: {error['msg']}{meaning}")
+        problems.append(f"{name}{given}: {error['msg'].removeprefix('Value error, ')}{meaning}")
     return "; ".join(problems) + "; fix or unset the variable"
 
 

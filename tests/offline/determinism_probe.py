@@ -90,10 +90,10 @@ def probe_mrlm(models: set[str]) -> dict[str, str]:
     data = prepare(catalogue.videos, log.interactions, config)
     out = {}
     if "mrlm" in models:
-        model = MRLM(config).fit(data)
+        model = MRLM.from_config(config).fit(data)
         out["mrlm"] = digest(data.initial_users, data.initial_items, *data.clusters.values(), model.item_vectors_, model.user_vectors())
     if "ugfrl" in models:
-        model = MRLM(config.model_copy(update={"theta": 1.0})).fit(data)
+        model = MRLM.from_config(config, theta=1.0).fit(data)
         out["ugfrl"] = digest(model.user_global_, model.item_global_)
     return out
 

@@ -67,7 +67,7 @@ def tiny_config(title_model: Path, **update) -> MMoEConfig:
 @pytest.fixture(scope="module")
 def fitted(tiny_title_model, tmp_path_factory):  # noqa: F811
     videos = make_videos(24, tmp_path_factory.mktemp("covers"))
-    return videos, MultimodalTopicEncoder(tiny_config(tiny_title_model)).fit(videos)
+    return videos, MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model)).fit(videos)
 
 
 def test_gates_are_softmax_over_experts(fitted):
@@ -109,7 +109,7 @@ def test_output_shapes_and_tasks(fitted):
 def test_loss_decreases_when_overfitting(tiny_title_model, tmp_path):  # noqa: F811
     videos = make_videos(12, tmp_path)
     config = tiny_config(tiny_title_model, epochs=15, batch_size=4, learning_rate=1e-2, dropout=0.0)
-    model = MultimodalTopicEncoder(config).fit(videos)
+    model = MultimodalTopicEncoder.from_config(config).fit(videos)
     first, last = (sum(epoch.values()) for epoch in (model.history_[0], model.history_[-1]))
     assert last < 0.5 * first, model.history_
     predicted = model.predict_proba(videos)["primary_class"].argmax(1)
@@ -120,7 +120,7 @@ def test_loss_decreases_when_overfitting(tiny_title_model, tmp_path):  # noqa: F
 def test_missing_covers_drop_the_image_modality_with_a_warning(tiny_title_model):  # noqa: F811
     videos = make_videos(12)  # cover_image None everywhere, as in KuaiRec
     with pytest.warns(UserWarning, match="cover dropped"):
-        model = MultimodalTopicEncoder(tiny_config(tiny_title_model, epochs=1)).fit(videos)
+        model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, epochs=1)).fit(videos)
     assert model.modalities_ == ("title",) and model.cover_encoder_ is None
     assert model.transform(videos, "encoder").shape == (12, 32)
 
@@ -129,7 +129,7 @@ def test_some_missing_cover_files_get_zero_image_features(tiny_title_model, tmp_
     videos = make_videos(12, tmp_path)
     videos.loc[3, "cover_image"] = str(tmp_path / "gone.png")
     videos.loc[4, "cover_image"] = None
-    model = MultimodalTopicEncoder(tiny_config(tiny_title_model, epochs=1)).fit(videos)
+    model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, epochs=1)).fit(videos)
     cover_part = model.joint_features(videos)[:, :8]  # f_C comes first in z
     assert not cover_part[3].any() and not cover_part[4].any() and cover_part[5].any()
 
@@ -137,7 +137,7 @@ def test_some_missing_cover_files_get_zero_image_features(tiny_title_model, tmp_
 def test_tasks_without_labels_are_dropped_with_a_warning(tiny_title_model):  # noqa: F811
     videos = make_videos(12).assign(secondary_class=None, tags=[[] for _ in range(12)])
     with pytest.warns(UserWarning) as caught:
-        model = MultimodalTopicEncoder(tiny_config(tiny_title_model, epochs=1)).fit(videos)
+        model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, epochs=1)).fit(videos)
     messages = " ".join(str(w.message) for w in caught)
     assert "task secondary_class dropped" in messages and "task tags dropped" in messages
     assert [t.name for t in model.tasks_] == ["primary_class"]
@@ -147,13 +147,13 @@ def test_tasks_without_labels_are_dropped_with_a_warning(tiny_title_model):  # n
 def test_no_labels_at_all_keeps_pretrained_features(tiny_title_model):  # noqa: F811
     videos = make_videos(6).assign(primary_class=None, secondary_class=None, tags=[[] for _ in range(6)])
     with pytest.warns(UserWarning, match="no task has labels"):
-        model = MultimodalTopicEncoder(tiny_config(tiny_title_model)).fit(videos)
+        model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model)).fit(videos)
     assert model.tasks_ == [] and model.history_ == []
     assert model.transform(videos, "experts").shape == (6, 32)
 
 
 def test_bad_input_is_a_clear_error(tiny_title_model):  # noqa: F811
-    model = MultimodalTopicEncoder(tiny_config(tiny_title_model))
+    model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model))
     with pytest.raises(ValueError, match="missing column"):
         model.fit(pd.DataFrame({"video_id": [1]}))
     with pytest.raises(ValueError, match="empty"):
@@ -163,7 +163,7 @@ def test_bad_input_is_a_clear_error(tiny_title_model):  # noqa: F811
         with pytest.raises(ValueError, match="nothing to learn z from"):
             model.fit(make_videos(4).assign(title=""))
     with pytest.raises(RuntimeError, match="not fitted"):
-        MultimodalTopicEncoder(tiny_config(tiny_title_model)).transform(make_videos(2))
+        MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model)).transform(make_videos(2))
     with pytest.raises(ValueError, match="representation"):
         MMoEConfig(representation="logits")
 
@@ -171,12 +171,12 @@ def test_bad_input_is_a_clear_error(tiny_title_model):  # noqa: F811
 def test_same_seed_same_weights_and_z(tiny_title_model, tmp_path):  # noqa: F811
     videos = make_videos(16, tmp_path)
     config = tiny_config(tiny_title_model)
-    first, second = MultimodalTopicEncoder(config).fit(videos), MultimodalTopicEncoder(config).fit(videos)
+    first, second = MultimodalTopicEncoder.from_config(config).fit(videos), MultimodalTopicEncoder.from_config(config).fit(videos)
     for a, b in zip(first.mmoe_.state_dict().values(), second.mmoe_.state_dict().values()):
         assert torch.equal(a, b)
     assert torch.equal(first.title_encoder_.new_token_embeddings.weight, second.title_encoder_.new_token_embeddings.weight)
     np.testing.assert_array_equal(first.transform(videos), second.transform(videos))
-    other = MultimodalTopicEncoder(tiny_config(tiny_title_model, seed=6)).fit(videos)
+    other = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, seed=6)).fit(videos)
     assert not np.array_equal(other.transform(videos), first.transform(videos))
 
 
@@ -186,7 +186,7 @@ def test_save_load_round_trip(fitted, tmp_path):
     model.save(tmp_path / "mmoe")
     assert (tmp_path / "mmoe" / "config.json").is_file()
     loaded = MultimodalTopicEncoder.load(tmp_path / "mmoe")
-    assert loaded.config == model.config and loaded.tasks_ == model.tasks_
+    assert loaded.config_ == model.config_ and loaded.get_params() == model.get_params() and loaded.tasks_ == model.tasks_
     assert loaded.data_fingerprint_ == model.data_fingerprint_
     for representation, values in before.items():
         np.testing.assert_allclose(loaded.transform(videos, representation), values, atol=1e-6)
@@ -198,7 +198,7 @@ def test_save_load_round_trip(fitted, tmp_path):
 
 def test_torchscript_cover_encoder_end_to_end(tiny_title_model, tiny_torchscript_cnn, tmp_path):  # noqa: F811
     videos = make_videos(12, tmp_path)
-    model = MultimodalTopicEncoder(tiny_config(tiny_title_model, image_encoder=tiny_torchscript_cnn, epochs=1)).fit(videos)
+    model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, image_encoder=tiny_torchscript_cnn, epochs=1)).fit(videos)
     assert model.cover_encoder_.pretrained and model.cover_encoder_.output_dim == 6
     z = model.transform(videos, "encoder")
     assert z.shape == (12, 6 + 32)

@@ -11,7 +11,7 @@ import torch
 from offline_jobs.mrlm import MRLM, SavedVectors, cosine_scores, difference_calculation, user_vectors, validate_config
 from offline_jobs.mrlm_data import MRLMDataError, cluster_ids, feedback, prepare
 from offline_jobs.mrlm_job import EvaluationSplit, demo_config, load_dataset, ranking_metrics, train
-from topicfs.settings import Settings
+from topicfs.settings import Settings, SettingsError
 from topicfs.synthetic import make_catalogue, make_click_log
 
 
@@ -58,7 +58,7 @@ def test_every_loss_term_decreases_on_a_tiny_overfit_run(tiny):
     videos, interactions = tiny
     config = tiny_config(epochs=12, learning_rate=3e-3, explicit_negative_share=0.0)
     data = prepare(videos, interactions, config)
-    model = MRLM(config).fit(data)
+    model = MRLM.from_config(config).fit(data)
     first, last = model.loss_history_[0], model.loss_history_[-1]
     terms = ["g1", "g2", "g3", "m_triplet"] + [f"m_{m}" for m in data.clusters]
     assert {"title", "tags", "categories"} <= set(data.clusters)
@@ -143,10 +143,12 @@ def test_unknown_dataset_is_a_clear_error():
 
 
 def test_vector_dim_mismatch_is_a_clear_error():
-    with pytest.raises(ValueError, match=rf"mrlm.vector_dim \(d4\) = {Settings().mrlm.vector_dim} but feast.mrlm_vector_dim = 8"):
+    with pytest.raises(SettingsError, match=rf"mrlm.vector_dim \(d4\) = {Settings().mrlm.vector_dim} but feast.mrlm_vector_dim = 8"):
         validate_config(Settings().mrlm, feast_vector_dim=8)
-    with pytest.raises(ValueError, match="λ1 \\+ λ2 must be < 1"):
+    with pytest.raises(SettingsError, match="λ1 \\+ λ2 must be < 1"):
         validate_config(Settings().mrlm.model_copy(update={"lambda_triplet": 0.7, "lambda_softmax": 0.3}), None)
+    with pytest.raises(ValueError, match="λ1 \\+ λ2 must be < 1"):  # and as settings: the rule lives in MRLMConfig
+        Settings(mrlm={"lambda_triplet": 0.7, "lambda_softmax": 0.3})
 
 
 def test_empty_or_unusable_interactions_are_clear_errors(tiny):
@@ -299,7 +301,7 @@ def test_loss_terms_decrease_with_the_new_options(tiny):
         triplet_temperature=0.1,
     )
     data = prepare(videos, interactions, config)
-    model = MRLM(config).fit(data)
+    model = MRLM.from_config(config).fit(data)
     first, last = model.loss_history_[0], model.loss_history_[-1]
     for term in ["g1", "g2", "g3", "m_triplet"] + [f"m_{m}" for m in data.clusters]:
         assert last[term] < first[term], f"{term}: {first[term]:.4f} -> {last[term]:.4f}"

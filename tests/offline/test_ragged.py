@@ -164,7 +164,7 @@ def test_cover_dropout_encodes_dropped_covers_as_missing(tiny_title_model, tmp_p
     from tests.offline.test_mmoe import make_videos, tiny_config
 
     videos = make_videos(12, tmp_path)
-    model = MultimodalTopicEncoder(tiny_config(tiny_title_model, epochs=1, modality_dropout=0.5)).fit(videos)
+    model = MultimodalTopicEncoder.from_config(tiny_config(tiny_title_model, epochs=1, modality_dropout=0.5)).fit(videos)
     rows = np.arange(12)
     title_ids = model.title_encoder_.tokenize(videos["title"].tolist())
     covers = videos["cover_image"].tolist()

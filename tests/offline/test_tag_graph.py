@@ -128,7 +128,7 @@ def test_idf_weighting_is_a_weighted_mean_that_favours_rare_tags() -> None:
     assert has_tags.tolist() == [True, True, True, False]
     # the rarer tag d pulls harder than under the plain mean of Eq. 4
     assert e_bar[2, 1] > 2.5
-    with pytest.raises(ValueError, match="weighting must be"):
+    with pytest.raises(ValueError, match="TagGraphEmbedder: weighting='tfidf': String should match pattern"):
         small_embedder(weighting="tfidf").fit(KNOWN_VIDEOS)
 
 
@@ -210,7 +210,7 @@ def test_bad_tag_input_is_named(tags, message: str) -> None:
 def test_fit_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="min_tag_count=5"):
         small_embedder(min_tag_count=5).fit(KNOWN_VIDEOS)
-    with pytest.raises(ValueError, match="walk_length must be an integer >= 2"):
+    with pytest.raises(ValueError, match="TagGraphEmbedder: walk_length=1: Input should be greater than or equal to 2"):
         small_embedder(walk_length=1).fit(KNOWN_VIDEOS)
     with pytest.raises(RuntimeError, match="not fitted"):
         small_embedder().transform([["a"]])
