@@ -29,7 +29,7 @@ import time
 import torch
 
 from offline_jobs.mrlm import MRLM, cosine_scores
-from offline_jobs.mrlm_job import BPRMF, evaluation_split, load_dataset, prepare_loaded, ranking_metrics
+from offline_jobs.mrlm_job import BPRMF, evaluation_split, load_dataset, mrlm_variants, prepare_loaded, ranking_metrics
 from topicfs.settings import get_settings
 
 TARGET_S = 15 * 60
@@ -50,7 +50,7 @@ def main() -> None:
         return ranking_metrics(scores, valid, (50,))["Recall@50"]
 
     started = time.monotonic()
-    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim, **mrlm_variants()).fit(
         data, lambda m: recall(cosine_scores(m.user_vectors(), m.item_vectors_))
     )
     mrlm_s = time.monotonic() - started

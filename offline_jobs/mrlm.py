@@ -35,7 +35,9 @@ Deviations chosen on ml-100k valid (docs/appendix/MRLM_history.md, "What we trie
 ``skip_connection`` adds a linear path to both networks (g = W_s·u0 + FC(conv4), m = W_s'·g + FC(conv2),
 no sigmoid), so the FM's initial vectors are not lost in the convolutions; ``triplet_negatives`` K and
 ``triplet_temperature`` τ turn Eq. 3 (on g and on m) into a smooth maximum over K random negatives
-(:func:`multi_negative_triplet`; K = 1, τ = 0 is Eq. 3 exactly); ``in_batch_negatives`` is available but off.
+(:func:`multi_negative_triplet`; K = 1, τ = 0 is Eq. 3 exactly). Two variants lost there and are off
+(:class:`MRLMVariants`, values and evidence in offline_jobs/experiments/mrlm.toml): ``in_batch_negatives`` and
+``explicit_negative_share``.
 
     from offline_jobs.mrlm import MRLM
     model = MRLM.from_config(get_settings().mrlm).fit(data)   # data: offline_jobs.mrlm_data.MRLMData; or MRLM(epochs=2)
@@ -56,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 from tqdm.auto import tqdm
 
 from offline_jobs.artifacts import fingerprint_arrays, write_json_atomic
@@ -204,7 +206,7 @@ def cosine_scores(users: np.ndarray, items: np.ndarray) -> np.ndarray:
 class MRLMNetwork(nn.Module):
     """GFRL + MFRL with their heads; ``losses`` returns every term of Eq. 3-17 for one batch."""
 
-    def __init__(self, config: MRLMConfig, n_users: int, n_items: int, n_clusters: dict[str, int]):
+    def __init__(self, config: MRLMParams, n_users: int, n_items: int, n_clusters: dict[str, int]):
         super().__init__()
         self.global_net = GlobalNet(config.initial_dim, config.conv_channels, config.global_dim, config.dropout, config.skip_connection)
         self.user_head = nn.Linear(config.global_dim, n_users)  # Eq. 4 softmax over η users
@@ -218,7 +220,7 @@ class MRLMNetwork(nn.Module):
         self.modality_heads = nn.ModuleDict({name: nn.Linear(config.vector_dim, k) for name, k in n_clusters.items()})
 
     def losses(
-        self, config: MRLMConfig, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg
+        self, config: MRLMParams, weights: dict[str, float], u0, v0_pos, v0_neg, user, item_pos, item_neg, clusters_pos, clusters_neg
     ) -> dict[str, torch.Tensor]:
         """One batch: u0, v0_pos (B, d0); v0_neg (K·B, d0), K blocks of B (the k-th negative of every
         triplet); user, item_pos (B,); item_neg (K·B,); clusters_*: modality -> cluster ids of the first B."""
@@ -266,8 +268,21 @@ class MRLMNetwork(nn.Module):
         return terms
 
 
-class MRLMParams(MRLMConfig):
-    """MRLM's parameters: the MRLM settings, and the Feast vector size d4 must fit."""
+class MRLMVariants(BaseModel):
+    """Research knobs of MRLM that lost on ml-100k valid, off by default (the job reads offline_jobs/experiments/mrlm.toml)."""
+
+    in_batch_negatives: bool = Field(
+        False,
+        description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, "
+        "not the same user's positives)",
+    )
+    explicit_negative_share: float = Field(
+        0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item"
+    )
+
+
+class MRLMParams(MRLMConfig, MRLMVariants):
+    """MRLM's parameters: the MRLM settings, its research variants, and the Feast vector size d4 must fit."""
 
     feast_vector_dim: int | None = Field(
         None, ge=1, description="feast.mrlm_vector_dim: the floats a Feast MRLM view holds; None = unchecked"
@@ -292,15 +307,15 @@ def validate_config(config: MRLMConfig, feast_vector_dim: int | None) -> None:
         raise SettingsError(str(exc)) from None
 
 
-_DEFAULTS = MRLMConfig()
+_DEFAULTS = MRLMParams()
 
 
 class MRLM(SettingsEstimator):
     """MRLM estimator (scikit-learn style): ``fit(data)`` trains GFRL + MFRL and computes the vectors.
 
     Parameters are the settings of the same name in :class:`topicfs.settings.MRLMConfig` that the model itself uses
-    (the preprocessing and baseline settings belong to :func:`offline_jobs.mrlm_data.prepare` and the job), defaults
-    included; ``feast_vector_dim`` (``feast.mrlm_vector_dim``; None = unchecked) is the d4 the Feast views hold.
+    (the preprocessing and baseline settings belong to :func:`offline_jobs.mrlm_data.prepare` and the job) and the
+    research variants of :class:`MRLMVariants`, defaults included; ``feast_vector_dim`` (``feast.mrlm_vector_dim``; None = unchecked) is the d4 the Feast views hold.
     :meth:`from_config` builds one from the settings; ``fit`` checks the parameters against :class:`MRLMParams`.
 
     Learned state: ``config_`` (the checked parameters; everything after ``fit`` reads them, so ``set_params``

@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from offline_jobs.artifacts import utc_now
-from offline_jobs.mrlm import MRLM, SavedVectors, cosine_scores, normalize, validate_config
+from offline_jobs.experiments import load_experiment
+from offline_jobs.mrlm import MRLM, MRLMVariants, SavedVectors, cosine_scores, normalize, validate_config
 from offline_jobs.mrlm_data import MRLMData, MRLMDataError, prepare
 from topicfs import tables
 from topicfs.feast_names import MRLM_ITEM_VECTORS_VIEW, MRLM_USER_VECTORS_VIEW
@@ -50,6 +51,11 @@ SELECT_AT = 50  # valid Recall@50 picks epochs and the user-vector rule
 
 def model_dir(settings: Settings) -> Path:
     return settings.paths.models_dir / "mrlm"
+
+
+def mrlm_variants() -> dict:
+    """MRLM's research variants as parameters: offline_jobs/experiments/mrlm.toml (off: they lost on ml-100k valid)."""
+    return load_experiment("mrlm", MRLMVariants).model_dump()
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -265,6 +271,7 @@ def evaluate_once(
     """
     config = settings.mrlm
     validate_config(config, settings.feast.mrlm_vector_dim)
+    variants = mrlm_variants()
     torch.set_num_threads(config.torch_threads)
     started = time.monotonic()
     data = prepare_loaded(load_dataset(dataset, settings, files=files), config)
@@ -286,13 +293,13 @@ def evaluate_once(
     valid_rows["BPR-MF"] = valid_recall(bpr.scores_)
 
     tick = time.monotonic()
-    ugfrl = MRLM.from_config(config, theta=1.0).fit(data, lambda m: valid_recall(_global_cosine(m)))
+    ugfrl = MRLM.from_config(config, theta=1.0, **variants).fit(data, lambda m: valid_recall(_global_cosine(m)))
     seconds["U-GFRL"] = time.monotonic() - tick
     rows["U-GFRL"] = ranking_metrics(_global_cosine(ugfrl), test)
     valid_rows["U-GFRL"] = valid_recall(_global_cosine(ugfrl))
 
     tick = time.monotonic()
-    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim, **variants).fit(
         data, lambda m: valid_recall(cosine_scores(m.user_vectors(), m.item_vectors_))
     )
     seconds["MRLM"] = time.monotonic() - tick
@@ -537,6 +544,7 @@ def train(settings: Settings, loaded: LoadedData, config: MRLMConfig | None = No
     """Preprocess, fit MRLM (best epoch by valid Recall@50), save the model and write both tables."""
     config = config or settings.mrlm
     validate_config(config, settings.feast.mrlm_vector_dim)
+    variants = mrlm_variants()
     torch.set_num_threads(config.torch_threads)
     started = time.monotonic()
     data = prepare_loaded(loaded, config)
@@ -548,7 +556,7 @@ def train(settings: Settings, loaded: LoadedData, config: MRLMConfig | None = No
         if has_valid
         else None
     )
-    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim).fit(data, select)
+    model = MRLM.from_config(config, feast_vector_dim=settings.feast.mrlm_vector_dim, **variants).fit(data, select)
     fitted = time.monotonic()
     folder = model.save(model_dir(settings))
     paths = write_tables(model, settings)

@@ -12,8 +12,9 @@ tags and classes; never from the clicks). Training rows get their features throu
 ``get_historical_features`` (point-in-time), from the project's feature repo when given, else from a
 private repo over the table; every row also gets the user's history before it
 (:func:`serving.features.user_history`) and, for both feature sets, the exposure history
-(:func:`serving.features.exposure_history`: what the user was shown, not only what they clicked). MovieLens
-topics are learned with K = ``rankers.movielens_n_topics``. Train on every day but the last ``test_days`` (moved earlier by
+(:func:`serving.features.exposure_history`: what the user was shown, not only what they clicked). MovieLens's
+research knobs (K of its topics, knowledge-graph tags) and their evidence are in offline_jobs/experiments/table2_movielens.toml
+(:class:`MovieLensExperiment`). Train on every day but the last ``test_days`` (moved earlier by
 whole days until the test set holds ``min_test_fraction`` of the rows), test on the rest. Results and how the
 settings were chosen: docs/TABLE2.md.
 """
@@ -25,16 +26,19 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, Field
 from sklearn.metrics import roc_auc_score
 
 from serving.features import FeastHistoricalFetcher, make_video_topics_repo
 from serving.rankers import MODELS, Ranker
+from offline_jobs.experiments import load_experiment
 from offline_jobs.ranker_training import training_frame
 from topicfs.datasets import DataFiles
 from topicfs.errors import UserError
@@ -47,6 +51,23 @@ Dataset = Literal["synthetic", "movielens", "file"]
 
 class Table2DataError(UserError, ValueError):
     """The data cannot give a Table II (too few days, one label value)."""
+
+
+class MovieLensExperiment(BaseModel):
+    """Table II's knobs for MovieLens-100k; values and evidence in offline_jobs/experiments/table2_movielens.toml."""
+
+    n_topics: int = Field(ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres)")
+    kg_tags: list[str] = Field(
+        description="KB4Rec relations of ml-100k.kg whose facts join the genres as tags (e.g. genre, directed_by, actor: "
+        "topicfs.movielens.with_kg_tags); empty = genres only"
+    )
+    kg_min_movies: int = Field(ge=1, description="a knowledge-graph fact becomes a tag when at least this many movies hold it")
+
+
+@lru_cache(maxsize=1)
+def movielens_experiment() -> MovieLensExperiment:
+    """The MovieLens knobs of this process, read once (an old TOPICFS_RANKERS__MOVIELENS_* variable warns once)."""
+    return load_experiment("table2_movielens", MovieLensExperiment)
 
 
 @dataclass
@@ -101,8 +122,8 @@ def movielens_dataset(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     from topicfs.movielens import load_ml100k, with_kg_tags
 
     movielens = load_ml100k(settings.paths.movielens)
-    config = settings.rankers
-    videos = with_kg_tags(movielens, config.movielens_kg_tags, config.movielens_kg_min_movies)
+    config, experiment = settings.rankers, movielens_experiment()
+    videos = with_kg_tags(movielens, experiment.kg_tags, experiment.kg_min_movies)
     interactions = movielens.interactions
     if "rating" in interactions.columns:
         label = (interactions["rating"].astype(float) >= config.rating_threshold).astype(np.int8)
@@ -153,12 +174,13 @@ def topic_settings(dataset: Dataset, settings: Settings) -> Settings:
     """The settings the topic job runs with for ``dataset``.
 
     MovieLens-100k has 1682 movies over 19 genres, a smaller catalogue than the job's default K = 60 is meant for, so
-    K = ``rankers.movielens_n_topics`` (40, the best of 12-80 with τ3 = 0.4-0.7 on the validation days, see
-    docs/TABLE2.md); the synthetic catalogue keeps the defaults.
+    K = ``n_topics`` of offline_jobs/experiments/table2_movielens.toml (with its evidence); the synthetic catalogue
+    keeps the defaults.
     """
     if dataset != "movielens":
         return settings
-    return settings.model_copy(update={"topics": settings.topics.model_copy(update={"n_topics": settings.rankers.movielens_n_topics})})
+    n_topics = movielens_experiment().n_topics
+    return settings.model_copy(update={"topics": settings.topics.model_copy(update={"n_topics": n_topics})})
 
 
 def learn_video_topics(videos: pd.DataFrame, settings: Settings, work_dir: Path) -> pd.DataFrame:

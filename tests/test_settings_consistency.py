@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _estimators():
     """(callable, {parameter: (config model, field)}, parameters that are no setting) for every estimator with defaults."""
     from offline_jobs.mmoe import MultimodalTopicEncoder
-    from offline_jobs.mrlm import MRLM
+    from offline_jobs.mrlm import MRLM, MRLMVariants
     from offline_jobs.tag_graph import TagGraphEmbedder
     from offline_jobs.topics import TopicModel
     from serving.candidates import AsyncCandidateGenerator, CandidateGenerator
@@ -62,7 +62,8 @@ def _estimators():
         # the preprocessing and baseline settings of MRLMConfig belong to mrlm_data.prepare and the job, not the model
         (
             MRLM,
-            {name: (MRLMConfig, name) for name in inspect.signature(MRLM).parameters if name in MRLMConfig.model_fields},
+            {name: (MRLMConfig, name) for name in inspect.signature(MRLM).parameters if name in MRLMConfig.model_fields}
+            | {name: (MRLMVariants, name) for name in MRLMVariants.model_fields},  # research knobs: offline_jobs/experiments/mrlm.toml
             {"feast_vector_dim"},
         ),
         (Ranker, ranker, {"model", "features", "show_progress"}),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import warnings
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -429,13 +430,6 @@ class RankerConfig(BaseModel):
     exposure_prior_strength: float = Field(
         5.0, gt=0, description="pseudo-exposures shrinking a user's click rate on a topic towards their overall rate, exposures"
     )
-    movielens_n_topics: int = Field(40, ge=2, description="K of the topics Table II learns for MovieLens-100k (1682 movies, 19 genres)")
-    movielens_kg_tags: list[str] = Field(
-        [],
-        description="KB4Rec relations of ml-100k.kg whose facts Table II adds to the MovieLens tags beside the genres "
-        "(e.g. genre, directed_by, actor: topicfs.movielens.with_kg_tags); empty = genres only",
-    )
-    movielens_kg_min_movies: int = Field(2, ge=1, description="a knowledge-graph fact becomes a tag when at least this many movies hold it")
     user_id_dropout: float = Field(
         0.5,
         ge=0,
@@ -516,17 +510,10 @@ class MRLMConfig(BaseModel):
         ge=1,
         description="K random negatives per positive in the triplet terms (Eq. 3 on g and ρ·Eq. 3 on m); the ID softmax, DCP and modality terms use the first (paper: 1)",
     )
-    in_batch_negatives: bool = Field(
-        False,
-        description="also use the other triplets' positive items of the batch as negatives in the triplet terms (not the own item, not the same user's positives)",
-    )
     triplet_temperature: float = Field(
         0.1,
         ge=0,
         description="τ: 0 averages Eq. 3 over the K negatives; > 0 takes the smooth maximum τ·log mean exp((cos(a,n) - cos(a,p))/τ) over them, i.e. weights the hardest (no effect when K = 1)",
-    )
-    explicit_negative_share: float = Field(
-        0.0, ge=0, le=1, description="share of triplets whose v- is one of the user's negative feedback items, the rest a random item"
     )
     latest_items: int = Field(50, ge=1, description="how many of the user's latest interacted items enter the user vector")
     user_global_weight: float = Field(
@@ -643,6 +630,33 @@ RENAMED: dict[tuple[str, str], tuple[str, str]] = {
     ("rankers", "topic_embedding_dim"): ("topics", "topic_feature_dim"),
 }
 
+#: Research knobs that left the settings for an experiment file beside the job that reads them
+#: (offline_jobs/experiments/<experiment>.toml): (section, old field) -> (experiment, key). The old ``TOPICFS_*``
+#: variables still override the file's value, with a deprecation warning (:func:`moved_variables`).
+MOVED: dict[tuple[str, str], tuple[str, str]] = {
+    ("rankers", "movielens_n_topics"): ("table2_movielens", "n_topics"),
+    ("rankers", "movielens_kg_tags"): ("table2_movielens", "kg_tags"),
+    ("rankers", "movielens_kg_min_movies"): ("table2_movielens", "kg_min_movies"),
+    ("mrlm", "in_batch_negatives"): ("mrlm", "in_batch_negatives"),
+    ("mrlm", "explicit_negative_share"): ("mrlm", "explicit_negative_share"),
+}
+
+
+def moved_variables(experiment: str, environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """The old ``TOPICFS_*`` variables set for ``experiment``'s moved knobs: key -> (variable, its text), each announced by
+    a DeprecationWarning and a log line naming the file that holds the knob now."""
+    environ = os.environ if environ is None else environ
+    upper = {name.upper(): value for name, value in environ.items()}
+    found = {}
+    for old, (name, key) in MOVED.items():
+        variable = _variable(old)
+        if name == experiment and variable in upper:
+            message = f"{variable} is deprecated; it still overrides {key} of offline_jobs/experiments/{name}.toml, where the knob is now"
+            warnings.warn(message, DeprecationWarning, stacklevel=3)
+            logger.warning(message)
+            found[key] = (variable, upper[variable])
+    return found
+
 
 class SettingsError(UserError):
     """A ``TOPICFS_*`` variable holds a value its setting does not accept."""
@@ -664,7 +678,7 @@ def setting_variables() -> dict[str, bool]:
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """One warning per ``TOPICFS_*`` variable no setting reads (a misspelling would otherwise be silently ignored)."""
     known = setting_variables()
-    renamed = {_variable(old) for old in RENAMED}  # Settings warns about these itself
+    renamed = {_variable(old) for old in (*RENAMED, *MOVED)}  # Settings and the experiment files warn about these themselves
     warnings = []
     for name in sorted(environ):
         upper = name.upper()

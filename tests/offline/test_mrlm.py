@@ -56,9 +56,9 @@ def test_dcp_shape_matches_the_conv1_output_of_the_network():
 
 def test_every_loss_term_decreases_on_a_tiny_overfit_run(tiny):
     videos, interactions = tiny
-    config = tiny_config(epochs=12, learning_rate=3e-3, explicit_negative_share=0.0)
+    config = tiny_config(epochs=12, learning_rate=3e-3)
     data = prepare(videos, interactions, config)
-    model = MRLM.from_config(config).fit(data)
+    model = MRLM.from_config(config, explicit_negative_share=0.0).fit(data)
     first, last = model.loss_history_[0], model.loss_history_[-1]
     terms = ["g1", "g2", "g3", "m_triplet"] + [f"m_{m}" for m in data.clusters]
     assert {"title", "tags", "categories"} <= set(data.clusters)
@@ -258,9 +258,11 @@ def test_default_options_give_the_paper_loss(tiny):
     """K = 1, no in-batch negatives, τ = 0, no skip path: the losses equal the paper's single-negative formulas of Eq. 3-17."""
     import torch.nn.functional as F
 
-    from offline_jobs.mrlm import MRLMNetwork, cosine_distance_triplet
+    from offline_jobs.mrlm import MRLMNetwork, MRLMParams, cosine_distance_triplet
 
-    config = tiny_config(triplet_negatives=1, in_batch_negatives=False, triplet_temperature=0.0, skip_connection=False)
+    config = MRLMParams(
+        **tiny_config(triplet_negatives=1, triplet_temperature=0.0, skip_connection=False).model_dump(), in_batch_negatives=False
+    )
     torch.manual_seed(0)
     net = MRLMNetwork(config, n_users=10, n_items=30, n_clusters={"tags": 4})
     batch = 6
@@ -297,11 +299,10 @@ def test_loss_terms_decrease_with_the_new_options(tiny):
         learning_rate=3e-3,
         skip_connection=True,
         triplet_negatives=4,
-        in_batch_negatives=True,
         triplet_temperature=0.1,
     )
     data = prepare(videos, interactions, config)
-    model = MRLM.from_config(config).fit(data)
+    model = MRLM.from_config(config, in_batch_negatives=True).fit(data)
     first, last = model.loss_history_[0], model.loss_history_[-1]
     for term in ["g1", "g2", "g3", "m_triplet"] + [f"m_{m}" for m in data.clusters]:
         assert last[term] < first[term], f"{term}: {first[term]:.4f} -> {last[term]:.4f}"
