@@ -20,12 +20,13 @@ Table I's single-modality baselines ("title only", "image only": pretrained, not
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -266,19 +267,28 @@ class TitleEncoder(nn.Module):
         self.tokenizer.save_pretrained(directory)
 
 
+@contextlib.contextmanager
+def _inference(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode without gradients inside the block; its train/eval mode as before after it."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        module.train(was_training)
+
+
 def encode_titles(encoder: TitleEncoder, titles: Sequence[str], batch_size: int, description: str = "f_T") -> np.ndarray:
     """Mean-pooled f_T of titles, in length-sorted batches (little padding): -> (n, D) float32."""
     token_ids = encoder.tokenize(titles)
     order = np.argsort([len(ids) for ids in token_ids], kind="stable")
     out = np.zeros((len(titles), encoder.output_dim), dtype=np.float32)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.inference_mode():
+    with _inference(encoder):
         for start in tqdm(range(0, len(order), batch_size), desc=description, leave=False, disable=len(order) <= batch_size):
             rows = order[start : start + batch_size]
             ids, mask = pad_batch([token_ids[i] for i in rows], encoder.pad_id)
             out[rows] = encoder(ids, mask).numpy()
-    encoder.train(was_training)
     return out
 
 
@@ -399,13 +409,10 @@ class CoverEncoder(nn.Module):
 def encode_covers(encoder: CoverEncoder, paths: Sequence[str | None], batch_size: int, description: str = "f_C") -> np.ndarray:
     """f_C of covers in batches -> (n, D_C) float32, zero rows for missing covers."""
     out = np.zeros((len(paths), encoder.output_dim), dtype=np.float32)
-    was_training = encoder.training
-    encoder.eval()
-    with torch.inference_mode():
+    with _inference(encoder):
         for start in tqdm(range(0, len(paths), batch_size), desc=description, leave=False, disable=len(paths) <= batch_size):
             images, present = load_covers(paths[start : start + batch_size], encoder.image_size_px)
             out[start : start + len(images)] = encoder(images, present).numpy()
-    encoder.train(was_training)
     return out
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from topicfs.datasets import OnErrorChoice, data_files, report_dir
+from topicfs.datasets import InteractionsOption, NameOption, OnErrorChoice, OnErrorOption, VideosOption, data_files, report_dir
 from topicfs.settings import get_settings
 
 app = typer.Typer(help="MRLM user and item vectors (GFRL + MFRL), trained offline and served through Feast.", no_args_is_help=True)
@@ -15,10 +16,6 @@ app = typer.Typer(help="MRLM user and item vectors (GFRL + MFRL), trained offlin
 DATASET_HELP = (
     "movielens (ml-100k from TOPICFS_PATHS__MOVIELENS), synthetic (topicfs.synthetic, made on the spot) or file (--videos, --interactions)"
 )
-VIDEOS_HELP = "videos file (Parquet/CSV) meeting the videos contract, for --dataset file"
-INTERACTIONS_HELP = "interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file"
-ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
-NAME_HELP = "name of the dataset in report paths (default: the folder holding the videos file)"
 
 
 class MRLMDataset(str, Enum):
@@ -27,16 +24,19 @@ class MRLMDataset(str, Enum):
     file = "file"
 
 
+DatasetOption = Annotated[MRLMDataset, typer.Option(help=DATASET_HELP)]
+
+
 def _files(dataset: MRLMDataset, videos: Path | None, interactions: Path | None, on_error: OnErrorChoice, name: str | None):
     return data_files(videos, interactions, name=name, on_error=on_error) if dataset is MRLMDataset.file else None
 
 
 @app.command("train")
 def train(
-    dataset: MRLMDataset = typer.Option(MRLMDataset.movielens, help=DATASET_HELP),
-    videos: Path | None = typer.Option(None, "--videos", "--data", help=VIDEOS_HELP),
-    interactions: Path | None = typer.Option(None, help=INTERACTIONS_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+    dataset: DatasetOption = MRLMDataset.movielens,
+    videos: VideosOption = None,
+    interactions: InteractionsOption = None,
+    on_error: OnErrorOption = OnErrorChoice.raise_,
 ) -> None:
     """Preprocess, train MRLM (best epoch by valid Recall@50), save the model and write the two MRLM tables."""
     settings = get_settings()
@@ -68,11 +68,11 @@ def refresh(user_id: list[int] = typer.Option(..., "--user-id", help="user to re
 
 @app.command("evaluate")
 def evaluate(
-    dataset: MRLMDataset = typer.Option(MRLMDataset.movielens, help=DATASET_HELP),
-    videos: Path | None = typer.Option(None, "--videos", "--data", help=VIDEOS_HELP),
-    interactions: Path | None = typer.Option(None, help=INTERACTIONS_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
-    name: str | None = typer.Option(None, help=NAME_HELP),
+    dataset: DatasetOption = MRLMDataset.movielens,
+    videos: VideosOption = None,
+    interactions: InteractionsOption = None,
+    on_error: OnErrorOption = OnErrorChoice.raise_,
+    name: NameOption = None,
     out: Path | None = typer.Option(None, help="Markdown report file (default: <reports_dir>/mrlm_<name>/mrlm.md)"),
     seeds: int = typer.Option(
         1,

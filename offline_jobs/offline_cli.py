@@ -13,29 +13,38 @@ from typing import Optional
 
 import typer
 
-from topicfs.datasets import OnErrorChoice, data_files, report_dir
+from topicfs.datasets import InteractionsOption, NameOption, OnErrorChoice, OnErrorOption, VideosOption, data_files, report_dir
 from topicfs.errors import UserError
 from topicfs.settings import get_settings
 
 app = typer.Typer(help="Offline training and evaluation on a dataset: rankers, Table II, MRLM.", no_args_is_help=True)
 
-VIDEOS_HELP = "videos file (Parquet/CSV) meeting the videos contract, for --dataset file"
-INTERACTIONS_HELP = "interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file"
-ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
-NAME_HELP = "name of the dataset in report paths (default: the folder holding the videos file)"
 
+class ClickDataset(str, Enum):
+    """The datasets with a click log: ranker training and Table II."""
 
-class RankerDataset(str, Enum):
     synthetic = "synthetic"
     movielens = "movielens"
     file = "file"
 
 
+def _check_topic_sources(video_topics: Path | None, feature_repo: Path | None) -> None:
+    """A UserError when --video-topics is no file or --feature-repo no folder."""
+    for option, path, want_dir in (("--video-topics", video_topics, False), ("--feature-repo", feature_repo, True)):
+        if path is not None and not (path.is_dir() if want_dir else path.is_file()):
+            raise UserError(f"{option} {path}: no such {'folder' if want_dir else 'file'}")
+
+
 @app.command("train-ranker")
 def train_ranker_command(
-    dataset: RankerDataset = typer.Option(RankerDataset.file, help="file (the click log in --interactions), synthetic or movielens"),
-    interactions: Optional[Path] = typer.Option(None, "--interactions", "--clicks", help=INTERACTIONS_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
+    dataset: ClickDataset = typer.Option(ClickDataset.file, help="file (the click log in --interactions), synthetic or movielens"),
+    interactions: Optional[Path] = typer.Option(
+        None,
+        "--interactions",
+        "--clicks",
+        help="interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file",
+    ),
+    on_error: OnErrorOption = OnErrorChoice.raise_,
     model: str = typer.Option("dcn", help="lr, emlp or dcn"),
     with_topics: bool = typer.Option(True, "--with-topics/--without-topics", help="use the topic features"),
     video_topics: Optional[Path] = typer.Option(
@@ -54,21 +63,19 @@ def train_ranker_command(
 
     if model not in MODELS:
         raise UserError(f"--model {model!r}: choose one of {', '.join(MODELS)}")
-    for option, path, want_dir in (("--video-topics", video_topics, False), ("--feature-repo", feature_repo, True)):
-        if path is not None and not (path.is_dir() if want_dir else path.is_file()):
-            raise UserError(f"{option} {path}: no such {'folder' if want_dir else 'file'}")
+    _check_topic_sources(video_topics, feature_repo)
     if with_topics and feature_repo is None and video_topics is None:
         raise UserError(
             "a ranker with topic features needs --feature-repo (a Feast repo, e.g. feature_repo after `topicfs feast register`) "
             "or --video-topics (the VIDEO_TOPICS Parquet of `topicfs topics learn`); or pass --without-topics"
         )
     settings = get_settings()
-    if dataset is RankerDataset.file:
+    if dataset is ClickDataset.file:
         clicks = data_files(None, interactions, on_error=on_error, need_videos=False).load_interactions(settings.rankers.rating_threshold)
     else:
         from offline_jobs.table2 import movielens_dataset, synthetic_dataset
 
-        _, entity = (synthetic_dataset if dataset is RankerDataset.synthetic else movielens_dataset)(settings)
+        _, entity = (synthetic_dataset if dataset is ClickDataset.synthetic else movielens_dataset)(settings)
         clicks = entity.rename(columns={"event_timestamp": "ts", "label": "clicked"})
 
     from serving.features import make_video_topics_repo
@@ -86,19 +93,13 @@ def train_ranker_command(
     typer.echo(f"saved the {model} ranker ({'with' if with_topics else 'without'} topic features) to {saved}")
 
 
-class Table2Dataset(str, Enum):
-    synthetic = "synthetic"
-    movielens = "movielens"
-    file = "file"
-
-
 @app.command("table2")
 def table2_command(
-    dataset: list[Table2Dataset] = typer.Option([Table2Dataset.synthetic], help="synthetic, movielens and/or file (repeat the option)"),
-    videos: Optional[Path] = typer.Option(None, "--videos", "--data", help=VIDEOS_HELP),
-    interactions: Optional[Path] = typer.Option(None, help=INTERACTIONS_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
-    name: Optional[str] = typer.Option(None, help=NAME_HELP),
+    dataset: list[ClickDataset] = typer.Option([ClickDataset.synthetic], help="synthetic, movielens and/or file (repeat the option)"),
+    videos: VideosOption = None,
+    interactions: InteractionsOption = None,
+    on_error: OnErrorOption = OnErrorChoice.raise_,
+    name: NameOption = None,
     video_topics: Optional[Path] = typer.Option(
         None, help="VIDEO_TOPICS Parquet of the dataset's videos; default: learn them with the offline jobs"
     ),
@@ -115,14 +116,12 @@ def table2_command(
 
     if video_topics is not None and len(dataset) > 1:
         raise UserError("--video-topics belongs to one dataset; run one --dataset at a time with it")
-    for option, path, want_dir in (("--video-topics", video_topics, False), ("--feature-repo", feature_repo, True)):
-        if path is not None and not (path.is_dir() if want_dir else path.is_file()):
-            raise UserError(f"{option} {path}: no such {'folder' if want_dir else 'file'}")
+    _check_topic_sources(video_topics, feature_repo)
     settings = get_settings()
     root = out or settings.paths.reports_dir
     jobs = []
     for choice in dict.fromkeys(dataset):  # each dataset once, in the given order
-        if choice is Table2Dataset.file:
+        if choice is ClickDataset.file:
             files = data_files(videos, interactions, name=name, on_error=on_error)
             jobs.append((choice.value, files.name, files.sources(), {"files": files}))
         else:

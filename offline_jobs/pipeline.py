@@ -38,6 +38,7 @@ from offline_jobs.topics import (
     format_presence_audit,
     format_topics_per_video_report,
     impute_tag_half,
+    nearest_topics,
     presence_audit,
     representation_halves,
     topic_representation,
@@ -260,14 +261,6 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
         tables[PRESENCE_AUDIT_FILE] = audit_path
         seconds["write"] = time.perf_counter() - start
     return TopicJobResult(models, assignment, tables, report, seconds)
-
-
-def nearest_topics(assignment: TopicAssignment) -> np.ndarray:
-    """(n,) int64 each video's nearest topic, -1 for a video without any."""
-    nearest = np.full(len(assignment), -1, dtype=np.int64)
-    has_topic = assignment.counts > 0
-    nearest[has_topic] = assignment.topic_ids[assignment.offsets[:-1][has_topic]]
-    return nearest
 
 
 def video_map(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Annotated, Optional
 
 import numpy as np
 import pandas as pd
 import typer
 
-from topicfs.datasets import OnErrorChoice, check_topic_count
+from topicfs.datasets import NameOption, OnErrorChoice, OnErrorOption, check_topic_count
 from topicfs.errors import UserError
 from topicfs.settings import Settings, get_settings
 
@@ -19,15 +20,23 @@ app = typer.Typer(
 )
 
 DATASET_HELP = "synthetic (made on the spot), kuairec (KuaiRec's folder in --data) or file (a videos table meeting the contract in --data)"
-DATA_HELP = "the videos file (Parquet/CSV) for file, KuaiRec's folder for kuairec; for synthetic: where covers are written"
-ON_ERROR_HELP = "raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason"
-NAME_HELP = "name of the dataset in report paths (default: the folder holding the videos file)"
 
 
 class TopicDataset(str, Enum):
     synthetic = "synthetic"
     kuairec = "kuairec"
     file = "file"
+
+
+DatasetOption = Annotated[TopicDataset, typer.Option(help=DATASET_HELP)]
+DataOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--data",
+        "--videos",
+        help="the videos file (Parquet/CSV) for file, KuaiRec's folder for kuairec; for synthetic: where covers are written",
+    ),
+]
 
 
 @dataclass
@@ -83,10 +92,10 @@ def truth_scores(first_topic: np.ndarray, a: np.ndarray, true_topic: np.ndarray,
 
 @app.command("learn")
 def learn(
-    dataset: TopicDataset = typer.Option(TopicDataset.synthetic, help=DATASET_HELP),
-    data: Path | None = typer.Option(None, "--data", "--videos", help=DATA_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
-    name: str | None = typer.Option(None, help=NAME_HELP),
+    dataset: DatasetOption = TopicDataset.synthetic,
+    data: DataOption = None,
+    on_error: OnErrorOption = OnErrorChoice.raise_,
+    name: NameOption = None,
 ) -> None:
     """Learn topics and write the video-topic, tag-embedding, video-tag-embedding and topic-centroid tables plus the models."""
     settings = get_settings()
@@ -113,10 +122,10 @@ def learn(
 
 @app.command("evaluate")
 def evaluate(
-    dataset: TopicDataset = typer.Option(TopicDataset.synthetic, help=DATASET_HELP),
-    data: Path | None = typer.Option(None, "--data", "--videos", help=DATA_HELP),
-    on_error: OnErrorChoice = typer.Option(OnErrorChoice.raise_, help=ON_ERROR_HELP),
-    name: str | None = typer.Option(None, help=NAME_HELP),
+    dataset: DatasetOption = TopicDataset.synthetic,
+    data: DataOption = None,
+    on_error: OnErrorOption = OnErrorChoice.raise_,
+    name: NameOption = None,
     out: Path | None = typer.Option(None, help="report folder (default: <artifacts>/reports/<name>)"),
 ) -> None:
     """Table I and Fig. 3 on a held-out 10%: ARI/NMI of k-means (K = #classes) per representation; Markdown + PNG."""

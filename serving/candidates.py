@@ -33,8 +33,8 @@ Both readers skip the same entries, so their answers are equal; the script check
 draw visits it, the Python reader every member of the chunks it read, so their counts of corrupt queue members
 may differ (the Python reader also counts those beyond where the draw stopped).
 
-:class:`AsyncCandidateGenerator` runs either reader on an asyncio client, for the HTTP API, with at most
-``max_concurrency`` requests using Redis at once (the rest wait their turn).
+:class:`CandidateGenerator` runs either reader on a synchronous client, :class:`AsyncCandidateGenerator` on an asyncio
+client, for the HTTP API; both let at most ``max_concurrency`` requests use Redis at once (the rest wait their turn).
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ import json
 import logging
 import math
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import redis
 from prometheus_client import Counter as PrometheusCounter
@@ -540,123 +541,21 @@ def _unavailable(exc: BaseException, what: str = "candidates") -> CandidateStore
     return CandidateStoreUnavailable(f"Redis error while reading {what}: {type(exc).__name__}: {exc}")
 
 
-def _configure(
-    self, client, layout: KeyLayout, recent_clicks: int, topics_per_user: int, n_candidates: int, server_side: bool | None
-) -> None:
-    """The settings both generators share, checked."""
-    if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
-        raise ValueError(
-            f"need recent_clicks >= 1, topics_per_user >= 1, n_candidates >= 0; got {recent_clicks}, {topics_per_user}, {n_candidates}"
-        )
-    if not isinstance(layout, KeyLayout):
-        raise TypeError(f"layout must be a topicfs.keys.KeyLayout, got {type(layout).__name__}")
-    self.client = client
-    self.layout = layout
-    self.recent_clicks = recent_clicks
-    self.topics_per_user = topics_per_user
-    self.n_candidates = n_candidates
-    if server_side is None:
-        server_side = layout.shards == 1 and not is_cluster(client)
-    if server_side and is_cluster(client):
-        raise ValueError("the server-side candidate script needs a single Redis; on a Redis Cluster use server_side=False")
-    self.server_side = server_side
-    self._setup = _ScriptSetup(layout) if server_side else None
-    self._script = client.register_script(lua_source("candidates.lua")) if server_side else None
+class _Generator:
+    """What both generators share: the settings, checked, and the parts of a request.
 
-
-class CandidateGenerator:
-    """Reads a user's clicks and the topic queues from Redis and draws candidates.
-
-    ``client`` is a ``redis.Redis`` or ``redis.RedisCluster`` (:func:`topicfs.redis_client.sync_client`), ``layout``
-    the :class:`~topicfs.keys.KeyLayout` the stream writes. ``server_side`` (default: on a single Redis with one
-    shard) runs ``candidates.lua``, one round trip; off, the Python reader (three pipelined round trips, any
-    deployment). Both give the same :class:`CandidateResult`.
-    """
-
-    def __init__(
-        self,
-        client,
-        layout: KeyLayout,
-        recent_clicks: int = 128,
-        topics_per_user: int = 4,
-        n_candidates: int = 600,
-        server_side: bool | None = None,
-    ) -> None:
-        _configure(self, client, layout, recent_clicks, topics_per_user, n_candidates, server_side)
-
-    @classmethod
-    def from_settings(cls, settings, client=None) -> "CandidateGenerator":
-        """Build from :class:`topicfs.settings.Settings` (the Redis deployment, key layout, N1, N2, N3); ``client``
-        defaults to :func:`topicfs.redis_client.sync_client` of ``settings.redis``."""
-        from topicfs.redis_client import sync_client
-
-        serving = settings.serving
-        if client is None:
-            try:
-                client = sync_client(settings.redis, timeout_s=serving.redis_timeout_s)
-            except _UNAVAILABLE as exc:  # a cluster client asks a node for the topology when built
-                raise _unavailable(exc, "the cluster topology") from exc
-        return cls(
-            client, KeyLayout.from_config(settings.redis), settings.stream.recent_clicks, serving.topics_per_user, serving.n_candidates
-        )
-
-    def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
-        """Up to ``n`` (default N3) candidates for ``user_id``; raises :class:`CandidateStoreUnavailable`."""
-        n = self.n_candidates if n is None else n
-        user_id = int(user_id)
-        _check_request(user_id, n)
-        try:
-            if self._script is not None:
-                reply = self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
-                return _result_from_reply(user_id, reply)
-            return _run_sync(self.client, self.reader(user_id, n))
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-
-    def reader(self, user_id: int, n: int) -> Reader:
-        """The Python reader of one request (see :func:`_reader`)."""
-        return _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n)
-
-    def python_candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
-        """:meth:`candidates` by the Python reader whatever ``server_side`` says (the reference the script is tested
-        against)."""
-        n = self.n_candidates if n is None else n
-        _check_request(int(user_id), n)
-        try:
-            return _run_sync(self.client, self.reader(int(user_id), n))
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc) from exc
-
-    def script_reply(self, user_id: int, n: int) -> list:
-        """The raw reply of ``candidates.lua`` (tests and benchmarks)."""
-        return self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
-
-    def exposure_history(self, user_id: int) -> dict:
-        """The raw hash of the user's exposure history (:meth:`topicfs.keys.KeyLayout.user_exposures`, written by a
-        stream with ``stream.user_exposure_counts``); empty for a user never shown anything. Raises
-        :class:`CandidateStoreUnavailable`."""
-        key = self.layout.user_exposures(int(user_id))
-        try:
-            return self.client.hgetall(key)
-        except redis.ResponseError as exc:
-            _wrong_type(exc)
-            skipped = Skipped()
-            skipped.add("wrong_type", key)
-            skipped.report(int(user_id))
-            return {}
-        except _UNAVAILABLE as exc:
-            raise _unavailable(exc, "the exposure history") from exc
-
-
-class AsyncCandidateGenerator:
-    """:class:`CandidateGenerator` on a ``redis.asyncio`` client (:func:`topicfs.redis_client.async_client`): the
-    script (one EVALSHA) when ``server_side``, else the Python reader with awaited pipelines (on a Redis Cluster
-    each round trip is sent to every node concurrently).
+    ``client`` is a ``redis.Redis`` / ``redis.RedisCluster`` (:func:`topicfs.redis_client.sync_client`) or its
+    ``redis.asyncio`` twin (:func:`topicfs.redis_client.async_client`), ``layout`` the :class:`~topicfs.keys.KeyLayout`
+    the stream writes. ``server_side`` (default: on a single Redis with one shard) runs ``candidates.lua``, one round
+    trip; off, the Python reader (three pipelined round trips, any deployment). Both give the same
+    :class:`CandidateResult`.
 
     At most ``max_concurrency`` requests use Redis at once; the others wait for their turn. Keep it at most the
-    client's ``max_connections``: each request holds at most one connection per node, so the pool is never
-    exhausted (redis-py's asyncio cluster client fails instead of waiting when it is).
+    client's ``max_connections`` (``from_settings`` does): each request holds at most one connection per node, so the
+    pool is never exhausted (redis-py's cluster clients fail instead of waiting when it is).
     """
+
+    _semaphore: ClassVar[Callable[[int], Any]]  # the turns: threading's for a synchronous client, asyncio's for an asyncio one
 
     def __init__(
         self,
@@ -668,19 +567,33 @@ class AsyncCandidateGenerator:
         server_side: bool | None = None,
         max_concurrency: int = 64,
     ) -> None:
+        if recent_clicks < 1 or topics_per_user < 1 or n_candidates < 0:
+            raise ValueError(
+                f"need recent_clicks >= 1, topics_per_user >= 1, n_candidates >= 0; got {recent_clicks}, {topics_per_user}, {n_candidates}"
+            )
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        _configure(self, client, layout, recent_clicks, topics_per_user, n_candidates, server_side)
+        if not isinstance(layout, KeyLayout):
+            raise TypeError(f"layout must be a topicfs.keys.KeyLayout, got {type(layout).__name__}")
+        self.client = client
+        self.layout = layout
+        self.recent_clicks = recent_clicks
+        self.topics_per_user = topics_per_user
+        self.n_candidates = n_candidates
+        if server_side is None:
+            server_side = layout.shards == 1 and not is_cluster(client)
+        if server_side and is_cluster(client):
+            raise ValueError("the server-side candidate script needs a single Redis; on a Redis Cluster use server_side=False")
+        self.server_side = server_side
         self.max_concurrency = max_concurrency
-        self._turns = asyncio.Semaphore(max_concurrency)
+        self._turns = self._semaphore(max_concurrency)
+        self._setup = _ScriptSetup(layout) if server_side else None
+        self._script = client.register_script(lua_source("candidates.lua")) if server_side else None
 
     @classmethod
-    def from_settings(cls, settings) -> "AsyncCandidateGenerator":
-        """Build from :class:`topicfs.settings.Settings`; call inside the event loop that will use it."""
-        from topicfs.redis_client import async_client
-
+    def _from_settings(cls, settings, client):
+        """Built for ``client`` from :class:`topicfs.settings.Settings` (key layout, N1, N2, N3, the pool's bound)."""
         serving = settings.serving
-        client = async_client(settings.redis, timeout_s=serving.redis_timeout_s)
         return cls(
             client,
             KeyLayout.from_config(settings.redis),
@@ -689,6 +602,95 @@ class AsyncCandidateGenerator:
             serving.n_candidates,
             max_concurrency=settings.redis.max_connections,
         )
+
+    def _request(self, user_id: int, n: int | None) -> tuple[int, int]:
+        """(user id, n) of a request, n defaulting to N3; a ValueError for a bad one."""
+        n = self.n_candidates if n is None else n
+        user_id = int(user_id)
+        _check_request(user_id, n)
+        return user_id, n
+
+    def script_reply(self, user_id: int, n: int):
+        """The raw reply of ``candidates.lua`` (awaitable on an asyncio client; tests and benchmarks)."""
+        return self._script(keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n))
+
+    def reader(self, user_id: int, n: int) -> Reader:
+        """The Python reader of one request (see :func:`_reader`)."""
+        return _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n)
+
+
+class CandidateGenerator(_Generator):
+    """Reads a user's clicks and the topic queues from Redis and draws candidates (see :class:`_Generator` for the
+    parameters)."""
+
+    _semaphore = staticmethod(threading.BoundedSemaphore)
+
+    @classmethod
+    def from_settings(cls, settings, client=None) -> "CandidateGenerator":
+        """Build from :class:`topicfs.settings.Settings` (the Redis deployment, key layout, N1, N2, N3); ``client``
+        defaults to :func:`topicfs.redis_client.sync_client` of ``settings.redis``."""
+        from topicfs.redis_client import sync_client
+
+        if client is None:
+            try:
+                client = sync_client(settings.redis, timeout_s=settings.serving.redis_timeout_s)
+            except _UNAVAILABLE as exc:  # a cluster client asks a node for the topology when built
+                raise _unavailable(exc, "the cluster topology") from exc
+        return cls._from_settings(settings, client)
+
+    def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
+        """Up to ``n`` (default N3) candidates for ``user_id``; raises :class:`CandidateStoreUnavailable`."""
+        user_id, n = self._request(user_id, n)
+        try:
+            with self._turns:
+                if self._script is not None:
+                    return _result_from_reply(user_id, self.script_reply(user_id, n))
+                return _run_sync(self.client, self.reader(user_id, n))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    def python_candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
+        """:meth:`candidates` by the Python reader whatever ``server_side`` says (the reference the script is tested
+        against)."""
+        user_id, n = self._request(user_id, n)
+        try:
+            with self._turns:
+                return _run_sync(self.client, self.reader(user_id, n))
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc) from exc
+
+    def exposure_history(self, user_id: int) -> dict:
+        """The raw hash of the user's exposure history (:meth:`topicfs.keys.KeyLayout.user_exposures`, written by a
+        stream with ``stream.user_exposure_counts``); empty for a user never shown anything. Raises
+        :class:`CandidateStoreUnavailable`."""
+        key = self.layout.user_exposures(int(user_id))
+        try:
+            with self._turns:
+                return self.client.hgetall(key)
+        except redis.ResponseError as exc:
+            _wrong_type(exc)
+            skipped = Skipped()
+            skipped.add("wrong_type", key)
+            skipped.report(int(user_id))
+            return {}
+        except _UNAVAILABLE as exc:
+            raise _unavailable(exc, "the exposure history") from exc
+
+
+class AsyncCandidateGenerator(_Generator):
+    """:class:`CandidateGenerator` on a ``redis.asyncio`` client (:func:`topicfs.redis_client.async_client`): the
+    script (one EVALSHA) when ``server_side``, else the Python reader with awaited pipelines (on a Redis Cluster
+    each round trip is sent to every node concurrently). Parameters as :class:`_Generator`.
+    """
+
+    _semaphore = staticmethod(asyncio.Semaphore)
+
+    @classmethod
+    def from_settings(cls, settings) -> "AsyncCandidateGenerator":
+        """Build from :class:`topicfs.settings.Settings`; call inside the event loop that will use it."""
+        from topicfs.redis_client import async_client
+
+        return cls._from_settings(settings, async_client(settings.redis, timeout_s=settings.serving.redis_timeout_s))
 
     async def candidates(self, user_id: int, n: int | None = None) -> CandidateResult:
         """Same answer and errors as :meth:`CandidateGenerator.candidates`."""
@@ -701,17 +703,12 @@ class AsyncCandidateGenerator:
     async def _run(
         self, user_id: int, n: int | None, from_reply: Callable[[int, list], Any], from_result: Callable[[CandidateResult], Any]
     ) -> Any:
-        n = self.n_candidates if n is None else n
-        user_id = int(user_id)
-        _check_request(user_id, n)
+        user_id, n = self._request(user_id, n)
         try:
             async with self._turns:
                 if self._script is not None:
-                    reply = await self._script(
-                        keys=self._setup.keys(user_id), args=self._setup.args(self.recent_clicks, self.topics_per_user, n)
-                    )
-                    return from_reply(user_id, reply)
-                result = await _run_async(self.client, _reader(self.layout, self.recent_clicks, self.topics_per_user, user_id, n))
+                    return from_reply(user_id, await self.script_reply(user_id, n))
+                result = await _run_async(self.client, self.reader(user_id, n))
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
         return from_result(result)

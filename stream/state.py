@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -62,8 +63,10 @@ logger = logging.getLogger(__name__)
 
 
 def lua(name: str) -> str:
-    """The source of ``stream/lua/<name>.lua`` (shipped as package data)."""
-    return resources.files("stream").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    """The source of ``stream/lua/<name>.lua`` (shipped as package data), after the shared files it names in
+    ``-- needs: <file>.lua`` lines: a Redis script cannot load another, so they are joined into one script."""
+    source = resources.files("stream").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    return "".join(lua(needed) + "\n" for needed in re.findall(r"^-- needs: (\w+)\.lua$", source, re.MULTILINE)) + source
 
 
 _STATS_FIELDS = ("exposures", "clicks", "ts")

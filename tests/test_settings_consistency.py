@@ -67,7 +67,7 @@ def _estimators():
             {"feast_vector_dim"},
         ),
         (Ranker, ranker, {"model", "features", "show_progress"}),
-        (CandidateGenerator, candidates, {"client", "layout", "server_side"}),
+        (CandidateGenerator, candidates, {"client", "layout", "server_side", "max_concurrency"}),
         (AsyncCandidateGenerator, candidates, {"client", "layout", "server_side", "max_concurrency"}),
         (
             build_training_frame,

@@ -20,8 +20,10 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import Annotated, Optional
 
 import pandas as pd
+import typer
 
 from topicfs.contracts import OnError, read_interactions, read_videos
 from topicfs.errors import UserError
@@ -35,6 +37,23 @@ class OnErrorChoice(str, Enum):
 
     raise_ = "raise"
     skip = "skip"
+
+
+# The shared options above as command parameter types, one wording for every command:
+# ``videos: VideosOption = None``, ``on_error: OnErrorOption = OnErrorChoice.raise_``.
+VideosOption = Annotated[
+    Optional[Path], typer.Option("--videos", "--data", help="videos file (Parquet/CSV) meeting the videos contract, for --dataset file")
+]
+InteractionsOption = Annotated[
+    Optional[Path],
+    typer.Option(help="interactions file (Parquet/CSV): user_id, video_id, clicked 0/1 (or rating), ts; for --dataset file"),
+]
+OnErrorOption = Annotated[
+    OnErrorChoice, typer.Option(help="raise: stop at bad rows, listing the first ten; skip: drop them and print a count per reason")
+]
+NameOption = Annotated[
+    Optional[str], typer.Option(help="name of the dataset in report paths (default: the folder holding the videos file)")
+]
 
 
 @dataclass(frozen=True)

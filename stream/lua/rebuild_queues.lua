@@ -5,6 +5,7 @@
 -- Per topic: the top `keep` established videos by CTR (ties: lower id first), fresh videos drawn uniformly from a
 -- ZRANDMEMBER sample (shuffled with the seeded PRNG: ZRANDMEMBER's reply order is not random) and placed at ranks
 -- floor((k + 1/2)*L/F); the queue is rewritten with scores L - rank and the topic leaves the dirty set.
+-- needs: replace_queue.lua
 local keep, sample_size = tonumber(ARGV[1]), tonumber(ARGV[2])
 local share, cold_start, max_length = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 math.randomseed(tonumber(ARGV[6]))
@@ -50,15 +51,7 @@ for t = 1, n_topics do
   for rank = 0, total - 1 do
     if fresh_at[rank] then queue[#queue + 1] = unique[f]; f = f + 1 else queue[#queue + 1] = ranked[e][1]; e = e + 1 end
   end
-  redis.call('DEL', queue_key)
-  for start = 1, total, 500 do
-    local args = {}
-    for rank = start, math.min(start + 499, total) do
-      args[#args + 1] = total - rank + 1
-      args[#args + 1] = queue[rank]
-    end
-    redis.call('ZADD', queue_key, unpack(args))
-  end
+  replace_queue(queue_key, queue, total)
   redis.call('SREM', KEYS[#KEYS], ARGV[7 + t])
   if want_queues then out[#out + 1] = queue else out[#out + 1] = total end
 end

@@ -4,6 +4,9 @@ single Redis and on a 3-master Redis Cluster (the ``redis_deployment`` fixture),
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -389,6 +392,35 @@ def test_async_generator_answers_as_the_sync_one(deployment):
     results, bodies = asyncio.run(run())
     assert results[:3] == [sync.candidates(u) for u in (7, 12345, 1)] and results[3:6] == results[:3]
     assert bodies == [result_json(r) for r in results[:3]]
+
+
+@pytest.mark.integration
+def test_sync_generator_lets_at_most_max_concurrency_requests_use_redis(deployment, monkeypatch):
+    """The synchronous generator's turns: 8 threads, max_concurrency 2, never more than 2 requests inside Redis."""
+    import serving.candidates as candidates_module
+
+    client, layout, _ = deployment
+    write_state(client, layout, **HAND_BUILT)
+    generator = CandidateGenerator(client, layout, 128, 2, 6, server_side=False, max_concurrency=2)
+    expected = [generator.candidates(u) for u in (7, 12345, 1)]
+    run_sync, lock, inside, peak = candidates_module._run_sync, threading.Lock(), [], []
+
+    def counted(*args):
+        with lock:
+            inside.append(1)
+            peak.append(len(inside))
+        time.sleep(0.01)
+        try:
+            return run_sync(*args)
+        finally:
+            with lock:
+                inside.pop()
+
+    monkeypatch.setattr(candidates_module, "_run_sync", counted)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(generator.candidates, (7, 12345, 1) * 8))
+    assert results == expected * 8
+    assert max(peak) == 2
 
 
 # --- the script against the Python reader, and the cluster layout against one shard ----------------
