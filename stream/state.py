@@ -150,7 +150,7 @@ def _counts(raw: Sequence[bytes | str | None | bool]) -> Counts:
     return Counts(float(exposures), float(clicks or 0), float(ts) if ts and float(ts) else None)
 
 
-@dataclass
+@dataclass(slots=True)
 class RawMessage:
     """A Kafka message as the worker received it."""
 
@@ -525,7 +525,7 @@ class StreamStore:
             if part is not None:
                 entries = [video_entry(v) for v in clicked]
                 part[4].append([str(user_id), [e[1] for e in entries], [e[3] for e in entries]])
-                part[5].extend((layout.user_clicks(user_id), layout.user_click_topics(user_id), layout.user_topic_counts(user_id)))
+                part[5].extend(layout.user_history(user_id))
         if config.user_exposure_counts:
             for user_id, increments in _exposure_increments(delta, topics_of).items():
                 part = parts.get(0 if single else layout.shard(user_id))

@@ -108,6 +108,12 @@ class KeyLayout:
     def user_exposures(self, user_id: int) -> str:
         return f"{self.tag(self.shard(user_id))}:user:{user_id}:exposures"
 
+    def user_history(self, user_id: int) -> tuple[str, str, str]:
+        """:meth:`user_clicks`, :meth:`user_click_topics` and :meth:`user_topic_counts` of one user (the batch
+        script's three keys per clicking user), with the shard's tag built once."""
+        head = f"{self.tag(self.shard(user_id))}:user:{user_id}:"
+        return head + "clicks", head + "click_topics", head + "topic_counts"
+
     # ------------------------------------------------------------ per shard
 
     def established(self, shard: int, topic_id: int) -> str:
