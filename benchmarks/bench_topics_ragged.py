@@ -16,17 +16,22 @@ settings' K and τ3) for every method named in ``--methods``:
 - ``predict+drop``: the same with cover dropout ``--dropout`` in MMoE training (the defaults when it is 0.5).
 
 and scored with :func:`offline_jobs.topics.presence_audit`: NMI(nearest topic, has cover / has tags / true topic),
-topics per video by modality group and the share at the cap. Seeds change the catalogue, the MMoE, tag-graph and
-k-means seeds together. Prints one line per run and a mean ± std table, and writes all of it as JSON (``--out``).
+topics per video by modality group and the share at the cap. With ``--rules`` every method's fitted topics are also
+assigned under other assignment rules (``<method> <rule>``: same centres, same nearest topic, another rule for the
+rest; ``assign_rule="calibrated"`` sets τ3 on the fitted videos, as ``fit`` does). Seeds change the catalogue, the
+MMoE, tag-graph and k-means seeds together. Prints one line per run and a mean ± std table, and writes all of it as
+JSON (``--out``).
 
 Run (docs/TABLE1.md; ~25 min of CPU for 3 seeds x 2 catalogues x 2 methods at 2,000 videos)::
 
-    nice -n 10 python -m benchmarks.bench_topics_ragged --seeds 0 1 2 --methods paper predict+drop --out artifacts/bench_topics_ragged.json
+    nice -n 10 python -m benchmarks.bench_topics_ragged --seeds 0 1 2 --methods paper predict+drop \
+        --rules 'calibrated={"assign_rule": "calibrated"}' --out artifacts/bench_topics_ragged.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import platform
@@ -46,8 +51,11 @@ from topicfs.synthetic import make_catalogue
 METHODS = {"paper": (False, "zero"), "impute": (False, "impute"), "predict": (False, "predict"), "predict+drop": (True, "predict")}
 
 
-def run_catalogue(videos, true_topic, settings: Settings, methods: list[str], dropout: float) -> dict[str, dict]:
-    """Fit the models once per MMoE variant and score every method on this catalogue."""
+def run_catalogue(
+    videos, true_topic, settings: Settings, methods: list[str], dropout: float, rules: dict[str, dict] | None = None
+) -> dict[str, dict]:
+    """Fit the models once per MMoE variant and score every method on this catalogue; each of ``rules`` (name ->
+    TopicModel parameters, e.g. {"assign_rule": "calibrated"}) re-assigns the same fitted topics as ``<method> <name>``."""
     out: dict[str, dict] = {}
     tag_graph = fit_tag_graph(videos, settings)
     encoders: dict[bool, MultimodalTopicEncoder] = {}
@@ -63,9 +71,16 @@ def run_catalogue(videos, true_topic, settings: Settings, methods: list[str], dr
         a = topic_representation(e_bar, z)
         topics = TopicModel.from_config(settings.topics.model_copy(update={"missing_modalities": mode}), show_progress=False)
         assignment = topics.fit(a, representation_halves(e_bar, z), predicted).assign(a)
-        audit = video_presence_audit(videos, has_tags, assignment, settings.topics.max_topics_per_video, {"true topic": true_topic})
-        audit["seconds"] = time.perf_counter() - started
-        out[method] = audit
+        variants = {method: assignment}
+        for name, params in (rules or {}).items():
+            scored = copy.copy(topics).set_params(**params)  # same centres, another rule
+            if scored.assign_rule == "calibrated":
+                scored.calibrate(a)  # τ3 from the fitted videos, as fit() sets it under that rule
+            variants[f"{method} {name}"] = scored.assign(a)
+        seconds = time.perf_counter() - started
+        for key, assigned in variants.items():
+            labels = {"true topic": true_topic}
+            out[key] = video_presence_audit(videos, has_tags, assigned, settings.topics.max_topics_per_video, labels) | {"seconds": seconds}
     return out
 
 
@@ -109,9 +124,16 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.5, help="cover dropout of the moddrop / both methods")
     parser.add_argument("--catalogues", nargs="+", default=["complete", "ragged"], choices=["complete", "ragged"])
     parser.add_argument("--epochs", type=int, default=None, help="MMoE epochs (default: the settings')")
+    parser.add_argument(
+        "--rules",
+        nargs="*",
+        default=[],
+        help='also assign the fitted topics under these rules, name=json TopicModel parameters, e.g. calibrated=\'{"assign_rule": "calibrated"}\'',
+    )
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench_topics_ragged.json"))
     parser.add_argument("--merge", type=Path, nargs="+", help="no run: merge these JSON outputs (one per seed) and print the table")
     args = parser.parse_args()
+    rules = {name: json.loads(params) for name, _, params in (item.partition("=") for item in args.rules)}
     if args.merge:
         runs = [run for path in args.merge for run in json.loads(path.read_text())["runs"]]
         print_summary(runs)
@@ -154,7 +176,9 @@ def main() -> None:
                     publish_span_days=3650,
                     **shares,
                 )
-                for method, audit in run_catalogue(catalogue.videos, catalogue.true_topic, settings, args.methods, args.dropout).items():
+                for method, audit in run_catalogue(
+                    catalogue.videos, catalogue.true_topic, settings, args.methods, args.dropout, rules
+                ).items():
                     results["runs"].append({"seed": seed, "catalogue": name, "method": method, "audit": audit})
                     nmi = ", ".join(f"{k} {v:.3f}" for k, v in audit["nmi"].items())
                     groups = ", ".join(f"{k} {g['mean_topics']:.2f} ({100 * g['at_cap']:.0f}% cap)" for k, g in audit["groups"].items())

@@ -194,7 +194,8 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     e_bar_train, has_tags_train, z_train = topic_inputs(tag_graph, mmoe, train, mode, predicted)
     a_train = topic_representation(e_bar_train, z_train)
     topics = TopicModel.from_config(topics_cfg, show_progress=False).fit(a_train, representation_halves(e_bar_train, z_train), predicted)
-    threshold, cap = topics_cfg.assign_threshold, topics_cfg.max_topics_per_video
+    threshold, cap = topics.assignment_threshold, topics_cfg.max_topics_per_video  # τ3 as given, or as calibrated at fit
+    facts["assign_rule"], facts["assign_threshold"] = topics_cfg.assign_rule, threshold
     train_assignment, held_assignment = topics.assign(a_train), topics.assign(topic_representation(e_bar_a, z))
     facts["topics_per_video"] = {
         "train": topics_per_video_report(train_assignment, threshold),

@@ -146,7 +146,9 @@ def evaluate(
     if groups := groups_markdown(facts):
         typer.echo(groups)
     for part, report in facts["topics_per_video"].items():
-        typer.echo(f"topics per video ({part} videos, K={settings.topics.n_topics}, τ3={settings.topics.assign_threshold}):")
+        typer.echo(
+            f"topics per video ({part} videos, K={settings.topics.n_topics}, τ3={facts['assign_threshold']:.3f}, rule {facts['assign_rule']}):"
+        )
         typer.echo(format_topics_per_video_report(report))
     for part, audit in facts["presence_audit"].items():
         typer.echo(f"{part} videos, {format_presence_audit(audit)}")

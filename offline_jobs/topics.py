@@ -23,7 +23,18 @@ Steps:
 3. :meth:`TopicModel.assign`: every topic whose centre has cosine similarity >= τ3
    (``assign_threshold``, 0.4: cosines of centred rows run lower than the paper's raw ones, for which it
    gives 0.6) with the video's centred row, and at least the nearest one, nearest first, at most
-   ``max_topics_per_video``. Rows go through a faiss inner-product index over the centres in blocks of
+   ``max_topics_per_video`` (``assign_rule="threshold"``, the paper). With ``assign_rule="calibrated"`` τ3 is not
+   given but fitted: :meth:`TopicModel.fit` sets it (``calibrated_threshold_``, :func:`calibrated_threshold`) so that the
+   fitted videos get ``target_topics_per_video`` topics on average (4: the paper reports about 4), and every video,
+   fitted or arriving later in the stream, is then assigned with that fixed τ3 (saved with the model). Why: a cosine
+   threshold means different things in different representations. The paper's 0.6 is for raw cosines; centred ones
+   run lower (0.4 here); on the ragged synthetic catalogue with predicted modalities (12 subjects, K = 60) videos sit
+   at cosine 0.99 from up to 8 sibling centres of their subject and τ3 = 0.4 put 0-39% of them at the cap of 8
+   depending on the seed; on KuaiRec with predicted tag halves the same τ3 put 75% at the cap, while with zero-filled
+   ones it gave 3.3 topics per video (docs/TABLE1.md). The number of topics per video is what the paper states and
+   what the queues and rankers depend on, so the rule fixes that and lets τ3 follow the representation. The nearest
+   topic, and with it every NMI of the presence audit, is the same under both rules.
+   Rows go through a faiss inner-product index over the centres in blocks of
    ``block_size``, asking each block for its top ``max_topics_per_video`` centres; only (block x K) scores
    exist at a time, never n x K. The selection rule itself is the pure :func:`select_topics`.
 4. The 8-dim topic feature (paper IV-D, "8 dimensionalities in the Baseline+Topic"). Each topic owns an
@@ -94,7 +105,8 @@ logger = logging.getLogger(__name__)
 
 ARRAYS_FILE = "topic_model.npz"
 META_FILE = "topic_model.json"
-FORMAT_VERSION = 2  # 2: half_sizes / half_means (centring); version 1 models load as uncentred
+FORMAT_VERSION = 3  # 3: assign_rule and calibrated_threshold (older models load with the paper's "threshold" rule);
+# 2: half_sizes / half_means (centring); version 1 models load as uncentred
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
 
@@ -283,6 +295,30 @@ def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresho
     )
 
 
+def calibrated_threshold(nearest_sims: np.ndarray, target: float) -> float:
+    """τ3 under which :func:`select_topics` gives videos ``target`` topics on average (``assign_rule="calibrated"``).
+
+    ``nearest_sims`` (n, k): each video's k highest cosines to the centres, in descending order (k = the cap
+    ``max_topics_per_video``, or K when there are fewer centres). Under the threshold rule video i gets its nearest
+    topic plus every other of its k with cosine >= τ3, so the mean is 1 + #{columns 2..k >= τ3} / n and τ3 is the m-th
+    largest of those values, m = round((target - 1) n): the one threshold whose mean is closest to ``target`` (ties
+    can add a few). m = 0 gives a value above every cosine (the nearest topic only); m at least the number of values
+    gives -1 (every video its k nearest). Returns a float (compare in float64 as :func:`select_topics` does).
+    """
+    sims = np.asarray(nearest_sims, dtype=np.float64)
+    if sims.ndim != 2 or not len(sims):
+        raise ValueError(f"calibrated_threshold needs the nearest cosines of at least one video as (n, k), got shape {sims.shape}")
+    if not target >= 1:
+        raise ValueError(f"target topics per video must be >= 1 (every video gets its nearest topic), got {target!r}")
+    rest = sims[:, 1:].reshape(-1)  # every video's 2nd..k-th nearest
+    m = int(round((float(target) - 1.0) * len(sims)))
+    if m <= 0 or not len(rest):
+        return float(sims.max()) + 1e-6
+    if m >= len(rest):
+        return -1.0
+    return float(np.partition(rest, len(rest) - m)[len(rest) - m])
+
+
 def pca_topic_embeddings(centers: np.ndarray, dim: int) -> np.ndarray:
     """(K, dim) float32: each centre projected on the top ``dim`` principal axes of the centres, L2-normalised.
 
@@ -389,6 +425,8 @@ class TopicModel(SettingsEstimator):
         self,
         n_topics: int = _DEFAULTS.n_topics,
         assign_threshold: float = _DEFAULTS.assign_threshold,
+        assign_rule: str = _DEFAULTS.assign_rule,
+        target_topics_per_video: float = _DEFAULTS.target_topics_per_video,
         max_topics_per_video: int = _DEFAULTS.max_topics_per_video,
         topic_feature_dim: int = _DEFAULTS.topic_feature_dim,
         kmeans_iterations: int = _DEFAULTS.kmeans_iterations,
@@ -403,6 +441,8 @@ class TopicModel(SettingsEstimator):
     ):
         self.n_topics = n_topics
         self.assign_threshold = assign_threshold
+        self.assign_rule = assign_rule
+        self.target_topics_per_video = target_topics_per_video
         self.max_topics_per_video = max_topics_per_video
         self.topic_feature_dim = topic_feature_dim
         self.kmeans_iterations = kmeans_iterations
@@ -478,7 +518,40 @@ class TopicModel(SettingsEstimator):
         self.objective_ = float(kmeans.obj[-1]) if len(kmeans.obj) else float("nan")
         self.n_features_in_ = int(a.shape[1])
         self.data_fingerprint_ = fingerprint_arrays([a])
+        self.calibrated_threshold_ = self._calibrate_centred(x) if self.assign_rule == "calibrated" else None
         return self
+
+    def calibrate(self, a: np.ndarray) -> TopicModel:
+        """Set ``calibrated_threshold_`` from the rows of a (:func:`calibrated_threshold` of their nearest cosines), as
+        :meth:`fit` does under ``assign_rule="calibrated"``; e.g. to assign a model fitted under another rule with this
+        one. Returns self."""
+        self._check_fitted()
+        x = self.centred(_as_matrix("a", a))
+        self.calibrated_threshold_ = self._calibrate_centred(x[np.linalg.norm(x, axis=1) > 0])
+        return self
+
+    def _calibrate_centred(self, x: np.ndarray) -> float:
+        """τ3 for ``target_topics_per_video`` from centred, non-zero rows x."""
+        index = faiss.IndexFlatIP(x.shape[1])
+        index.add(self.cluster_centers_)
+        k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
+        step = int(self.block_size)
+        nearest = np.concatenate([index.search(np.ascontiguousarray(x[i : i + step]), k)[0] for i in range(0, len(x), step)])
+        threshold = calibrated_threshold(nearest, float(self.target_topics_per_video))
+        logger.info("topic assignment: τ3 calibrated to %.4f for %.2f topics per video", threshold, self.target_topics_per_video)
+        return threshold
+
+    @property
+    def assignment_threshold(self) -> float:
+        """τ3 as :meth:`assign` applies it: ``assign_threshold`` under the paper's rule, ``calibrated_threshold_`` under
+        ``assign_rule="calibrated"``."""
+        if self.assign_rule == "threshold":
+            return float(self.assign_threshold)
+        if self.assign_rule != "calibrated":
+            raise ValueError(f"TopicModel: assign_rule must be 'threshold' or 'calibrated', got {self.assign_rule!r}")
+        if getattr(self, "calibrated_threshold_", None) is None:
+            raise RuntimeError("TopicModel: assign_rule='calibrated' but no τ3 was calibrated: fit() under that rule, or calibrate(a)")
+        return float(self.calibrated_threshold_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "cluster_centers_"):
@@ -522,7 +595,7 @@ class TopicModel(SettingsEstimator):
             block = self.centred(a[start : start + self.block_size])  # (b, D) unit rows
             sims, ids = index.search(np.ascontiguousarray(block), k)  # (b, k) each, nearest first
             ids[np.linalg.norm(block, axis=1) == 0] = -1
-            parts.append(select_topics(ids, sims, float(self.assign_threshold), int(self.max_topics_per_video)))
+            parts.append(select_topics(ids, sims, self.assignment_threshold, int(self.max_topics_per_video)))
         assignment = TopicAssignment.concatenate(parts)
         n_empty = int((assignment.counts == 0).sum())
         if n_empty:
@@ -555,6 +628,7 @@ class TopicModel(SettingsEstimator):
                 "n_features_in": self.n_features_in_,
                 "half_sizes": self.half_sizes_,
                 "predicted_modalities": self.predicted_modalities_,
+                "calibrated_threshold": getattr(self, "calibrated_threshold_", None),
                 "objective": self.objective_,
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             },
@@ -568,11 +642,13 @@ class TopicModel(SettingsEstimator):
         directory = Path(directory)
         meta = read_json(directory / META_FILE)
         version = meta.get("format_version")
-        if version not in (1, FORMAT_VERSION):
-            raise ValueError(f"{directory / META_FILE}: format_version {version!r}, expected {FORMAT_VERSION} (or 1)")
+        if version not in (1, 2, FORMAT_VERSION):
+            raise ValueError(f"{directory / META_FILE}: format_version {version!r}, expected {FORMAT_VERSION} (or 1, 2)")
         config = dict(meta["config"])
         if version == 1:  # saved before centring existed: compared raw cosines
             config.update(center_halves=False)
+        if version in (1, 2):  # saved before assign_rule existed: the paper's threshold rule, whatever today's default
+            config.update(assign_rule="threshold")
         model = cls(**config)
         n_features = int(meta["n_features_in"])
         with np.load(directory / ARRAYS_FILE) as arrays:
@@ -581,6 +657,7 @@ class TopicModel(SettingsEstimator):
             model.half_means_ = arrays["half_means"] if "half_means" in arrays else np.zeros(n_features, np.float32)
         model.half_sizes_ = [int(h) for h in meta.get("half_sizes", [n_features])]
         model.predicted_modalities_ = list(meta.get("predicted_modalities", []))
+        model.calibrated_threshold_ = meta.get("calibrated_threshold")
         model.n_features_in_ = n_features
         model.objective_ = float(meta["objective"])
         model.data_fingerprint_ = meta["data_fingerprint"]
@@ -605,6 +682,7 @@ def topics_per_video_report(assignment: TopicAssignment, assign_threshold: float
         "histogram": {int(v): int(f) for v, f in zip(values, frequencies)},
         "videos_without_topic": int((counts == 0).sum()),
         "forced_nearest_only": int(below.sum()),
+        "assign_threshold": float(assign_threshold),
         "mean_weight": float(assignment.weights.mean()) if len(assignment.weights) else 0.0,
     }
 
@@ -615,7 +693,8 @@ def format_topics_per_video_report(report: dict[str, Any]) -> str:
     lines = [
         f"videos: {report['n_videos']}  mean topics/video: {report['mean_topics_per_video']:.2f} (paper: about 4)  "
         f"median: {report['median_topics_per_video']:.1f}  max: {report['max_topics_per_video']}",
-        f"only the forced nearest topic (below τ3): {report['forced_nearest_only']}  without topic: {report['videos_without_topic']}",
+        f"only the forced nearest topic (below τ3 = {report.get('assign_threshold', float('nan')):.3f}): {report['forced_nearest_only']}  "
+        f"without topic: {report['videos_without_topic']}",
         "topics  videos",
     ]
     for value, frequency in report["histogram"].items():

@@ -155,6 +155,15 @@ class TopicsConfig(BaseModel):
         description="τ3: cosine similarity a video needs to a centre to get its topic (paper: 0.6 on raw cosines; this one applies to the "
         "centred halves when center_halves is on)",
     )
+    assign_rule: str = Field(
+        "threshold",
+        pattern="^(threshold|calibrated)$",
+        description="how τ3 is set (offline job and stream alike; saved with the topic model): 'threshold' = assign_threshold (the "
+        "paper); 'calibrated' = fitted so the fitted videos get target_topics_per_video topics on average, then fixed for every video",
+    )
+    target_topics_per_video: float = Field(
+        4.0, ge=1, description="with assign_rule='calibrated': mean topics per fitted video that τ3 is set for (paper: about 4)"
+    )
     max_topics_per_video: int = Field(
         8, ge=1, description="cap on the topics assigned to one video, nearest first; the rankers read this many topic ids of a video"
     )
