@@ -6,6 +6,9 @@ Run from a checkout's root, so the same script times another commit's code (its 
 
     python benchmarks/bench_apply_batch.py 200000 [shards]             # this checkout
     (cd /tmp/old && python /work/main/benchmarks/bench_apply_batch.py 200000)   # another commit's, alternated
+    python benchmarks/bench_apply_batch.py 200000 12 cluster           # a private 3-master Redis Cluster, 12 shards
+
+With ``cluster`` the Redis CPU is the sum over the three masters (checkouts with the sharded layout only).
 
 The figures of docs/BENCH_STREAM.md's "state step" rows come from three such old/new pairs alternated in one session.
 """
@@ -24,15 +27,23 @@ from stream.state import StreamStore, RawMessage
 import psutil
 
 n_events, shards = int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 1
+cluster = len(sys.argv) > 3 and sys.argv[3] == "cluster"
 messages, topics_of, *_ = make_events(n_events, 10000, seed=11)
-r = LocalRedis.start()
+if cluster:
+    from topicfs.services import LocalRedisCluster
+
+    r = LocalRedisCluster.start(3)
+    redis_pids = [node.process.pid for node in r.nodes]
+else:
+    r = LocalRedis.start()
+    redis_pids = [r.process.pid]
 try:
     settings = Settings()
     try:
         from topicfs.keys import KeyLayout
         from topicfs.redis_client import async_client
 
-        settings.redis.url, settings.redis.shards = r.url, shards
+        settings.redis.url, settings.redis.shards, settings.redis.cluster = r.url, shards, cluster
         client = async_client(settings.redis)
         store = StreamStore(client, KeyLayout("m", shards), settings.stream, push_enabled=True)
     except ImportError:
@@ -48,13 +59,17 @@ try:
         async def dl(x):
             pass
 
-        me, redis_proc = psutil.Process(), psutil.Process(r.process.pid)
-        c0, rc0, w0 = me.cpu_times(), redis_proc.cpu_times(), time.perf_counter()
+        me, redis_procs = psutil.Process(), [psutil.Process(pid) for pid in redis_pids]
+
+        def redis_cpu() -> float:
+            return sum(t.user + t.system for t in (p.cpu_times() for p in redis_procs))
+
+        c0, rc0, w0 = me.cpu_times(), redis_cpu(), time.perf_counter()
         for s in range(0, len(raw), 5000):
             await store.apply_batch(raw[s : s + 5000], dl)
-        c1, rc1, w1 = me.cpu_times(), redis_proc.cpu_times(), time.perf_counter()
+        c1, rc1, w1 = me.cpu_times(), redis_cpu(), time.perf_counter()
         cpu = c1.user + c1.system - c0.user - c0.system
-        rcpu = rc1.user + rc1.system - rc0.user - rc0.system
+        rcpu = rc1 - rc0
         print(
             json.dumps(
                 {

@@ -57,6 +57,7 @@ from stream.logic import (
 )
 from stream.records import DeadLetter
 from topicfs.keys import ENTITIES, KeyLayout, decode_ids, encode_ids
+from topicfs.redis_client import SlotScript
 from topicfs.settings import StreamConfig
 
 logger = logging.getLogger(__name__)
@@ -197,12 +198,13 @@ class StreamStore:
         self.push_enabled = push_enabled
         self.topics_of: dict[int, tuple[int, ...]] = {}  # cache of the video topics keys; Redis is the truth
         self._rng = random.Random(config.seed)  # seeds each queue rebuild's draw of fresh videos
-        self._rebuild_script = client.register_script(lua("rebuild_queues"))
-        self._apply_script = client.register_script(lua("apply_batch"))
-        self._read_script = client.register_script(lua("read_videos"))
-        self._ops_script = client.register_script(lua("apply_ops"))
-        self._take_script = client.register_script(lua("take_set"))
-        self._write_queue_script = client.register_script(lua("write_queue"))
+        # every call's keys share one shard's slot: on a cluster each goes straight to the slot's master
+        self._rebuild_script = SlotScript(client, lua("rebuild_queues"))
+        self._apply_script = SlotScript(client, lua("apply_batch"))
+        self._read_script = SlotScript(client, lua("read_videos"))
+        self._ops_script = SlotScript(client, lua("apply_ops"))
+        self._take_script = SlotScript(client, lua("take_set"))
+        self._write_queue_script = SlotScript(client, lua("write_queue"))
         # last applied offset per shard and (Kafka topic, partition), as last seen in Redis
         self._applied: list[dict[tuple[str, int], int]] = [{} for _ in layout.all_shards()]
         self.epochs: list[str] | None = None  # each shard's epoch as this worker knows it

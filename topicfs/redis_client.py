@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-from redis.exceptions import ClusterDownError, ClusterError, TryAgainError
+from redis.exceptions import ClusterDownError, ClusterError, NoScriptError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -114,3 +114,36 @@ def _use_fast_pack(client) -> None:
     else:
         pool = client.connection_pool
         pool.connection_class = fast_pack_class(pool.connection_class)
+
+
+# ------------------------------------------------------------ scripts whose keys share one slot
+
+
+class SlotScript:
+    """A Lua script whose KEYS all sit in one Redis Cluster slot (one state shard's hash tag), called as redis-py's
+    ``AsyncScript``: ``await script(keys=[...], args=[...])``.
+
+    On a single Redis this is redis-py's script call. On a Redis Cluster, redis-py hashes every KEYS entry to find
+    the slot and check that they share it, and a batch call has thousands (the stream worker's state step then took
+    27% more Python instructions per event, docs/BENCH_STREAM.md). Here the slot is that of the first key and the
+    EVALSHA goes straight to the master that owns it (Redis itself refuses keys of another slot: CROSSSLOT). A MOVED or ASK reply (the slot moved) is followed by redis-py, which updates its slot
+    map; a NOSCRIPT reply (a master that never saw the script: new, or restarted empty) loads the script on every
+    master and sends the call again to the slot's owner.
+    """
+
+    def __init__(self, client, source: str) -> None:
+        self.client = client
+        self.script = client.register_script(source)
+        self.cluster = isinstance(client, AsyncRedisCluster)
+
+    async def __call__(self, keys=(), args=()):
+        if not self.cluster or not keys:
+            return await self.script(keys=keys, args=args)
+        client, script = self.client, self.script
+        await client.initialize()  # nothing once the slot map is known; after a connection error it is read again
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            return await client.execute_command(*command, target_nodes=client.get_node_from_key(keys[0]))
+        except NoScriptError:
+            await client.script_load(script.script)  # on every master
+            return await client.execute_command(*command, target_nodes=client.get_node_from_key(keys[0]))
