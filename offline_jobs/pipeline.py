@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 Dataset = Literal["synthetic", "kuairec", "file"]
 TAG_GRAPH_DIR, MMOE_DIR, TOPICS_DIR = "tag_graph", "mmoe", "topics"
 PRESENCE_AUDIT_FILE = "presence_audit.json"  # written beside the tables: do topics follow which modalities videos have?
+AT_CAP_WARNING = 0.25  # share of videos at the topic cap above which the job suggests assign_rule=calibrated
 
 
 @dataclass
@@ -240,6 +241,16 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     logger.info("topics per video:\n%s", format_topics_per_video_report(report))
     report["presence_audit"] = video_presence_audit(videos, has_tags, assignment, settings.topics.max_topics_per_video)
     logger.info("%s", format_presence_audit(report["presence_audit"]))
+    at_cap = report["presence_audit"]["groups"]["all"]["at_cap"]
+    if settings.topics.assign_rule == "threshold" and at_cap > AT_CAP_WARNING:
+        logger.warning(
+            "topics: %.0f%% of the videos got the cap of %d topics at τ3=%g; TOPICFS_TOPICS__ASSIGN_RULE=calibrated sets τ3 for "
+            "topics.target_topics_per_video (%g) instead (docs/TABLE1.md)",
+            100 * at_cap,
+            settings.topics.max_topics_per_video,
+            settings.topics.assign_threshold,
+            settings.topics.target_topics_per_video,
+        )
     tables: dict[str, Path] = {}
     start = time.perf_counter()
     if write:

@@ -1043,8 +1043,14 @@ class TopicBrowser:
         if "n_topics" in videos and videos["n_topics"].notna().any():
             counts = videos["n_topics"].dropna().astype(int).value_counts().sort_index()
             mean = float(videos["n_topics"].dropna().mean())
+            topics_cfg = self.settings.topics
+            rule = (
+                f"τ3 = {topics_cfg.assign_threshold:g}"
+                if topics_cfg.assign_rule == "threshold"
+                else f"τ3 calibrated for {topics_cfg.target_topics_per_video:g} topics per video"
+            )
             parts.append(
-                f"<section><h2>Topics per video</h2><p>mean {mean:.2f} (τ3 = {self.settings.topics.assign_threshold:g}; the paper reports about 4)</p>"
+                f"<section><h2>Topics per video</h2><p>mean {mean:.2f} ({rule}; the paper reports about 4)</p>"
                 + ui_plots.bars(
                     [str(k) for k in counts.index], counts.tolist(), "topics of a video", "videos", "topics per video", height=260
                 )

@@ -136,3 +136,23 @@ def test_stream_assigns_as_the_offline_job_under_the_calibrated_rule(tmp_path: P
     a, _, _ = assigner.models.representation(new)
     assert new_ids == topics.assign(a).to_lists()[0]
     assert all(min(w[1:], default=1.0) >= topics.calibrated_threshold_ - 1e-6 for w in new_weights)  # the fixed τ3, not re-fitted
+
+
+def test_the_job_suggests_the_calibrated_rule_when_most_videos_hit_the_cap(tmp_path: Path, caplog) -> None:
+    """τ3 = -1 gives every video the cap under the paper's rule: the job says so and names the setting; calibrated, it does not."""
+    from offline_jobs.pipeline import run_topic_job
+    from topicfs.settings import Settings
+    from topicfs.synthetic import make_catalogue
+
+    videos = make_catalogue(120, 3, with_images=False, seed=2, show_progress=False, tag_share=1.0).videos.assign(title="")  # no MMoE
+    for rule, warned in (("threshold", True), ("calibrated", False)):
+        config = Settings(
+            paths={"artifacts_dir": tmp_path / rule},
+            tag_graph={"walk_length": 10, "walks_per_tag": 2, "epochs": 1, "workers": 1},
+            topics={"n_topics": 10, "assign_threshold": -1.0, "max_topics_per_video": 4, "assign_rule": rule},
+        )
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="offline_jobs.pipeline"):
+            job = run_topic_job(videos, config, write=False)
+        assert job.assignment.counts.mean() == (4.0 if warned else pytest.approx(4.0, abs=0.1))
+        assert any("ASSIGN_RULE=calibrated" in r.getMessage() for r in caplog.records) is warned
