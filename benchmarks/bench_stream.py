@@ -197,6 +197,18 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
         if time.monotonic() > deadline:
             raise RuntimeError("probe videos never became established")
         time.sleep(0.05)
+    # the pusher imports Feast (torch, dask, sqlalchemy) before its first push: over 20 s of a core on a busy 2-core box,
+    # which must not count as freshness. Probes start once Feast holds the set-up clicks (the pusher pushes).
+    waited = time.monotonic()
+    deadline = waited + 180
+    while feast_store is not None:
+        rows = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": v} for v in (a, b)]).to_dict()
+        if rows["clicks"] == [clicks[a], clicks[b]]:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Feast pusher never pushed the probe videos' set-up clicks (180 s)")
+        time.sleep(0.2)
+    print(f"probes start: the queue holds the probe videos, Feast their set-up clicks (waited {time.monotonic() - waited:.1f} s for Feast)")
     queue_latency, feast_latency = [], []
     load.start()
     producer_loop = asyncio.new_event_loop()
