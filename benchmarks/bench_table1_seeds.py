@@ -6,6 +6,8 @@ For every seed in ``--seeds`` (``mmoe.seed``; split, tag graph and k-means seeds
 ``topicfs topics evaluate``, with one torch thread:
 
 - ``zero``: the paper (``missing_modalities=zero``, ``mmoe.modality_dropout=0``);
+- ``impute``: ``missing_modalities=impute`` (real tags' ē where a video has tags, ē predicted by the MMoE tag task only
+  for tagless videos), ``mmoe.modality_dropout=0``;
 - ``predict``: ``missing_modalities=predict`` with ``mmoe.modality_dropout`` = ``--dropout``.
 
 When the videos have no cover files (KuaiRec) cover dropout does nothing, so the modes share one fitted MMoE per seed
@@ -15,7 +17,8 @@ assignment rule in ``--rules`` (``name=json`` of :class:`offline_jobs.topics.Top
 ``calibrated='{"assign_rule": "calibrated"}'``): topics per video and the presence audit, train and held-out videos.
 
 Writes one JSON per run (``<out-dir>/table1_<name>_<mode>_seed<S>.json``: Table I rows, the run's facts, the rules'
-figures) and prints mean ± std (ddof 1) over the seeds. ``--merge FILES`` prints the table of earlier runs.
+figures, sha256 of the run's a of the train and held-out videos) and prints mean ± std (ddof 1) over the seeds.
+``--merge FILES`` prints the table of earlier runs.
 
     TOPICFS_MMOE__TORCH_THREADS=1 nice -n 10 python -m benchmarks.bench_table1_seeds --data ../shared/data/kuairec \\
         --seeds 17 18 19 --modes zero predict --out-dir docs/benchmarks
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import logging
 import platform
@@ -104,6 +108,8 @@ def run(videos, settings: Settings, seed: int, mode: str, dropout: float, refere
     dump.mkdir(parents=True, exist_ok=True)
     model.save(dump / "topics")
     np.savez(dump / "a.npz", train=model.assigned_[0], held_out=model.assigned_[1])
+    parts = zip(("a_train", "a_held_out"), model.assigned_)
+    digests = {part: hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest() for part, a in parts}
     return {
         "seed": seed,
         "mode": mode,
@@ -111,6 +117,7 @@ def run(videos, settings: Settings, seed: int, mode: str, dropout: float, refere
         "rows": [r.__dict__ for r in rows],
         "facts": facts,
         "seconds": time.perf_counter() - started,
+        "digests": digests,
     }
 
 
@@ -144,7 +151,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kuairec"), help="KuaiRec folder")
     parser.add_argument("--name", default="kuairec")
     parser.add_argument("--seeds", type=int, nargs="+", default=[17, 18, 19])
-    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "predict"])
+    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "impute", "predict"])
     parser.add_argument("--dropout", type=float, default=0.5, help="mmoe.modality_dropout of the predict mode")
     parser.add_argument("--rules", nargs="*", default=[], help="name=json TopicModel parameters to re-score topics under")
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/bench_table1"), help="one JSON per run")
