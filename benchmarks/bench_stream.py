@@ -28,13 +28,13 @@ import datetime as dt
 import gc
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -170,15 +170,17 @@ def check_exact(client, layout, topics_of, exposures: Counter, clicks: Counter) 
     return wrong
 
 
-def run_freshness(settings, client, feast_store, load_messages: list[bytes], duration_s: float, rate_events_s: float) -> dict:
+def run_freshness(settings, client, feast_store, load_messages: list[bytes], duration_s: float, rate_events_s: float, costs=None) -> dict:
     """Probe clicks under a steady load; latency until the served queue and the Feast online value show them."""
     from stream.replay import produce
     from topicfs.keys import KeyLayout
 
     topic, bootstrap = settings.stream.events_topic, settings.kafka.bootstrap_servers
     events_per_message = 5.5  # refresh of 10 + ~1 click: ~11 events in 2 messages
-    load = threading.Thread(
-        target=lambda: asyncio.run(produce(bootstrap, topic, load_messages, rate_per_s=rate_events_s / events_per_message)), daemon=True
+    # the load comes from its own process: a producer thread here would share this process's GIL with the probe loop
+    # and the Feast reads, and its turns would count as latency of the system under test
+    load = multiprocessing.get_context("spawn").Process(
+        target=_produce_load, args=(bootstrap, topic, load_messages, rate_events_s / events_per_message), daemon=True
     )
     a, b = PROBE_VIDEOS
     # 1,000 exposures each and a CTR of 0.1: every probe's few clicks change the order yet keep the CTR sane (< 1)
@@ -209,7 +211,10 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
             raise RuntimeError("the Feast pusher never pushed the probe videos' set-up clicks (180 s)")
         time.sleep(0.2)
     print(f"probes start: the queue holds the probe videos, Feast their set-up clicks (waited {time.monotonic() - waited:.1f} s for Feast)")
-    queue_latency, feast_latency = [], []
+    queue_latency, feast_latency, to_push, push_to_read = [], [], [], []
+    before, phase_started = (costs.snapshot() if costs is not None else None), time.monotonic()
+    pushes_before = _pusher_pushes(settings.stream.pusher_metrics_port)
+    redis_before = _redis_usec(costs)
     load.start()
     producer_loop = asyncio.new_event_loop()
     from aiokafka import AIOKafkaProducer
@@ -229,7 +234,7 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
         needed = clicks[other] - clicks[target] + 1  # the one behind (or tied) gets just enough clicks to lead strictly
         clicks[target] += needed
         expected = clicks[target]
-        sent_at = time.perf_counter()
+        sent_at, sent_wall = time.perf_counter(), time.time()
         for i in range(needed):
             message = {"type": "click", "event_id": f"probe{probe}-{i}", "user_id": PROBE_USER, "video_id": target, "ts": time.time()}
             producer_loop.run_until_complete(producer.send_and_wait(topic, json.dumps(message).encode(), key=str(PROBE_USER).encode()))
@@ -246,11 +251,16 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
             elif seen_feast is None and time.perf_counter() >= next_feast_read:
                 # the SDK read costs ~10 ms of CPU: polled every 50 ms, so the probe does not starve the pusher it times
                 next_feast_read = time.perf_counter() + 0.05
-                value = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": target}]).to_dict()[
-                    "clicks"
-                ][0]
-                if value == expected:
+                response = feast_store.get_online_features(features=["video_stats:clicks"], entity_rows=[{"video_id": target}])
+                if response.to_dict()["clicks"][0] == expected:
                     seen_feast = time.perf_counter() - sent_at
+                    # the row's event timestamp is the pusher's clock when that push began: click -> push start,
+                    # then push start -> this read saw it (the push itself and the poll)
+                    column = list(response.proto.metadata.feature_names.val).index("clicks")  # the entity key comes first
+                    stamp = response.proto.results[column].event_timestamps[0]
+                    pushed = stamp.seconds + stamp.nanos / 1e9 - sent_wall
+                    to_push.append(pushed)
+                    push_to_read.append(seen_feast - pushed)
             time.sleep(0.005)
         queue_latency.append(seen_queue if seen_queue is not None else float("inf"))
         feast_latency.append(seen_feast if seen_feast is not None else float("inf"))
@@ -258,6 +268,25 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
     producer_loop.run_until_complete(producer.stop())
     producer_loop.close()
     load.join()
+    pushes_after = _pusher_pushes(settings.stream.pusher_metrics_port)
+    redis_after = _redis_usec(costs)
+    cpu_shares = {}
+    if redis_before is not None:  # where the Redis main thread's time went over the probe phase, ms per second
+        spent = {name: (usec - redis_before.get(name, 0)) / 1000 / (time.monotonic() - phase_started) for name, usec in redis_after.items()}
+        cpu_shares["redis_ms_per_s"] = {name: round(ms, 1) for name, ms in sorted(spent.items(), key=lambda kv: -kv[1])[:6]}
+    if pushes_before and pushes_after:  # the pusher's own histogram (stream.pusher_metrics_port set), over the probe phase
+        counts = {le: pushes_after["buckets"][le] - n for le, n in pushes_before["buckets"].items()}
+        total = counts[float("inf")]
+        cpu_shares["pushes"] = total
+        cpu_shares["rows_per_push"] = (pushes_after["rows"] - pushes_before["rows"]) / max(total, 1)
+        cpu_shares["pushes_over_s"] = {le: total - n for le, n in counts.items() if le in (0.05, 0.1, 0.25, 0.5, 1.0)}
+    if costs is not None:  # cores busy over the probe phase: the load the latencies were measured under
+        after, seconds = costs.snapshot(), time.monotonic() - phase_started
+        cpu_shares |= {
+            "worker_cores": (after["worker_cpu"] - before["worker_cpu"]) / seconds,
+            "pusher_cores": (after["children_cpu"] - before["children_cpu"]) / seconds,
+            "redis_cores": (sum(after["redis_cpu"]) - sum(before["redis_cpu"])) / seconds,
+        }
 
     def pct(values, q):
         # "higher": a probe never seen within 10 s (inf) shows as inf, not as the nan that interpolating inf gives
@@ -271,7 +300,51 @@ def run_freshness(settings, client, feast_store, load_messages: list[bytes], dur
         "feast_p99_s": pct(feast_latency, 99),
         "queue_max_s": max(queue_latency),
         "feast_max_s": max(feast_latency),
+        # the Feast latency in two parts (probes Feast saw): click -> the push holding it began; push start -> read
+        "feast_to_push_p50_s": pct(to_push, 50) if to_push else None,
+        "feast_to_push_p99_s": pct(to_push, 99) if to_push else None,
+        "feast_push_to_read_p50_s": pct(push_to_read, 50) if push_to_read else None,
+        "feast_push_to_read_p99_s": pct(push_to_read, 99) if push_to_read else None,
+        **cpu_shares,
     }
+
+
+def _redis_usec(costs) -> dict | None:
+    """Per command, the microseconds the Redis nodes spent in it (INFO commandstats, summed over the nodes)."""
+    if costs is None:
+        return None
+    spent: Counter = Counter()
+    for node in costs.nodes:
+        for name, v in node.info("commandstats").items():
+            spent[name.removeprefix("cmdstat_")] += int(v["usec"])
+    return spent
+
+
+def _pusher_pushes(port: int) -> dict | None:
+    """Cumulative push-duration buckets and rows of the pusher's /metrics (None when it serves none)."""
+    if not port:
+        return None
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    buckets, rows = {}, 0.0
+    for line in text.splitlines():
+        if line.startswith("topicfs_stream_push_latency_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("topicfs_stream_pushed_rows_total"):
+            rows = float(line.rsplit(" ", 1)[1])
+    return {"buckets": buckets, "rows": rows}
+
+
+def _produce_load(bootstrap: str, topic: str, messages: list[bytes], rate_per_s: float) -> None:
+    """The freshness phase's steady load, in a process of its own."""
+    from stream.replay import produce
+
+    asyncio.run(produce(bootstrap, topic, messages, rate_per_s=rate_per_s))
 
 
 # ------------------------------------------------------------ the naive baseline
@@ -504,6 +577,10 @@ def main() -> None:
             if not worker.alive():
                 raise RuntimeError(worker.log()[-3000:])
             time.sleep(0.02)
+        if first_done >= n_messages:
+            raise SystemExit(
+                f"--events {args.events:,} is too few: the worker applied them all before the first progress poll (use 50,000 or more)"
+            )
         elapsed = finished_at - first_at
         measured_events = n_events * (n_messages - first_done) / n_messages
         throughput = measured_events / elapsed
@@ -526,12 +603,29 @@ def main() -> None:
 
         fresh = None
         if args.freshness_seconds > 0:
-            fresh = run_freshness(settings, client, feast_store, load_messages, args.freshness_seconds, 5000)
+            fresh = run_freshness(settings, client, feast_store, load_messages, args.freshness_seconds, 5000, costs)
             if not np.isfinite(fresh["queue_max_s"]) or not np.isfinite(fresh["feast_max_s"]):
                 print("a probe was not seen within 10 s; the worker's (and pusher's) log ends with:\n" + worker.log()[-3000:])
             print(
                 f"freshness at 5,000 events/s ({fresh['probes']} probes): queue p50 {fresh['queue_p50_s']:.3f} s p99 {fresh['queue_p99_s']:.3f} s; Feast p50 {fresh['feast_p50_s']:.3f} s p99 {fresh['feast_p99_s']:.3f} s; slowest probe: queue {fresh['queue_max_s']:.3f} s, Feast {fresh['feast_max_s']:.3f} s"
             )
+            if fresh["feast_to_push_p50_s"] is not None:
+                print(
+                    f"  Feast in parts: click -> its push began p50 {fresh['feast_to_push_p50_s']:.3f} s p99 {fresh['feast_to_push_p99_s']:.3f} s; "
+                    f"push began -> read p50 {fresh['feast_push_to_read_p50_s']:.3f} s p99 {fresh['feast_push_to_read_p99_s']:.3f} s"
+                )
+            if "pushes" in fresh:
+                print(
+                    f"  pusher over the probe phase: {fresh['pushes']:.0f} pushes, {fresh['rows_per_push']:.0f} rows each; "
+                    f"pushes longer than (s): {fresh['pushes_over_s']}"
+                )
+            if "redis_ms_per_s" in fresh:
+                print(f"  Redis main thread over the probe phase, ms per s by command: {fresh['redis_ms_per_s']}")
+            if "worker_cores" in fresh:
+                print(
+                    f"  cores busy over the probe phase: worker {fresh['worker_cores']:.2f}, pusher {fresh['pusher_cores']:.2f}, Redis {fresh['redis_cores']:.2f}; "
+                    f"load average at its end {os.getloadavg()[0]:.1f}"
+                )
         worker.stop()
         worker = None
 

@@ -32,6 +32,7 @@ from stream.security import aiokafka_params, faust_params
 from faust.sensors.monitor import Monitor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode.utils.futures import notify
 
 from stream.logic import next_rebuild_at, parse_video_event, reason_kind
 from stream.metrics import MetricsServer, WorkerMetrics, worker_health
@@ -156,6 +157,90 @@ def _consumer_transport(fetch_max_wait_ms: int) -> type:
     return Transport
 
 
+# faust.Stream.take_events of faust-streaming 0.15.x with one change: a batch also closes once no message has come for
+# ``idle_s`` (the consumer has handed over what it fetched). Faust's batch closes only when full or ``within`` after
+# the previous batch ended, so below ``max_`` messages per ``within`` every event waited up to ``within`` (0.1 s) before
+# it was counted; now it waits ~``idle_s`` after the last message of its fetch. A backlog still fills batches: its
+# messages follow each other ~0.15 ms apart, far inside ``idle_s``. Buffering, the ack after the batch and the strict
+# ``max_`` are Faust's code. tests/stream/test_stream_faust_glue.py pins Faust's original source.
+TAKE_EVENTS_ORIGINAL_SHA256 = "607d48aead118ba8ea868718a0df87de1c5fcecd10ec542c659b448796728e08"
+
+
+async def take_batches(stream, max_: int, within: float, idle_s: float):  # pragma: no cover - runs in every worker test
+    """Yield lists of at most ``max_`` events: when full, ``within`` seconds after the first, or ``idle_s`` after the last
+    message (0: Faust's rule, full or ``within`` after the previous batch)."""
+    buffer: list = []
+    events: list = []
+    buffer_full = asyncio.Event()  # full, or the first message of an empty buffer (wakes the waiting loop)
+    buffer_consumed = asyncio.Event()
+    first_at = last_at = 0.0
+    monotonic = time.monotonic
+    stream_enable_acks = stream.enable_acks
+    buffer_consuming: asyncio.Future | None = None
+    channel_it = aiter(stream.channel)
+
+    async def add_to_buffer(value):
+        nonlocal buffer_consuming, first_at, last_at
+        try:
+            if buffer_consuming is not None:
+                try:
+                    await buffer_consuming
+                finally:
+                    buffer_consuming = None
+            last_at = monotonic()
+            if not buffer:
+                first_at = last_at
+                if idle_s:
+                    buffer_full.set()  # wake the loop: the idle and within clocks start now
+            buffer.append(value)
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("Take buffer found current_event is None")
+            events.append(event)
+            if len(buffer) >= max_:
+                buffer_full.set()
+                buffer_consumed.clear()
+                await stream.wait(buffer_consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            stream.log.exception("Error adding to take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    stream.enable_acks = False
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(channel_it)
+    try:
+        while not stream.should_stop:
+            if idle_s and buffer and len(buffer) < max_:
+                now = monotonic()
+                wait = min(idle_s - (now - last_at), within - (now - first_at))
+                if wait > 0:
+                    buffer_full.clear()
+                    await stream.wait_for_stopped(buffer_full, timeout=wait)
+                    continue
+            elif not buffer or len(buffer) < max_:
+                await stream.wait_for_stopped(buffer_full, timeout=within)
+                if idle_s:
+                    continue  # woken by the first message (or within passed on an empty buffer): the clocks decide
+            if buffer:
+                buffer_consuming = stream.loop.create_future()
+                try:
+                    yield list(events)
+                finally:
+                    buffer.clear()
+                    for event in events:
+                        await stream.ack(event)
+                    events.clear()
+                    notify(buffer_consuming)
+                    buffer_full.clear()
+                    buffer_consumed.set()
+    finally:
+        stream.enable_acks = stream_enable_acks
+        stream._processors.remove(add_to_buffer)
+
+
 @dataclass
 class StreamRuntime:
     """Everything a running worker holds: the Faust app, the Redis store and the metrics."""
@@ -232,7 +317,7 @@ def create_app(settings: Settings, redis_client, epochs: list[str] | None = None
     async def count_events(stream):
         """Count exposures and clicks, batch by batch, exactly once."""
         await runtime.videos_ready.wait()
-        async for batch in stream.take_events(config.batch_max_messages, within=config.batch_within_s):
+        async for batch in take_batches(stream, config.batch_max_messages, config.batch_within_s, config.batch_idle_s):
             messages = [RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.value, e.message.key) for e in batch]
             started = time.perf_counter()
             while True:

@@ -191,6 +191,8 @@ class StreamStore:
     """The stream's Redis state: applies batches exactly once per shard, rebuilds queues, registers videos, collects
     pushes."""
 
+    stats_read_chunk = 2000  # keys per script call of the pusher's statistics read (bounds one call's time in Redis)
+
     def __init__(self, client, layout: KeyLayout, config: StreamConfig, push_enabled: bool = False) -> None:
         self.client = client
         self.layout = layout
@@ -741,18 +743,33 @@ class StreamStore:
                     return True
         return False
 
+    async def _read_stats(self, ids: Sequence[int], key_of) -> list:
+        """The stored (exposures, clicks, ts) of each id, in the order of ``ids``: one read_videos script call per
+        shard and ``stats_read_chunk`` keys, concurrently (a pipeline of HMGETs cost the pusher ~10 µs of Python per id)."""
+        chunk = self.stats_read_chunk
+        by_shard: dict[int, list[int]] = {}
+        for index, entity_id in enumerate(ids):
+            by_shard.setdefault(self.layout.shard(entity_id), []).append(index)
+        calls = [indexes[start : start + chunk] for indexes in by_shard.values() for start in range(0, len(indexes), chunk)]
+        replies = await asyncio.gather(
+            *(self._read_script(keys=[key_of(ids[i]) for i in indexes], args=[len(indexes)]) for indexes in calls)
+        )
+        raw: list = [None] * len(ids)
+        for indexes, reply in zip(calls, replies):
+            for index, values in zip(indexes, json.loads(reply)):
+                raw[index] = values
+        return raw
+
     async def stats_frame(self, entity: str, ids: Sequence[int], now: pd.Timestamp) -> pd.DataFrame:
         """Current statistics of ``ids`` as the push source ``entity`` expects them (see :mod:`stream.sinks`)."""
         layout = self.layout
-        async with self.client.pipeline(transaction=False) as pipe:
-            for entity_id in ids:
-                if entity == "video":
-                    pipe.hmget(layout.video_stats(entity_id), *_STATS_FIELDS)
-                elif entity == "topic":
-                    pipe.hmget(layout.topic_stats(entity_id), *_STATS_FIELDS)
-                else:
+        if entity == "user":
+            async with self.client.pipeline(transaction=False) as pipe:
+                for entity_id in ids:
                     pipe.hgetall(layout.user_topic_counts(entity_id))
-            raw = await pipe.execute()
+                raw = await pipe.execute()
+        else:
+            raw = await self._read_stats(ids, layout.video_stats if entity == "video" else layout.topic_stats)
         if entity == "user":
             rows = []
             for user_id, histogram in zip(ids, raw):

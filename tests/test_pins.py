@@ -1,8 +1,8 @@
 """Pins that match what is patched (issue 22): the project uses private code of two dependencies, so pyproject.toml
 allows one minor version of each, the installed one is in it, and the private names the project uses still exist.
 
-- faust-streaming 0.15: stream/app.py copies ``Consumer._drain_messages`` (its source is pinned by a SHA-256 in
-  tests/stream/test_stream_faust_glue.py) and overrides ``_new_consumer_thread`` / ``_create_worker_consumer``.
+- faust-streaming 0.15: stream/app.py copies ``Consumer._drain_messages`` and ``Stream.take_events`` (their sources are
+  pinned by SHA-256 in tests/stream/test_stream_faust_glue.py) and overrides ``_new_consumer_thread`` / ``_create_worker_consumer``.
 - feast 0.67: topicfs/online_store.py and topicfs/feature_client.py import private helpers of Feast's Redis store
   (found here by reading their imports) and call private methods of ``RedisOnlineStore``.
 """
@@ -29,6 +29,7 @@ PRIVATE_ATTRIBUTES = {
     "faust-streaming": [
         ("faust.transport.consumer", "Consumer._drain_messages"),
         ("faust.transport.consumer", "Consumer._add_gap"),
+        ("faust.streams", "Stream._enable_passive"),
         ("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread"),
         ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ],

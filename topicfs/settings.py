@@ -316,8 +316,14 @@ class StreamConfig(BaseModel):
         5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events)"
     )
     batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
+    batch_idle_s: float = Field(
+        0.005,
+        ge=0,
+        description="a batch also closes once no message has come for this many seconds (the consumer has handed over what it fetched), "
+        "so a light stream is counted within milliseconds while a backlog still fills batches; 0 = Faust's rule (full, or batch_within_s)",
+    )
     queue_refresh_interval_s: float = Field(
-        0.1,
+        0.05,
         gt=0,
         description="changed topic queues are rebuilt after each applied batch, but at most once per this interval, seconds (bounds the rebuild work under load)",
     )

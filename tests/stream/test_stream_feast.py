@@ -65,3 +65,37 @@ def test_feast_sink_refuses_a_folder_that_is_not_a_repo(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="not a Feast repo"):
         FeastPushSink(tmp_path)
+
+
+def test_stats_frame_reads_every_shard_in_the_order_asked(redis_deployment):
+    """The pusher's read of the changed statistics: one script call per shard and chunk, rows in the order of the ids,
+    ids never counted as zeros, on one node and across the cluster's masters (5 shards)."""
+    import pandas as pd
+
+    from stream.state import StreamStore
+    from topicfs.keys import KeyLayout
+    from topicfs.redis_client import async_client
+    from topicfs.settings import StreamConfig
+
+    layout = KeyLayout.from_config(redis_deployment)
+    counted = {v: (v * 10, v % 7) for v in range(1, 41)}
+
+    async def go():
+        client = async_client(redis_deployment)
+        for video_id, (exposures, clicks) in counted.items():
+            await client.hset(layout.video_stats(video_id), mapping={"exposures": exposures, "clicks": clicks, "ts": 0})
+        await client.hset(layout.topic_stats(3), mapping={"exposures": 2.6, "clicks": 1.4, "ts": 0})  # decayed: fractional
+        store = StreamStore(client, layout, StreamConfig(), push_enabled=True)
+        store.stats_read_chunk = 7  # several calls per shard
+        ids = [40, 3, 999, *range(1, 40, 3)]  # 999 was never counted
+        now = pd.Timestamp.now(tz="UTC")
+        videos = await store.stats_frame("video", ids, now)
+        topics = await store.stats_frame("topic", [3, 4], now)
+        await client.aclose()
+        return ids, videos, topics
+
+    ids, videos, topics = asyncio.run(go())
+    assert videos["video_id"].tolist() == ids
+    assert videos["exposures"].tolist() == [counted.get(v, (0, 0))[0] for v in ids]
+    assert videos["clicks"].tolist() == [counted.get(v, (0, 0))[1] for v in ids]
+    assert topics["exposures"].tolist() == [3, 0] and topics["clicks"].tolist() == [1, 0]
