@@ -1,6 +1,6 @@
 """The Faust app: agents and timers are thin glue between Kafka and :class:`stream.state.StreamStore`.
 
-- agent ``count_events``: events topic → batches (``stream.take_events``) → one Redis transaction per batch;
+- agent ``count_events``: events topic → batches (:func:`take_batches`) → one Redis transaction per batch;
 - task ``follow_videos``: the whole videos topic (every worker reads all of it, it is small and idempotent) →
   video topics in Redis; the events agent starts once it has caught up, so a rebuild never sees an unknown video;
 - timers: rebuild changed topic queues, rotate fresh videos, consumer lag.
@@ -29,6 +29,7 @@ import pandas as pd
 
 from stream.broker import align_committed_offsets, create_topics, ensure_broker, partition_ids
 from stream.security import aiokafka_params, faust_params
+from faust import streams as faust_streams
 from faust.sensors.monitor import Monitor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -160,12 +161,13 @@ def _consumer_transport(fetch_max_wait_ms: int) -> type:
 # faust.Stream.take_events of faust-streaming 0.15.x with one change: a batch also closes once no message has come for
 # ``idle_s`` (the consumer has handed over what it fetched). Faust's batch closes only when full or ``within`` after
 # the previous batch ended, so below ``max_`` messages per ``within`` every event waited up to ``within`` (0.1 s) before
-# it was counted; now it waits ~``idle_s`` after the last message of its fetch. A backlog still fills batches: its
-# messages follow each other ~0.15 ms apart, far inside ``idle_s``. Buffering, the ack after the batch and the strict
+# it was counted; now it waits ~``idle_s`` after the last message of its fetch. A backlog still fills batches: while
+# the stream's queue holds messages the batch is not idle, whatever the gap. Buffering, the ack after the batch and the strict
 # ``max_`` are Faust's code. tests/stream/test_stream_faust_glue.py pins Faust's original source.
 TAKE_EVENTS_ORIGINAL_SHA256 = "607d48aead118ba8ea868718a0df87de1c5fcecd10ec542c659b448796728e08"
 
 
+@faust_streams._tracks_buffer_agen  # as Faust's take_events: Stream.on_stop closes it (acks, processor detached)
 async def take_batches(stream, max_: int, within: float, idle_s: float):  # pragma: no cover - runs in every worker test
     """Yield lists of at most ``max_`` events: when full, ``within`` seconds after the first, or ``idle_s`` after the last
     message (0: Faust's rule, full or ``within`` after the previous batch)."""
@@ -178,6 +180,7 @@ async def take_batches(stream, max_: int, within: float, idle_s: float):  # prag
     stream_enable_acks = stream.enable_acks
     buffer_consuming: asyncio.Future | None = None
     channel_it = aiter(stream.channel)
+    fetched_empty = channel_it.queue.empty  # messages the consumer handed over that the stream has not read yet
 
     async def add_to_buffer(value):
         nonlocal buffer_consuming, first_at, last_at
@@ -215,7 +218,10 @@ async def take_batches(stream, max_: int, within: float, idle_s: float):  # prag
         while not stream.should_stop:
             if idle_s and buffer and len(buffer) < max_:
                 now = monotonic()
-                wait = min(idle_s - (now - last_at), within - (now - first_at))
+                until_idle, until_within = idle_s - (now - last_at), within - (now - first_at)
+                if until_idle <= 0 < until_within and not fetched_empty():
+                    until_idle = idle_s  # messages wait in the stream's queue (a backlog): not idle, keep filling
+                wait = min(until_idle, until_within)
                 if wait > 0:
                     buffer_full.clear()
                     await stream.wait_for_stopped(buffer_full, timeout=wait)

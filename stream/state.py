@@ -192,6 +192,7 @@ class StreamStore:
     pushes."""
 
     stats_read_chunk = 2000  # keys per script call of the pusher's statistics read (bounds one call's time in Redis)
+    stats_read_parallel = 8  # of those calls in flight at once (below redis.max_connections per node)
 
     def __init__(self, client, layout: KeyLayout, config: StreamConfig, push_enabled: bool = False) -> None:
         self.client = client
@@ -751,9 +752,14 @@ class StreamStore:
         for index, entity_id in enumerate(ids):
             by_shard.setdefault(self.layout.shard(entity_id), []).append(index)
         calls = [indexes[start : start + chunk] for indexes in by_shard.values() for start in range(0, len(indexes), chunk)]
-        replies = await asyncio.gather(
-            *(self._read_script(keys=[key_of(ids[i]) for i in indexes], args=[len(indexes)]) for indexes in calls)
-        )
+        replies: list = []
+        for start in range(0, len(calls), self.stats_read_parallel):  # a cluster client raises past its connection bound
+            replies += await asyncio.gather(
+                *(
+                    self._read_script(keys=[key_of(ids[i]) for i in indexes], args=[len(indexes)])
+                    for indexes in calls[start : start + self.stats_read_parallel]
+                )
+            )
         raw: list = [None] * len(ids)
         for indexes, reply in zip(calls, replies):
             for index, values in zip(indexes, json.loads(reply)):

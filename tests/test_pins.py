@@ -30,6 +30,7 @@ PRIVATE_ATTRIBUTES = {
         ("faust.transport.consumer", "Consumer._drain_messages"),
         ("faust.transport.consumer", "Consumer._add_gap"),
         ("faust.streams", "Stream._enable_passive"),
+        ("faust.streams", "_tracks_buffer_agen"),
         ("faust.transport.drivers.aiokafka", "Consumer._new_consumer_thread"),
         ("faust.transport.drivers.aiokafka", "AIOKafkaConsumerThread._create_worker_consumer"),
     ],

@@ -313,9 +313,11 @@ class StreamConfig(BaseModel):
         "needs at serving time; costs Redis work per exposed video, so off unless such a ranker is served",
     )
     batch_max_messages: int = Field(
-        5000, ge=1, description="Kafka messages handled per state transaction at most (Faust stream.take_events)"
+        5000, ge=1, description="Kafka messages handled per state transaction at most (stream.app.take_batches)"
     )
-    batch_within_s: float = Field(0.1, gt=0, description="longest wait for a batch to fill, seconds (bounds the click-to-queue latency)")
+    batch_within_s: float = Field(
+        0.1, gt=0, description="longest a batch stays open after its first message, seconds (bounds the click-to-queue latency)"
+    )
     batch_idle_s: float = Field(
         0.005,
         ge=0,

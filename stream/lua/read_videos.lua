@@ -1,4 +1,5 @@
--- The stored counts and topics of a registration chunk's videos, in one round trip (StreamStore.register_videos).
+-- The stored counts and topics of a registration chunk's videos, in one round trip (StreamStore.register_videos), and
+-- the pusher's read of changed video / topic statistics (StreamStore.stats_frame: stats keys only, ARGV[1] = #KEYS).
 -- KEYS: stats keys, then video-topics keys (one shard); ARGV[1] = number of stats keys.
 -- The reply is one JSON string: decoding thousands of RESP replies in Python costs more than the chunk's logic.
 local out = {}

@@ -81,12 +81,13 @@ def test_stats_frame_reads_every_shard_in_the_order_asked(redis_deployment):
     counted = {v: (v * 10, v % 7) for v in range(1, 41)}
 
     async def go():
-        client = async_client(redis_deployment)
+        # two connections per node: a cluster client raises past its bound, so the read must not send every call at once
+        client = async_client(redis_deployment.model_copy(update={"max_connections": 2}))
         for video_id, (exposures, clicks) in counted.items():
             await client.hset(layout.video_stats(video_id), mapping={"exposures": exposures, "clicks": clicks, "ts": 0})
         await client.hset(layout.topic_stats(3), mapping={"exposures": 2.6, "clicks": 1.4, "ts": 0})  # decayed: fractional
         store = StreamStore(client, layout, StreamConfig(), push_enabled=True)
-        store.stats_read_chunk = 7  # several calls per shard
+        store.stats_read_chunk = 2  # several calls per shard, more calls than connections
         ids = [40, 3, 999, *range(1, 40, 3)]  # 999 was never counted
         now = pd.Timestamp.now(tz="UTC")
         videos = await store.stats_frame("video", ids, now)
