@@ -752,12 +752,15 @@ class StreamStore:
         for index, entity_id in enumerate(ids):
             by_shard.setdefault(self.layout.shard(entity_id), []).append(index)
         calls = [indexes[start : start + chunk] for indexes in by_shard.values() for start in range(0, len(indexes), chunk)]
+        # a cluster client raises past its connections per node (a single node's pool waits): never more calls in flight
+        bound = getattr(self.client, "connection_kwargs", {}).get("max_connections")
+        window = max(1, min(self.stats_read_parallel, bound or self.stats_read_parallel))
         replies: list = []
-        for start in range(0, len(calls), self.stats_read_parallel):  # a cluster client raises past its connection bound
+        for start in range(0, len(calls), window):
             replies += await asyncio.gather(
                 *(
                     self._read_script(keys=[key_of(ids[i]) for i in indexes], args=[len(indexes)])
-                    for indexes in calls[start : start + self.stats_read_parallel]
+                    for indexes in calls[start : start + window]
                 )
             )
         raw: list = [None] * len(ids)
