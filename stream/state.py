@@ -70,8 +70,6 @@ def lua(name: str) -> str:
     return "".join(lua(needed) + "\n" for needed in re.findall(r"^-- needs: (\w+)\.lua$", source, re.MULTILINE)) + source
 
 
-_STATS_FIELDS = ("exposures", "clicks", "ts")
-
 # Arguments of one command in apply_ops.lua at most: Lua's unpack() fails past about 8,000 values. Even, so ZADD
 # pairs stay whole.
 _MAX_OP_ARGS = 1000
@@ -777,9 +775,6 @@ class StreamStore:
                 for entity_id in ids:
                     pipe.hgetall(layout.user_topic_counts(entity_id))
                 raw = await pipe.execute()
-        else:
-            raw = await self._read_stats(ids, layout.video_stats if entity == "video" else layout.topic_stats)
-        if entity == "user":
             rows = []
             for user_id, histogram in zip(ids, raw):
                 ordered = sorted(((int(t), int(n)) for t, n in histogram.items()), key=lambda item: (-item[1], item[0]))
@@ -790,7 +785,7 @@ class StreamStore:
             frame["user_id"] = frame["user_id"].astype("int64")
         else:
             id_column = f"{entity}_id"
-            counts = [_counts(r) for r in raw]
+            counts = [_counts(r) for r in await self._read_stats(ids, layout.video_stats if entity == "video" else layout.topic_stats)]
             frame = pd.DataFrame(
                 {
                     id_column: pd.array(list(ids), dtype="int64"),

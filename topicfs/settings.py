@@ -316,7 +316,9 @@ class StreamConfig(BaseModel):
         5000, ge=1, description="Kafka messages handled per state transaction at most (stream.app.take_batches)"
     )
     batch_within_s: float = Field(
-        0.1, gt=0, description="longest a batch stays open after its first message, seconds (bounds the click-to-queue latency)"
+        0.1,
+        gt=0,
+        description="longest a batch stays open after its first message (after the previous batch when batch_idle_s is 0), seconds; bounds the click-to-queue latency",
     )
     batch_idle_s: float = Field(
         0.005,
