@@ -8,6 +8,8 @@ For every seed in ``--seeds`` (``mmoe.seed``; split, tag graph and k-means seeds
 - ``zero``: the paper (``missing_modalities=zero``, ``mmoe.modality_dropout=0``);
 - ``impute``: ``missing_modalities=impute`` (real tags' ē where a video has tags, ē predicted by the MMoE tag task only
   for tagless videos), ``mmoe.modality_dropout=0``;
+- ``neighbours``: ``missing_modalities=neighbours`` (tagless videos' ē from the tagged training videos nearest in z),
+  ``mmoe.modality_dropout=0``;
 - ``predict``: ``missing_modalities=predict`` with ``mmoe.modality_dropout`` = ``--dropout``.
 
 When the videos have no cover files (KuaiRec) cover dropout does nothing, so the modes share one fitted MMoE per seed
@@ -54,9 +56,9 @@ class _RecordingTopicModel(TopicModel):
 
     last: _RecordingTopicModel | None = None
 
-    def fit(self, a, halves=None, predicted_modalities=()):
+    def fit(self, a, halves=None, predicted_modalities=(), tag_bank=None):
         type(self).last, self.assigned_ = self, []
-        return super().fit(a, halves, predicted_modalities)
+        return super().fit(a, halves, predicted_modalities, tag_bank)
 
     def assign(self, a):
         self.assigned_.append(np.asarray(a))
@@ -151,7 +153,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kuairec"), help="KuaiRec folder")
     parser.add_argument("--name", default="kuairec")
     parser.add_argument("--seeds", type=int, nargs="+", default=[17, 18, 19])
-    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "impute", "predict"])
+    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "impute", "neighbours", "predict"])
     parser.add_argument("--dropout", type=float, default=0.5, help="mmoe.modality_dropout of the predict mode")
     parser.add_argument("--rules", nargs="*", default=[], help="name=json TopicModel parameters to re-score topics under")
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/bench_table1"), help="one JSON per run")

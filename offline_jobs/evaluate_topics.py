@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from offline_jobs.encoders import existing_covers, pretrained_cover_embeddings, pretrained_title_embeddings
-from offline_jobs.pipeline import fit_mmoe, fit_tag_graph, predicted_modalities, topic_inputs, video_presence_audit
+from offline_jobs.pipeline import fit_mmoe, fit_tag_graph, fitted_topic_inputs, predicted_modalities, topic_inputs, video_presence_audit
 from offline_jobs.topic_metrics import cluster_scores, inter_intra_ratio
 from offline_jobs.topics import TopicModel, format_presence_audit, representation_halves, topic_representation, topics_per_video_report
 from topicfs.settings import Settings
@@ -168,7 +168,9 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     mode = topics_cfg.missing_modalities
     predicted = predicted_modalities(tag_graph, mmoe, train, topics_cfg.complete_share) if mode == "predict" else []
     facts["missing_modalities"], facts["predicted_modalities"] = mode, predicted
-    e_bar_a, _, z = topic_inputs(tag_graph, mmoe, held, mode, predicted)
+    # the fitted (training) videos' inputs first: under "neighbours" their tagged videos fill the held-out ē
+    e_bar_train, has_tags_train, z_train, bank = fitted_topic_inputs(tag_graph, mmoe, train, topics_cfg, predicted)
+    e_bar_a, _, z = topic_inputs(tag_graph, mmoe, held, mode, predicted, bank, topics_cfg.neighbours)
     if z is not None:
         features += [("MMoE (z)", z), ("MMoE+Tag (a)", topic_representation(e_bar_a, z))]
     if cfg.supervised_reference:
@@ -191,9 +193,10 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     if "with tags" in facts["groups"]:
         facts["with_tags"] = facts["groups"]["with tags"]
     start = time.perf_counter()
-    e_bar_train, has_tags_train, z_train = topic_inputs(tag_graph, mmoe, train, mode, predicted)
     a_train = topic_representation(e_bar_train, z_train)
-    topics = TopicModel.from_config(topics_cfg, show_progress=False).fit(a_train, representation_halves(e_bar_train, z_train), predicted)
+    topics = TopicModel.from_config(topics_cfg, show_progress=False).fit(
+        a_train, representation_halves(e_bar_train, z_train), predicted, bank
+    )
     threshold, cap = topics.assignment_threshold, topics_cfg.max_topics_per_video  # τ3 as given, or as calibrated at fit
     facts["assign_rule"], facts["assign_threshold"] = topics_cfg.assign_rule, threshold
     train_assignment, held_assignment = topics.assign(a_train), topics.assign(topic_representation(e_bar_a, z))

@@ -39,8 +39,10 @@ from offline_jobs.topics import (
     format_topics_per_video_report,
     impute_tag_half,
     nearest_topics,
+    neighbour_tag_half,
     presence_audit,
     representation_halves,
+    tag_bank,
     topic_representation,
     topics_per_video_report,
     write_topic_tables,
@@ -49,7 +51,7 @@ from offline_jobs.artifacts import fingerprint_arrays, utc_now, write_json_atomi
 from topicfs.contracts import load_videos, write_videos
 from topicfs.datasets import check_topic_count, dataset_name
 from topicfs.errors import UserError
-from topicfs.settings import Settings
+from topicfs.settings import Settings, TopicsConfig
 from topicfs.tables import VIDEO_MAP
 
 logger = logging.getLogger(__name__)
@@ -110,7 +112,10 @@ class TopicModels:
 
     def representation(self, videos: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(a, ē, z) of ``videos``; z is None when MMoE was dropped (no titles, covers or labels)."""
-        e_bar, _, z = topic_inputs(self.tag_graph, self.mmoe, videos, self.topics.missing_modalities, self.topics.predicted_modalities_)
+        topics = self.topics
+        e_bar, _, z = topic_inputs(
+            self.tag_graph, self.mmoe, videos, topics.missing_modalities, topics.predicted_modalities_, topics.tag_bank_, topics.neighbours
+        )
         return topic_representation(e_bar, z), e_bar, z
 
     def save(self, models_dir: Path) -> None:
@@ -157,12 +162,17 @@ def topic_inputs(
     videos: pd.DataFrame,
     missing_modalities: str = "zero",
     predicted: Sequence[str] = (),
+    bank: tuple[np.ndarray, np.ndarray] | None = None,
+    neighbours: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ē, has_tags, z) of ``videos``, the inputs of a = [ē/‖ē‖, z/‖z‖] (``topics.missing_modalities``, issue 21):
 
     - ``"zero"`` (the paper): ē from the tags (Eq. 4), zero without a known tag; z with a zero f_C without a cover.
     - ``"impute"``: as ``"zero"``, but videos without a known tag get ē from the MMoE tag task's predicted tags
       (:func:`offline_jobs.topics.impute_tag_half`).
+    - ``"neighbours"``: as ``"zero"``, but videos without a known tag get the mean ē of the ``neighbours`` tagged
+      videos nearest in z among ``bank`` (:func:`offline_jobs.topics.neighbour_tag_half`; the bank of the fitted
+      videos, :func:`fitted_topic_inputs` builds it and the topic model keeps it).
     - ``"predict"``: as ``"impute"``, and the modalities in ``predicted`` (:func:`predicted_modalities` of the fitted
       videos) enter through the models only: with "tags", every video's ē is the tag task's prediction; with "cover",
       z is computed without any cover. A video then has the same kind of a whatever it has, so k-means cannot split
@@ -175,6 +185,10 @@ def topic_inputs(
         return e_bar, has_tags, None
     predict = set(predicted) if missing_modalities == "predict" else set()
     z, tag_probs = mmoe.encode(videos.assign(cover_image=None) if "cover" in predict else videos)
+    if missing_modalities == "neighbours":
+        if bank is None:
+            raise ValueError("topic_inputs: missing_modalities='neighbours' needs the tag bank of the fitted videos (fitted_topic_inputs)")
+        return neighbour_tag_half(e_bar, has_tags, z, bank[0], bank[1], neighbours), has_tags, z
     if missing_modalities != "zero" and tag_probs is not None:
         fill = np.zeros(len(has_tags), dtype=bool) if "tags" in predict else has_tags
         index = tag_graph.tag_index_
@@ -185,6 +199,25 @@ def topic_inputs(
                 e_bar, fill, tag_probs[:, task_cols], tag_graph.embeddings_[graph_rows], tag_graph.tag_weights()[graph_rows]
             )
     return e_bar, has_tags, z
+
+
+def fitted_topic_inputs(
+    tag_graph: TagGraphEmbedder,
+    mmoe: MultimodalTopicEncoder | None,
+    videos: pd.DataFrame,
+    topics: TopicsConfig,
+    predicted: Sequence[str] = (),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+    """:func:`topic_inputs` of the videos a topic model is fitted on, and the tag bank (z, ē of the tagged ones,
+    :func:`offline_jobs.topics.tag_bank`) that fills the tagless videos' ē under ``missing_modalities="neighbours"``
+    (None otherwise): the model keeps it so videos assigned later are filled from the same videos."""
+    if topics.missing_modalities != "neighbours" or mmoe is None:
+        return (*topic_inputs(tag_graph, mmoe, videos, topics.missing_modalities, predicted), None)
+    e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, "zero")
+    bank = tag_bank(e_bar, has_tags, z, topics.neighbour_bank_size, topics.seed)
+    if not len(bank[0]):
+        logger.warning("missing_modalities=neighbours: no fitted video has tags; tagless videos keep a zero ē")
+    return neighbour_tag_half(e_bar, has_tags, z, bank[0], bank[1], topics.neighbours), has_tags, z, bank
 
 
 def fit_tag_graph(videos: pd.DataFrame, settings: Settings) -> TagGraphEmbedder:
@@ -229,11 +262,11 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
         if settings.topics.missing_modalities == "predict"
         else []
     )
-    e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, settings.topics.missing_modalities, predicted)
+    e_bar, has_tags, z, bank = fitted_topic_inputs(tag_graph, mmoe, videos, settings.topics, predicted)
     a = topic_representation(e_bar, z)
     seconds["representation"] = time.perf_counter() - start
     start = time.perf_counter()
-    topics = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z), predicted)
+    topics = TopicModel.from_config(settings.topics).fit(a, representation_halves(e_bar, z), predicted, bank)
     assignment = topics.assign(a)
     seconds["topics"] = time.perf_counter() - start
     models = TopicModels(tag_graph, mmoe, topics)

@@ -182,11 +182,21 @@ class TopicsConfig(BaseModel):
     )
     missing_modalities: str = Field(
         "zero",
-        pattern="^(zero|impute|predict)$",
+        pattern="^(zero|impute|neighbours|predict)$",
         description="how a is built when videos lack tags or a cover (offline_jobs.pipeline.topic_inputs): 'zero' = zero tag half and "
-        "zero cover features (the paper); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'predict' = a "
+        "zero cover features (the paper); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'neighbours' = "
+        "tagless videos' ē from the tagged fitted videos nearest in z (offline_jobs.topics.neighbour_tag_half); 'predict' = a "
         "modality on fewer than complete_share of the videos enters a only through the models trained with it (ē from the tag task, "
         "z without covers, for every video), so a does not say which modalities a video has",
+    )
+    neighbours: int = Field(
+        10, ge=1, description="with missing_modalities='neighbours': how many tagged videos nearest in z give a tagless video its ē"
+    )
+    neighbour_bank_size: int = Field(
+        50_000,
+        ge=1,
+        description="with missing_modalities='neighbours': at most this many tagged fitted videos (a seeded sample) are kept with the "
+        "topic model to fill ē of videos assigned later (memory: rows x (d_z + d_e) float32)",
     )
     complete_share: float = Field(
         0.95,

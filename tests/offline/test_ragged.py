@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offline_jobs.topics import TopicAssignment, impute_tag_half, presence_audit
+from offline_jobs.topics import TopicAssignment, TopicModel, impute_tag_half, neighbour_tag_half, presence_audit, tag_bank
 from tests.offline.test_encoders import tiny_title_model  # noqa: F401  (fixture)
 from topicfs.synthetic import make_catalogue
 
@@ -79,6 +79,40 @@ def test_impute_tag_half_is_the_expected_tag_vector_for_tagless_rows_only():
         impute_tag_half(e_bar, has_tags, probs[:, :2], embeddings)
 
 
+def test_neighbour_tag_half_takes_the_tags_of_the_nearest_tagged_videos_in_z():
+    # two subjects in z; tagged videos of subject 0 carry tag direction [1, 0], of subject 1 [0, 1]
+    z = np.array([[1, 0.1], [1, -0.1], [0.1, 1], [-0.1, 1], [1, 0.05], [0.05, 1], [0, 0]], np.float32)
+    e_bar = np.array([[2, 0], [1, 0], [0, 3], [0, 1], [0, 0], [0, 0], [0, 0]], np.float32)
+    has_tags = np.array([True, True, True, True, False, False, False])
+    bank_z, bank_e = tag_bank(e_bar, has_tags, z, max_rows=10)
+    assert len(bank_z) == 4 and np.allclose(np.linalg.norm(bank_e, axis=1), 1.0)  # tagged rows only, unit ē
+    out = neighbour_tag_half(e_bar, has_tags, z, bank_z, bank_e, k=2)
+    np.testing.assert_allclose(out[4], [1.0, 0.0], atol=1e-6)  # both nearest are subject 0: its tags' direction
+    np.testing.assert_allclose(out[5], [0.0, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(out[:4], e_bar[:4])  # tagged rows unchanged
+    np.testing.assert_array_equal(out[6], [0.0, 0.0])  # no z: nothing to look up by
+    assert not e_bar[4].any()  # input untouched
+    # weights are the cosines: with k = 4 the near subject outweighs the far one, and different videos differ
+    wide = neighbour_tag_half(e_bar, has_tags, z, bank_z, bank_e, k=4)
+    assert wide[4, 0] > 0.8 > wide[4, 1] and wide[5, 1] > 0.8 > wide[5, 0]
+    assert len(tag_bank(e_bar, has_tags, z, max_rows=3)[0]) == 3  # a sample when the bank is capped
+    with pytest.raises(ValueError, match="wide"):
+        neighbour_tag_half(e_bar, has_tags, z, bank_z[:, :1], bank_e, k=2)
+
+
+def test_topic_model_keeps_the_tag_bank(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 6)).astype(np.float32)
+    bank = (rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(20, 2)).astype(np.float32))
+    model = TopicModel(n_topics=3, show_progress=False, missing_modalities="neighbours").fit(a, [2, 4], tag_bank=bank)
+    loaded = TopicModel.load(model.save(tmp_path / "topics"))
+    np.testing.assert_array_equal(loaded.tag_bank_[0], bank[0])
+    np.testing.assert_array_equal(loaded.tag_bank_[1], bank[1])
+    assert loaded.missing_modalities == "neighbours" and loaded.neighbours == 10
+    plain = TopicModel.load(TopicModel(n_topics=3, show_progress=False).fit(a).save(tmp_path / "plain"))
+    assert plain.tag_bank_ is None
+
+
 def _ragged_env(tmp_path: Path, title_model: Path) -> dict[str, str]:
     return {
         "TOPICFS_PATHS__ARTIFACTS_DIR": str(tmp_path / "artifacts"),
@@ -136,9 +170,37 @@ def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_m
     assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
 
 
-def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path, tiny_title_model):  # noqa: F811
+def test_topic_learn_with_neighbours_fills_every_tag_half_and_assigns_later_videos_alike(tmp_path, tiny_title_model):  # noqa: F811
+    env = {**_ragged_env(tmp_path, tiny_title_model), "TOPICFS_TOPICS__MISSING_MODALITIES": "neighbours", "TOPICFS_TOPICS__NEIGHBOURS": "3"}
+    done = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "topics", "learn"],
+        cwd=ROOT,
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    import pandas as pd
+
+    from offline_jobs.inference import load_topic_assigner
+    from topicfs.contracts import load_videos
+
+    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
+    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
+    assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
+    bank_z, bank_e = assigner.models.topics.tag_bank_
+    assert len(bank_z) == int(stored["has_tags"].sum()) and bank_e.shape[1] == np.stack(stored["video_tag_embedding"]).shape[1]
+    videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
+    table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
+    assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
+
+
+@pytest.mark.parametrize("mode", ["predict", "neighbours"])
+def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path, tiny_title_model, mode):  # noqa: F811
     env = {
         **_ragged_env(tmp_path, tiny_title_model),
+        "TOPICFS_TOPICS__MISSING_MODALITIES": mode,
         "TOPICFS_SYNTHETIC__N_VIDEOS": "300",
         "TOPICFS_EVALUATION__HOLDOUT_FRACTION": "0.3",
         "TOPICFS_EVALUATION__SUPERVISED_REFERENCE": "false",
@@ -156,7 +218,8 @@ def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path,
         assert f"held-out videos {group}:" in done.stdout
     assert "held_out videos, presence audit: NMI(nearest topic, x) — has cover" in done.stdout
     facts = json.loads((tmp_path / "report" / "table1.json").read_text())["facts"]
-    assert facts["predicted_modalities"] == ["tags", "cover"] and set(facts["presence_audit"]) == {"train", "held_out"}
+    assert facts["missing_modalities"] == mode and set(facts["presence_audit"]) == {"train", "held_out"}
+    assert facts["predicted_modalities"] == (["tags", "cover"] if mode == "predict" else [])
 
 
 def test_cover_dropout_encodes_dropped_covers_as_missing(tiny_title_model, tmp_path):  # noqa: F811
