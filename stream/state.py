@@ -580,8 +580,10 @@ class StreamStore:
         for shard in layout.all_shards():
             await self.client.sunionstore(layout.dirty(shard), [layout.dirty(shard), layout.all_topics(shard)])
 
-    async def rebuild_dirty_queues(self, topics_per_call: int = 16) -> int:
-        """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per script call; returns how many."""
+    async def rebuild_dirty_queues(self, topics_per_call: int = 4) -> int:
+        """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per script call; returns how many.
+        A call holds its Redis shard for about 1.5 ms per topic of 1,000 videos (benchmarks/bench_rebuild.py), and the
+        pusher's and the API's commands wait behind it: a few topics per call keep that wait short."""
         layout = self.layout
         if layout.shards == 1:
             topic_ids = sorted(int(t) for t in await self.client.smembers(layout.dirty(0)))

@@ -6,6 +6,30 @@
 -- ZRANDMEMBER sample (shuffled with the seeded PRNG: ZRANDMEMBER's reply order is not random) and placed at ranks
 -- floor((k + 1/2)*L/F); the queue is rewritten with scores L - rank and the topic leaves the dirty set.
 -- needs: replace_queue.lua
+-- Append the members of flat's entries i..j (ZREVRANGE ... WITHSCORES: member, score; equal scores come in
+-- descending byte order) to out in ascending numeric order. Ids without a sign sort numerically by (length, bytes):
+-- the run reversed is in ascending byte order, so bucketing it by length keeps each bucket sorted, with no compare.
+local function ids_ascending(flat, i, j, out)
+  local buckets, lengths = {}, {}
+  for r = j, i, -1 do
+    local id = flat[2 * r - 1]
+    if string.byte(id, 1) == 45 then  -- a negative id: the general sort
+      local run = {}
+      for q = i, j do run[#run + 1] = {flat[2 * q - 1], tonumber(flat[2 * q - 1])} end
+      table.sort(run, function(a, b) return a[2] < b[2] end)
+      for q = 1, #run do out[#out + 1] = run[q][1] end
+      return
+    end
+    local bucket = buckets[#id]
+    if not bucket then bucket = {}; buckets[#id] = bucket; lengths[#lengths + 1] = #id end
+    bucket[#bucket + 1] = id
+  end
+  table.sort(lengths)
+  for _, length in ipairs(lengths) do
+    local bucket = buckets[length]
+    for q = 1, #bucket do out[#out + 1] = bucket[q] end
+  end
+end
 local keep, sample_size = tonumber(ARGV[1]), tonumber(ARGV[2])
 local share, cold_start, max_length = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 math.randomseed(tonumber(ARGV[6]))
@@ -17,14 +41,19 @@ for t = 1, n_topics do
   local ranked = {}
   if keep > 0 then
     local flat = redis.call('ZREVRANGE', est_key, 0, keep - 1, 'WITHSCORES')
-    for i = 1, #flat, 2 do ranked[#ranked + 1] = {flat[i], tonumber(flat[i + 1]), tonumber(flat[i])} end
-    table.sort(ranked, function(a, b) if a[2] ~= b[2] then return a[2] > b[2] end return a[3] < b[3] end)
+    local n, i = #flat / 2, 1
+    while i <= n do  -- CTR descending already; each run of equal CTRs (equal doubles reply as equal strings) by id
+      local j = i
+      while j < n and flat[2 * j + 2] == flat[2 * i] do j = j + 1 end
+      if j == i then ranked[#ranked + 1] = flat[2 * i - 1] else ids_ascending(flat, i, j, ranked) end
+      i = j + 1
+    end
   end
   local n_available = redis.call('ZCARD', fresh_key)
   local sample = {}
   if sample_size > 0 and n_available > 0 then sample = redis.call('ZRANDMEMBER', fresh_key, sample_size) end
   local in_ranked = {}
-  for i = 1, #ranked do in_ranked[ranked[i][1]] = true end
+  for i = 1, #ranked do in_ranked[ranked[i]] = true end
   local unique, seen = {}, {}
   for i = 1, #sample do
     local v = sample[i]
@@ -49,7 +78,7 @@ for t = 1, n_topics do
   for k = 0, n_fresh - 1 do fresh_at[math.floor((k + 0.5) * total / n_fresh)] = true end
   local queue, e, f = {}, 1, 1
   for rank = 0, total - 1 do
-    if fresh_at[rank] then queue[#queue + 1] = unique[f]; f = f + 1 else queue[#queue + 1] = ranked[e][1]; e = e + 1 end
+    if fresh_at[rank] then queue[#queue + 1] = unique[f]; f = f + 1 else queue[#queue + 1] = ranked[e]; e = e + 1 end
   end
   replace_queue(queue_key, queue, total)
   redis.call('SREM', KEYS[#KEYS], ARGV[7 + t])

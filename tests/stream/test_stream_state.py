@@ -334,6 +334,27 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
     assert run(go()) > 40  # most cases compare against the spec exactly
 
 
+def test_the_rebuild_orders_equal_ctrs_by_id_as_numbers(redis_deployment):
+    """Equal CTRs come from Redis in byte order ("10" before "9"); the queue wants lower ids first. The script sorts
+    runs of ids without a sign by length, then bytes, and falls back to a numeric sort when a run holds a sign."""
+    client = sync_client(redis_deployment)
+    layout = layout_of(redis_deployment)
+    config = StreamConfig(max_queue_length=20, fresh_share=0.1, cold_start_fresh=0, seed=1)
+
+    async def go(topic: int, ctrs: dict[int, float]) -> list[int]:
+        for v, ctr in ctrs.items():
+            client.zadd(layout.established(layout.shard(v), topic), {str(v): ctr})
+        store = new_store(redis_deployment, config)
+        queue = await store.rebuild_queue(topic)
+        await store.client.aclose()
+        return queue
+
+    ids = [9, 10, 100, 11, 2, 1000, 99, 101]
+    assert run(go(1, {**{v: 0.5 for v in ids}, 7: 0.7, 12345: 0.1})) == [7, 2, 9, 10, 11, 99, 100, 101, 1000, 12345]
+    signed = [-3, 5, -10, 12]  # outside the contract (ids >= 0), still ordered
+    assert run(go(2, {v: 0.2 for v in signed})) == [-10, -3, 5, 12]
+
+
 def _offline_exposure_totals(events: list[dict]) -> dict[int, tuple]:
     """Per user, what serving.features.exposure_history gives a row after all of the user's events (the ranker's
     training counts), on the same log: every shown video a row, labelled 1 when the user clicked it in that refresh."""
