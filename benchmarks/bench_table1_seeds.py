@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[17, 18, 19])
     parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "impute", "neighbours", "predict"])
     parser.add_argument("--dropout", type=float, default=0.5, help="mmoe.modality_dropout of the predict mode")
+    parser.add_argument("--cluster-runs", type=int, default=None, help="evaluation.cluster_runs: k-means seeds each cell averages")
     parser.add_argument("--rules", nargs="*", default=[], help="name=json TopicModel parameters to re-score topics under")
     parser.add_argument("--out-dir", type=Path, default=Path("artifacts/bench_table1"), help="one JSON per run")
     parser.add_argument("--dump-dir", type=Path, default=Path("artifacts/bench_table1/models"), help="each run's topic model and a")
@@ -174,6 +175,8 @@ def main() -> None:
 
     videos = load_kuairec(args.data)
     settings = get_settings()
+    if args.cluster_runs is not None:
+        settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"cluster_runs": args.cluster_runs})})
     if args.rescore:
         runs = []
         for path in args.rescore:

@@ -77,28 +77,39 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int) -> Row:
+def _mean_cluster_scores(features: np.ndarray, labels: np.ndarray, seed: int, runs: int) -> tuple[float, float]:
+    """(ARI, NMI) of :func:`cluster_scores`, averaged over k-means seeds seed .. seed + runs - 1."""
+    scores = np.array([cluster_scores(features, labels, seed + run) for run in range(runs)])  # (runs, 2)
+    return float(scores[:, 0].mean()), float(scores[:, 1].mean())
+
+
+def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int, runs: int = 1) -> Row:
     pc = held["primary_class"].notna().to_numpy()
     sc = held["secondary_class"].notna().to_numpy()
-    ari_pc, nmi_pc = cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed)
+    ari_pc, nmi_pc = _mean_cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed, runs)
     try:  # a small group may hold too few videos for K = its secondary classes: those two cells are then NaN
-        ari_sc, nmi_sc = cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed) if sc.sum() > 2 else (np.nan, np.nan)
+        ari_sc, nmi_sc = (
+            _mean_cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed, runs) if sc.sum() > 2 else (np.nan, np.nan)
+        )
     except ValueError:
         ari_sc, nmi_sc = np.nan, np.nan
     ratio = inter_intra_ratio(features[pc], held["primary_class"].to_numpy()[pc])
     return Row(name, ari_pc, nmi_pc, ari_sc, nmi_sc, ratio, len(held))
 
 
-def _score_rows(features: list[tuple[str, np.ndarray, np.ndarray]], held: pd.DataFrame, subset: np.ndarray, seed: int) -> list[Row]:
-    """Every representation scored on the held-out videos in ``subset`` where it exists (its mask); a representation
-    with too few videos there for K = their classes is left out with a warning."""
+def _score_rows(
+    features: list[tuple[str, np.ndarray, np.ndarray]], held: pd.DataFrame, subset: np.ndarray, seed: int, runs: int = 1
+) -> list[Row]:
+    """Every representation scored on the held-out videos in ``subset`` where it exists (its mask), each cell the mean
+    over ``runs`` k-means seeds; a representation with too few videos there for K = their classes is left out with a
+    warning."""
     rows = []
     for name, values, exists in features:
         keep = subset & exists
         if not keep.any():
             continue
         try:
-            rows.append(_scores(name, values[keep], held[keep].reset_index(drop=True), seed))
+            rows.append(_scores(name, values[keep], held[keep].reset_index(drop=True), seed, runs))
         except ValueError as error:
             logger.warning("Table I row %r skipped on %d videos: %s", name, int(keep.sum()), error)
     return rows
@@ -144,7 +155,7 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     train, held = videos.iloc[train_idx].reset_index(drop=True), videos.iloc[held_idx].reset_index(drop=True)
     if held["primary_class"].notna().sum() < 3:
         raise ValueError("evaluation needs primary classes on the held-out videos; this dataset has none")
-    facts: dict = {"n_train": len(train), "n_held_out": len(held), "seconds": {}}
+    facts: dict = {"n_train": len(train), "n_held_out": len(held), "cluster_runs": cfg.cluster_runs, "seconds": {}}
     start = time.perf_counter()
     tag_graph = fit_tag_graph(train, settings)
     facts["seconds"]["tag_graph"] = time.perf_counter() - start
@@ -181,14 +192,14 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
         facts["seconds"]["supervised_reference"] = time.perf_counter() - start
     everyone = np.ones(len(held), dtype=bool)
     masked = [(name, values, covers if name.startswith("cover only") else everyone) for name, values in features]
-    rows = _score_rows(masked, held, everyone, cfg.seed)
+    rows = _score_rows(masked, held, everyone, cfg.seed, cfg.cluster_runs)
     # The same table per modality group (issue 21): a representation must not score well only where a modality exists.
     facts["groups"] = {}
     for group, subset in (("with tags", has_tags), ("without tags", ~has_tags), ("with cover", covers), ("without cover", ~covers)):
         if 0 < subset.sum() < len(held):
             facts["groups"][group] = {
                 "n_videos": int(subset.sum()),
-                "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed)],
+                "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed, cfg.cluster_runs)],
             }
     if "with tags" in facts["groups"]:
         facts["with_tags"] = facts["groups"]["with tags"]

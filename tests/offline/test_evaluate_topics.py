@@ -10,6 +10,7 @@ import pytest
 
 from offline_jobs.evaluate_topics import (
     REFERENCE_ROW,
+    _scores,
     evaluate_representations,
     holdout_split,
     markdown_table,
@@ -51,6 +52,20 @@ def test_cluster_scores_separate_perfect_from_random() -> None:
         cluster_scores(features[:-1], labels)
     with pytest.raises(ValueError, match="at least 2 classes"):
         cluster_scores(features, np.zeros(len(labels)))
+
+
+def test_table1_cells_average_the_k_means_runs() -> None:
+    """evaluation.cluster_runs: each cell is the mean over k-means seeds seed .. seed + runs - 1 (one run = today's cell)."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, 120)
+    features = np.eye(4)[labels] + rng.normal(0, 0.9, (120, 4))  # overlapping classes: k-means seeds disagree
+    held = pd.DataFrame({"primary_class": labels, "secondary_class": labels % 2})
+    single = [cluster_scores(features, labels, seed) for seed in (5, 6, 7)]
+    assert len({round(ari, 9) for ari, _ in single}) > 1  # the runs differ, so the mean is a real average
+    one, three = _scores("x", features, held, 5), _scores("x", features, held, 5, runs=3)
+    assert (one.ari_pc, one.nmi_pc) == pytest.approx(single[0])
+    assert (three.ari_pc, three.nmi_pc) == pytest.approx(tuple(np.mean(single, axis=0)))
+    assert three.ari_sc == pytest.approx(np.mean([cluster_scores(features, labels % 2, seed)[0] for seed in (5, 6, 7)]))
 
 
 def test_inter_intra_ratio_rewards_tight_far_classes() -> None:
