@@ -132,6 +132,17 @@ def summary(runs: list[dict]) -> str:
             values = {c: [row[c] for r in chosen for row in r["rows"] if row["representation"] == name] for c in CELLS}
             cells = [f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.3f}" for v in values.values()]
             lines.append(f"| {mode} | {name} (n seeds {len(values['nmi_pc'])}) | {' | '.join(cells)} |")
+    # MMoE+Tag against MMoE of the same run (same z, same held-out videos): the seed's own variance cancels
+    for mode in dict.fromkeys(r["mode"] for r in runs):
+        gaps = []
+        for r in (r for r in runs if r["mode"] == mode):
+            rows = {row["representation"]: row for row in r["rows"]}
+            if "MMoE+Tag (a)" in rows and "MMoE (z)" in rows:
+                gaps.append([rows["MMoE+Tag (a)"][c] - rows["MMoE (z)"][c] for c in CELLS])
+        if gaps:
+            mean, std = np.mean(gaps, axis=0), (np.std(gaps, axis=0, ddof=1) if len(gaps) > 1 else np.zeros(len(CELLS)))
+            cells = ", ".join(f"{c} {m:+.4f} ± {d:.4f}" for c, m, d in zip(CELLS, mean, std))
+            lines.append(f"MMoE+Tag - MMoE, same run, {mode} (n {len(gaps)}): {cells}")
     rules = dict.fromkeys(name for r in runs for name in r.get("rules", {}))
     for mode in dict.fromkeys(r["mode"] for r in runs):
         for rule in rules:
