@@ -180,7 +180,9 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     predicted = predicted_modalities(tag_graph, mmoe, train, topics_cfg.complete_share) if mode == "predict" else []
     facts["missing_modalities"], facts["predicted_modalities"] = mode, predicted
     # the fitted (training) videos' inputs first: under "neighbours" their tagged videos fill the held-out ē
+    start = time.perf_counter()
     e_bar_train, has_tags_train, z_train, bank = fitted_topic_inputs(tag_graph, mmoe, train, topics_cfg, predicted)
+    facts["seconds"]["train_inputs"] = time.perf_counter() - start  # ē and z of the training videos (before: in "topics")
     e_bar_a, _, z = topic_inputs(tag_graph, mmoe, held, mode, predicted, bank, topics_cfg.neighbours)
     if z is not None:
         features += [("MMoE (z)", z), ("MMoE+Tag (a)", topic_representation(e_bar_a, z))]

@@ -33,6 +33,7 @@ import pandas as pd
 from offline_jobs.mmoe import MultimodalTopicEncoder
 from offline_jobs.tag_graph import TagGraphEmbedder
 from offline_jobs.topics import (
+    TagBank,
     TopicAssignment,
     TopicModel,
     format_presence_audit,
@@ -42,7 +43,6 @@ from offline_jobs.topics import (
     neighbour_tag_half,
     presence_audit,
     representation_halves,
-    tag_bank,
     topic_representation,
     topics_per_video_report,
     write_topic_tables,
@@ -162,7 +162,7 @@ def topic_inputs(
     videos: pd.DataFrame,
     missing_modalities: str = "zero",
     predicted: Sequence[str] = (),
-    bank: tuple[np.ndarray, np.ndarray] | None = None,
+    bank: TagBank | None = None,
     neighbours: int = 10,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(ē, has_tags, z) of ``videos``, the inputs of a = [ē/‖ē‖, z/‖z‖] (``topics.missing_modalities``, issue 21):
@@ -188,7 +188,7 @@ def topic_inputs(
     if missing_modalities == "neighbours":
         if bank is None:
             raise ValueError("topic_inputs: missing_modalities='neighbours' needs the tag bank of the fitted videos (fitted_topic_inputs)")
-        return neighbour_tag_half(e_bar, has_tags, z, bank[0], bank[1], neighbours), has_tags, z
+        return neighbour_tag_half(e_bar, has_tags, z, bank, neighbours), has_tags, z
     if missing_modalities != "zero" and tag_probs is not None:
         fill = np.zeros(len(has_tags), dtype=bool) if "tags" in predict else has_tags
         index = tag_graph.tag_index_
@@ -207,17 +207,19 @@ def fitted_topic_inputs(
     videos: pd.DataFrame,
     topics: TopicsConfig,
     predicted: Sequence[str] = (),
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[np.ndarray, np.ndarray] | None]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, TagBank | None]:
     """:func:`topic_inputs` of the videos a topic model is fitted on, and the tag bank (z, ē of the tagged ones,
-    :func:`offline_jobs.topics.tag_bank`) that fills the tagless videos' ē under ``missing_modalities="neighbours"``
+    :class:`offline_jobs.topics.TagBank`) that fills the tagless videos' ē under ``missing_modalities="neighbours"``
     (None otherwise): the model keeps it so videos assigned later are filled from the same videos."""
     if topics.missing_modalities != "neighbours" or mmoe is None:
+        if topics.missing_modalities == "neighbours":
+            logger.warning("missing_modalities=neighbours: no MMoE (z) to find neighbours by; tagless videos keep a zero ē")
         return (*topic_inputs(tag_graph, mmoe, videos, topics.missing_modalities, predicted), None)
     e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, "zero")
-    bank = tag_bank(e_bar, has_tags, z, topics.neighbour_bank_size, topics.seed)
-    if not len(bank[0]):
+    bank = TagBank.from_videos(e_bar, has_tags, z, topics.neighbour_bank_size, topics.seed)
+    if not len(bank):
         logger.warning("missing_modalities=neighbours: no fitted video has tags; tagless videos keep a zero ē")
-    return neighbour_tag_half(e_bar, has_tags, z, bank[0], bank[1], topics.neighbours), has_tags, z, bank
+    return neighbour_tag_half(e_bar, has_tags, z, bank, topics.neighbours), has_tags, z, bank
 
 
 def fit_tag_graph(videos: pd.DataFrame, settings: Settings) -> TagGraphEmbedder:

@@ -183,60 +183,80 @@ def impute_tag_half(
     return e_bar
 
 
-def tag_bank(e_bar: np.ndarray, has_tags: np.ndarray, z: np.ndarray, max_rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(z, ē) of the videos with tags, both row-normalised float32, as :func:`neighbour_tag_half` looks them up: the
-    tagged videos' own ē found by their z. More than ``max_rows`` tagged videos: a seeded sample of that many (rows in
-    their original order). Rows whose z or ē is zero are left out."""
-    e_bar = _as_matrix("e_bar", e_bar)
-    z = _as_matrix("z", z)
-    has_tags = np.asarray(has_tags, dtype=bool)
-    if len(z) != len(e_bar) or has_tags.shape != (len(e_bar),):
-        raise ValueError(f"tag_bank: e_bar {e_bar.shape}, z {z.shape} and has_tags {has_tags.shape} must have the same rows")
-    bank_z, bank_e = normalize_rows(z), normalize_rows(e_bar)
-    rows = np.flatnonzero(has_tags & (np.linalg.norm(bank_z, axis=1) > 0) & (np.linalg.norm(bank_e, axis=1) > 0))
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=int(max_rows), replace=False))
-    return np.ascontiguousarray(bank_z[rows]), np.ascontiguousarray(bank_e[rows])
+class TagBank:
+    """(z, ē) of the tagged fitted videos, unit rows float32, that :func:`neighbour_tag_half` looks tagless videos up
+    in (``missing_modalities="neighbours"``); the faiss index over z is built once, on first use, so a worker that
+    assigns one video at a time does not copy the bank per video. Kept with the topic model (``tag_bank_``)."""
+
+    def __init__(self, z: np.ndarray, e: np.ndarray) -> None:
+        self.z, self.e = np.ascontiguousarray(_as_matrix("tag bank z", z)), np.ascontiguousarray(_as_matrix("tag bank ē", e))
+        if len(self.z) != len(self.e):
+            raise ValueError(f"TagBank: z has {len(self.z)} rows and ē {len(self.e)}; one row per tagged video in both")
+        self._index: faiss.Index | None = None
+
+    @classmethod
+    def from_videos(cls, e_bar: np.ndarray, has_tags: np.ndarray, z: np.ndarray, max_rows: int, seed: int = 0) -> TagBank:
+        """The bank of the videos with tags: their z and ē row-normalised (rows whose z or ē is zero left out). More
+        than ``max_rows`` tagged videos: a seeded sample of that many, in their original order."""
+        e_bar, z = _as_matrix("e_bar", e_bar), _as_matrix("z", z)
+        has_tags = np.asarray(has_tags, dtype=bool)
+        if len(z) != len(e_bar) or has_tags.shape != (len(e_bar),):
+            raise ValueError(f"TagBank: e_bar {e_bar.shape}, z {z.shape} and has_tags {has_tags.shape} must have the same rows")
+        unit_z, unit_e = normalize_rows(z), normalize_rows(e_bar)
+        rows = np.flatnonzero(has_tags & (np.linalg.norm(unit_z, axis=1) > 0) & (np.linalg.norm(unit_e, axis=1) > 0))
+        if len(rows) > max_rows:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, size=int(max_rows), replace=False))
+        return cls(unit_z[rows], unit_e[rows])
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def index(self) -> faiss.Index:
+        """Inner-product index over the bank's z (unit rows: inner product = cosine), built on first use."""
+        if self._index is None:
+            self._index = faiss.IndexFlatIP(self.z.shape[1])
+            self._index.add(self.z)
+        return self._index
+
+    def __getstate__(self) -> dict:  # the faiss index is rebuilt after a copy or pickle
+        return {"z": self.z, "e": self.e, "_index": None}
 
 
 def neighbour_tag_half(
-    e_bar: np.ndarray, has_tags: np.ndarray, z: np.ndarray, bank_z: np.ndarray, bank_e: np.ndarray, k: int, block_size: int = 65536
+    e_bar: np.ndarray, has_tags: np.ndarray, z: np.ndarray, bank: TagBank, k: int, max_block_values: int = 1 << 23
 ) -> np.ndarray:
     """ē with the rows of videos without tags filled from the tagged videos nearest to them in z (issue 21).
 
-    A tagless video gets ē_i = Σ_j w_ij ē_j / Σ_j w_ij over its ``k`` nearest rows of the bank (:func:`tag_bank`: the
-    fitted videos that have tags, by the cosine of z), w_ij = that cosine clipped at 0 (the plain mean when all are
-    <= 0). Unlike the tag task's expected tag vector (:func:`impute_tag_half`), which puts every tagless video near
-    the mean tag, a neighbour's ē is a real video's tags, so tagless videos about different things get different ē:
-    the kNN imputation of a missing modality from the one every video has (e.g. Troyanskaya et al. 2001, "Missing
-    value estimation methods for DNA microarrays"; for multimodal data, Ma et al. 2021 "SMIL" review it). Rows with
-    tags and rows with a zero z are returned unchanged. Returns a new (n, d_e) float32 array."""
+    A tagless video gets ē_i = Σ_j w_ij ē_j / Σ_j w_ij over its ``k`` nearest rows of the bank (:class:`TagBank`:
+    the fitted videos that have tags, by the cosine of z), w_ij = that cosine clipped at 0 (the plain mean when all
+    are <= 0). Unlike the tag task's expected tag vector (:func:`impute_tag_half`), which puts every tagless video
+    near the mean tag, a neighbour's ē is a real video's tags, so tagless videos about different things get
+    different ē: the kNN imputation of a missing modality from one every video has (Troyanskaya et al. 2001,
+    "Missing value estimation methods for DNA microarrays"). Rows with tags and rows with a zero z are returned
+    unchanged. Looked up in blocks of at most ``max_block_values`` gathered numbers (rows x k x d_e; 64 MB in float64).
+    Returns a new (n, d_e) float32 array."""
     e_bar = np.array(_as_matrix("e_bar", e_bar), copy=True)
     z = _as_matrix("z", z)
     has_tags = np.asarray(has_tags, dtype=bool)
-    bank_z, bank_e = _as_matrix("bank_z", bank_z), _as_matrix("bank_e", bank_e)
-    if len(z) != len(e_bar) or has_tags.shape != (len(e_bar),) or len(bank_z) != len(bank_e):
+    if len(z) != len(e_bar) or has_tags.shape != (len(e_bar),):
+        raise ValueError(f"neighbour_tag_half: e_bar {e_bar.shape}, z {z.shape} and has_tags {has_tags.shape} must have the same rows")
+    if bank.z.shape[1] != z.shape[1] or bank.e.shape[1] != e_bar.shape[1]:
         raise ValueError(
-            f"neighbour_tag_half: e_bar {e_bar.shape}, z {z.shape}, has_tags {has_tags.shape} must share rows and bank_z "
-            f"{bank_z.shape}, bank_e {bank_e.shape} too"
-        )
-    if bank_z.shape[1] != z.shape[1] or bank_e.shape[1] != e_bar.shape[1]:
-        raise ValueError(
-            f"neighbour_tag_half: the bank is {bank_z.shape[1]} + {bank_e.shape[1]} wide, z and ē {z.shape[1]} + {e_bar.shape[1]}"
+            f"neighbour_tag_half: the bank is {bank.z.shape[1]} + {bank.e.shape[1]} wide, z and ē {z.shape[1]} + {e_bar.shape[1]}"
         )
     missing = np.flatnonzero(~has_tags & (np.linalg.norm(z, axis=1) > 0))
-    if not len(missing) or not len(bank_z):
+    if not len(missing) or not len(bank):
         return e_bar
-    k = int(min(k, len(bank_z)))
-    index = faiss.IndexFlatIP(bank_z.shape[1])
-    index.add(bank_z)
-    for start in range(0, len(missing), int(block_size)):
-        rows = missing[start : start + int(block_size)]
+    k = int(min(k, len(bank)))
+    block = max(1, int(max_block_values) // (k * e_bar.shape[1]))
+    index = bank.index()
+    for start in range(0, len(missing), block):
+        rows = missing[start : start + block]
         sims, ids = index.search(np.ascontiguousarray(normalize_rows(z[rows])), k)  # (b, k) each, nearest first
         weights = np.clip(sims.astype(np.float64), 0.0, None)
         total = weights.sum(axis=1, keepdims=True)
         weights = np.where(total > 0, weights / np.where(total > 0, total, 1.0), 1.0 / k)  # (b, k)
-        e_bar[rows] = np.einsum("bk,bkd->bd", weights, bank_e[ids].astype(np.float64)).astype(np.float32)
+        e_bar[rows] = np.einsum("bk,bkd->bd", weights, bank.e[ids].astype(np.float64)).astype(np.float32)
     return e_bar
 
 
@@ -524,20 +544,20 @@ class TopicModel(SettingsEstimator):
         a: np.ndarray,
         halves: Sequence[int] | None = None,
         predicted_modalities: Sequence[str] = (),
-        tag_bank: tuple[np.ndarray, np.ndarray] | None = None,
+        tag_bank: TagBank | None = None,
     ) -> TopicModel:
         """Spherical k-means on the rows of a (n, D); all-zero rows are left out. Returns self.
 
         ``halves``: the widths of the parts of a centred separately (:func:`representation_halves` gives them for
         [ē/‖ē‖, z/‖z‖]); None = a is one part. ``predicted_modalities``: the modalities a was built without, from the
         models' predictions (``missing_modalities="predict"``, :func:`offline_jobs.pipeline.topic_inputs`); kept as
-        ``predicted_modalities_`` so videos assigned later are represented the same way. ``tag_bank``: (z, ē) of the
-        tagged fitted videos (:func:`tag_bank`) that filled ē of the tagless ones (``missing_modalities="neighbours"``);
+        ``predicted_modalities_`` so videos assigned later are represented the same way. ``tag_bank``: the
+        :class:`TagBank` of the tagged fitted videos that filled ē of the tagless ones (``missing_modalities="neighbours"``);
         kept as ``tag_bank_`` for the same reason.
         """
         self.validated_config()
         self.predicted_modalities_ = sorted(str(m) for m in predicted_modalities)
-        self.tag_bank_ = None if tag_bank is None else (_as_matrix("tag_bank z", tag_bank[0]), _as_matrix("tag_bank e", tag_bank[1]))
+        self.tag_bank_ = tag_bank
         a = _as_matrix("a", a)
         sizes = [int(a.shape[1])] if halves is None else [int(h) for h in halves]
         if any(h < 1 for h in sizes) or sum(sizes) != a.shape[1]:
@@ -688,7 +708,7 @@ class TopicModel(SettingsEstimator):
             cluster_centers=self.cluster_centers_,
             topic_embeddings=self.topic_embeddings_,
             half_means=self.half_means_,
-            **({} if bank is None else {"tag_bank_z": bank[0], "tag_bank_e": bank[1]}),
+            **({} if bank is None else {"tag_bank_z": bank.z, "tag_bank_e": bank.e}),
         )
         write_json_atomic(
             directory / META_FILE,
@@ -727,7 +747,7 @@ class TopicModel(SettingsEstimator):
             model.cluster_centers_ = arrays["cluster_centers"]
             model.topic_embeddings_ = arrays["topic_embeddings"]
             model.half_means_ = arrays["half_means"] if "half_means" in arrays else np.zeros(n_features, np.float32)
-            model.tag_bank_ = (arrays["tag_bank_z"], arrays["tag_bank_e"]) if "tag_bank_z" in arrays else None
+            model.tag_bank_ = TagBank(arrays["tag_bank_z"], arrays["tag_bank_e"]) if "tag_bank_z" in arrays else None
         model.half_sizes_ = [int(h) for h in meta.get("half_sizes", [n_features])]
         model.predicted_modalities_ = list(meta.get("predicted_modalities", []))
         model.calibrated_threshold_ = meta.get("calibrated_threshold")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from offline_jobs.topics import TopicAssignment, TopicModel, impute_tag_half, neighbour_tag_half, presence_audit, tag_bank
+from offline_jobs.topics import TagBank, TopicAssignment, TopicModel, impute_tag_half, neighbour_tag_half, presence_audit
 from tests.offline.test_encoders import tiny_title_model  # noqa: F401  (fixture)
 from topicfs.synthetic import make_catalogue
 
@@ -84,30 +84,37 @@ def test_neighbour_tag_half_takes_the_tags_of_the_nearest_tagged_videos_in_z():
     z = np.array([[1, 0.1], [1, -0.1], [0.1, 1], [-0.1, 1], [1, 0.05], [0.05, 1], [0, 0]], np.float32)
     e_bar = np.array([[2, 0], [1, 0], [0, 3], [0, 1], [0, 0], [0, 0], [0, 0]], np.float32)
     has_tags = np.array([True, True, True, True, False, False, False])
-    bank_z, bank_e = tag_bank(e_bar, has_tags, z, max_rows=10)
-    assert len(bank_z) == 4 and np.allclose(np.linalg.norm(bank_e, axis=1), 1.0)  # tagged rows only, unit ē
-    out = neighbour_tag_half(e_bar, has_tags, z, bank_z, bank_e, k=2)
+    bank = TagBank.from_videos(e_bar, has_tags, z, max_rows=10)
+    assert len(bank) == 4 and np.allclose(np.linalg.norm(bank.e, axis=1), 1.0)  # tagged rows only, unit ē
+    out = neighbour_tag_half(e_bar, has_tags, z, bank, k=2)
     np.testing.assert_allclose(out[4], [1.0, 0.0], atol=1e-6)  # both nearest are subject 0: its tags' direction
     np.testing.assert_allclose(out[5], [0.0, 1.0], atol=1e-6)
     np.testing.assert_array_equal(out[:4], e_bar[:4])  # tagged rows unchanged
     np.testing.assert_array_equal(out[6], [0.0, 0.0])  # no z: nothing to look up by
     assert not e_bar[4].any()  # input untouched
     # weights are the cosines: with k = 4 the near subject outweighs the far one, and different videos differ
-    wide = neighbour_tag_half(e_bar, has_tags, z, bank_z, bank_e, k=4)
+    wide = neighbour_tag_half(e_bar, has_tags, z, bank, k=4)
     assert wide[4, 0] > 0.8 > wide[4, 1] and wide[5, 1] > 0.8 > wide[5, 0]
-    assert len(tag_bank(e_bar, has_tags, z, max_rows=3)[0]) == 3  # a sample when the bank is capped
+    # looked up in blocks (here one row at a time): the same result
+    np.testing.assert_allclose(neighbour_tag_half(e_bar, has_tags, z, bank, k=4, max_block_values=4 * 2), wide, rtol=1e-6)
+    index = bank.index()
+    assert bank.index() is index  # built once per bank, not per call
+    import copy
+
+    assert copy.deepcopy(bank)._index is None and len(copy.deepcopy(bank)) == 4  # a copy rebuilds its own index
+    assert len(TagBank.from_videos(e_bar, has_tags, z, max_rows=3)) == 3  # a sample when the bank is capped
     with pytest.raises(ValueError, match="wide"):
-        neighbour_tag_half(e_bar, has_tags, z, bank_z[:, :1], bank_e, k=2)
+        neighbour_tag_half(e_bar, has_tags, z, TagBank(bank.z[:, :1], bank.e), k=2)
 
 
 def test_topic_model_keeps_the_tag_bank(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 6)).astype(np.float32)
-    bank = (rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(20, 2)).astype(np.float32))
+    bank = TagBank(rng.normal(size=(20, 4)).astype(np.float32), rng.normal(size=(20, 2)).astype(np.float32))
     model = TopicModel(n_topics=3, show_progress=False, missing_modalities="neighbours").fit(a, [2, 4], tag_bank=bank)
     loaded = TopicModel.load(model.save(tmp_path / "topics"))
-    np.testing.assert_array_equal(loaded.tag_bank_[0], bank[0])
-    np.testing.assert_array_equal(loaded.tag_bank_[1], bank[1])
+    np.testing.assert_array_equal(loaded.tag_bank_.z, bank.z)
+    np.testing.assert_array_equal(loaded.tag_bank_.e, bank.e)
     assert loaded.missing_modalities == "neighbours" and loaded.neighbours == 10
     plain = TopicModel.load(TopicModel(n_topics=3, show_progress=False).fit(a).save(tmp_path / "plain"))
     assert plain.tag_bank_ is None
@@ -189,8 +196,8 @@ def test_topic_learn_with_neighbours_fills_every_tag_half_and_assigns_later_vide
     stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
     assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
     assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
-    bank_z, bank_e = assigner.models.topics.tag_bank_
-    assert len(bank_z) == int(stored["has_tags"].sum()) and bank_e.shape[1] == np.stack(stored["video_tag_embedding"]).shape[1]
+    bank = assigner.models.topics.tag_bank_
+    assert len(bank) == int(stored["has_tags"].sum()) and bank.e.shape[1] == np.stack(stored["video_tag_embedding"]).shape[1]
     videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
     table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
     assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
