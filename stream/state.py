@@ -582,7 +582,7 @@ class StreamStore:
 
     async def rebuild_dirty_queues(self, topics_per_call: int = 4) -> int:
         """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per script call; returns how many.
-        A call holds its Redis shard for about 1.5 ms per topic of 1,000 videos (benchmarks/bench_rebuild.py), and the
+        A call holds its Redis shard for about 1.7 ms per topic of 1,000 videos (benchmarks/bench_rebuild.py), and the
         pusher's and the API's commands wait behind it: a few topics per call keep that wait short."""
         layout = self.layout
         if layout.shards == 1:
@@ -675,8 +675,9 @@ class StreamStore:
     async def _read_indexes(
         self, shard: int, topic_ids: list[int], keep: int, sample_size: int
     ) -> list[tuple[list[tuple[int, float]], int, list[int]]]:
-        """Per topic, of one shard: its top ``keep`` established (video, CTR), its fresh count and a random sample of
-        its fresh videos, in one round trip."""
+        """Per topic, of one shard: its top ``keep`` established (video, CTR; equal CTRs lower id first, also where a
+        run of equal CTRs reaches past the cut), its fresh count and a random sample of its fresh videos, in one round
+        trip (two when a run of equal CTRs reaches the cut: Redis cuts it by byte order, so that run is read whole)."""
         layout = self.layout
         async with self.client.pipeline(transaction=False) as pipe:
             for topic_id in topic_ids:
@@ -699,6 +700,18 @@ class StreamStore:
                 sample = [int(v) for v in raw[i] or []]
                 i += 1
             out.append((established, count, sample))
+        at_cut = [k for k, (established, _, _) in enumerate(out) if keep > 0 and len(established) == keep]
+        if at_cut:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for k in at_cut:
+                    last = out[k][0][-1][1]
+                    pipe.zrangebyscore(layout.established(shard, topic_ids[k]), last, last)
+                runs = await pipe.execute()
+            for k, run in zip(at_cut, runs):
+                established, count, sample = out[k]
+                last = established[-1][1]
+                above = [pair for pair in established if pair[1] != last]
+                out[k] = (above + [(v, last) for v in sorted(int(v) for v in run)[: keep - len(above)]], count, sample)
         return out
 
     # ------------------------------------------------------------ Feast push

@@ -2,22 +2,22 @@
 -- no WATCH is needed): the Lua twin of stream.logic.build_queue (tests/stream/test_stream_state.py checks them).
 -- KEYS: per topic (established index, fresh index, served queue), then the dirty-topics set; all in shard 0.
 -- ARGV: keep, sample size, fresh share, cold-start fresh, max queue length, PRNG seed, return queues (0/1), topic ids.
--- Per topic: the top `keep` established videos by CTR (ties: lower id first), fresh videos drawn uniformly from a
+-- Per topic: the top `keep` established videos by CTR (ties: lower id first, also across the cut), fresh videos drawn uniformly from a
 -- ZRANDMEMBER sample (shuffled with the seeded PRNG: ZRANDMEMBER's reply order is not random) and placed at ranks
 -- floor((k + 1/2)*L/F); the queue is rewritten with scores L - rank and the topic leaves the dirty set.
 -- needs: replace_queue.lua
--- Append the members of flat's entries i..j (ZREVRANGE ... WITHSCORES: member, score; equal scores come in
--- descending byte order) to out in ascending numeric order. Ids without a sign sort numerically by (length, bytes):
--- the run reversed is in ascending byte order, so bucketing it by length keeps each bucket sorted, with no compare.
-local function ids_ascending(flat, i, j, out)
+-- Append to out the `limit` numerically smallest of `ids` (decimal ids in ascending byte order, as Redis orders
+-- equal scores), smallest first. Ids without a sign sort numerically by (length, bytes), so bucketing them by length
+-- keeps each bucket sorted with no compare; a signed id (outside the contract) falls back to a numeric sort.
+local function append_ascending(ids, out, limit)
   local buckets, lengths = {}, {}
-  for r = j, i, -1 do
-    local id = flat[2 * r - 1]
-    if string.byte(id, 1) == 45 then  -- a negative id: the general sort
+  for r = 1, #ids do
+    local id = ids[r]
+    if string.byte(id, 1) == 45 then
       local run = {}
-      for q = i, j do run[#run + 1] = {flat[2 * q - 1], tonumber(flat[2 * q - 1])} end
+      for q = 1, #ids do run[q] = {ids[q], tonumber(ids[q])} end
       table.sort(run, function(a, b) return a[2] < b[2] end)
-      for q = 1, #run do out[#out + 1] = run[q][1] end
+      for q = 1, math.min(limit, #run) do out[#out + 1] = run[q][1] end
       return
     end
     local bucket = buckets[#id]
@@ -25,9 +25,14 @@ local function ids_ascending(flat, i, j, out)
     bucket[#bucket + 1] = id
   end
   table.sort(lengths)
+  local added = 0
   for _, length in ipairs(lengths) do
     local bucket = buckets[length]
-    for q = 1, #bucket do out[#out + 1] = bucket[q] end
+    for q = 1, #bucket do
+      if added == limit then return end
+      out[#out + 1] = bucket[q]
+      added = added + 1
+    end
   end
 end
 local keep, sample_size = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -41,12 +46,29 @@ for t = 1, n_topics do
   local ranked = {}
   if keep > 0 then
     local flat = redis.call('ZREVRANGE', est_key, 0, keep - 1, 'WITHSCORES')
-    local n, i = #flat / 2, 1
-    while i <= n do  -- CTR descending already; each run of equal CTRs (equal doubles reply as equal strings) by id
+    local n = #flat / 2
+    -- CTR descending already; each run of equal CTRs (equal doubles reply as equal strings) is ordered by id. The run
+    -- at the cut may go on past it, where Redis kept its largest ids: entries cut..n are that run, read whole below.
+    local cut = n + 1
+    if n == keep then
+      cut = n
+      while cut > 1 and flat[2 * cut - 2] == flat[2 * n] do cut = cut - 1 end
+    end
+    local i = 1
+    while i < cut do
       local j = i
-      while j < n and flat[2 * j + 2] == flat[2 * i] do j = j + 1 end
-      if j == i then ranked[#ranked + 1] = flat[2 * i - 1] else ids_ascending(flat, i, j, ranked) end
+      while j < cut - 1 and flat[2 * j + 2] == flat[2 * i] do j = j + 1 end
+      if j == i then
+        ranked[#ranked + 1] = flat[2 * i - 1]
+      else
+        local run = {}
+        for r = j, i, -1 do run[#run + 1] = flat[2 * r - 1] end  -- reversed: ascending bytes
+        append_ascending(run, ranked, j - i + 1)
+      end
       i = j + 1
+    end
+    if cut <= n then
+      append_ascending(redis.call('ZRANGEBYSCORE', est_key, flat[2 * n], flat[2 * n]), ranked, n - cut + 1)
     end
   end
   local n_available = redis.call('ZCARD', fresh_key)

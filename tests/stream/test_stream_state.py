@@ -304,12 +304,8 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
                 client.zadd(layout.fresh(layout.shard(v), topic), {str(v): 0})
             client.sadd(layout.dirty(layout.shard(topic)), topic)
             keep = config.max_queue_length - math.ceil(config.fresh_share * config.max_queue_length - 1e-9)
-            fetched = []  # what the rebuild reads: each shard's top `keep`
-            for shard in layout.all_shards():
-                if keep > 0:
-                    fetched += [(int(v), s) for v, s in client.zrevrange(layout.established(shard, topic), 0, keep - 1, withscores=True)]
-            if layout.shards > 1:  # the merge keeps the top `keep` of the union, by CTR then id
-                fetched = sorted(fetched, key=lambda item: (-item[1], item[0]))[: max(keep, 0)]
+            # the spec's established part: the top `keep` of the whole index by CTR, then id (also where CTRs tie at the cut)
+            fetched = sorted(established.items(), key=lambda item: (-item[1], item[0]))[: max(keep, 0)]
             queue = await store.rebuild_queue(topic)
             assert [int(v) for v in client.zrevrange(layout.queue(topic), 0, -1)] == queue
             assert not any(client.sismember(layout.dirty(shard), topic) for shard in layout.all_shards())
@@ -335,20 +331,26 @@ def test_the_rebuild_script_builds_what_build_queue_specifies(redis_deployment):
 
 
 def test_the_rebuild_orders_equal_ctrs_by_id_as_numbers(redis_deployment):
-    """Equal CTRs come from Redis in byte order ("10" before "9"); the queue wants lower ids first. The script sorts
-    runs of ids without a sign by length, then bytes, and falls back to a numeric sort when a run holds a sign."""
+    """Equal CTRs come from Redis in byte order ("10" before "9"); the queue wants lower ids first, also when the run
+    of equal CTRs reaches past the `keep` cut. The script sorts runs of ids without a sign by length, then bytes, and
+    falls back to a numeric sort when a run holds a sign; the sharded path reads the run at the cut whole."""
     client = sync_client(redis_deployment)
     layout = layout_of(redis_deployment)
     config = StreamConfig(max_queue_length=20, fresh_share=0.1, cold_start_fresh=0, seed=1)
+    cut_config = StreamConfig(max_queue_length=10, fresh_share=0.1, cold_start_fresh=0, seed=1)  # keep = 9
 
     async def go(topic: int, ctrs: dict[int, float]) -> list[int]:
         for v, ctr in ctrs.items():
             client.zadd(layout.established(layout.shard(v), topic), {str(v): ctr})
-        store = new_store(redis_deployment, config)
+        store = new_store(redis_deployment, cut_config if topic in (3, 4) else config)
         queue = await store.rebuild_queue(topic)
         await store.client.aclose()
         return queue
 
+    # a run of equal CTRs reaching past the cut (keep = 9 of 20 tied ids; Redis would keep 9..3, 20, 2): the lowest ids
+    tied = {v: 0.5 for v in range(1, 21)}
+    assert run(go(3, tied)) == list(range(1, 10))
+    assert run(go(4, {**tied, 500: 0.9, 77: 0.9})) == [77, 500, *range(1, 8)]  # runs before the cut stay in place
     ids = [9, 10, 100, 11, 2, 1000, 99, 101]
     assert run(go(1, {**{v: 0.5 for v in ids}, 7: 0.7, 12345: 0.1})) == [7, 2, 9, 10, 11, 99, 100, 101, 1000, 12345]
     signed = [-3, 5, -10, 12]  # outside the contract (ids >= 0), still ordered
