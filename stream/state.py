@@ -580,11 +580,15 @@ class StreamStore:
         for shard in layout.all_shards():
             await self.client.sunionstore(layout.dirty(shard), [layout.dirty(shard), layout.all_topics(shard)])
 
-    async def rebuild_dirty_queues(self, topics_per_call: int = 4) -> int:
-        """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per script call; returns how many.
-        A call holds its Redis shard for about 1.7 ms per topic of 1,000 videos (benchmarks/bench_rebuild.py), and the
-        pusher's and the API's commands wait behind it: a few topics per call keep that wait short."""
+    async def rebuild_dirty_queues(self, topics_per_call: int | None = None) -> int:
+        """Rebuild the served queue of every dirty topic, ``topics_per_call`` topics per call; returns how many.
+        Default on one shard 4: the call is one script, which holds Redis for about 1.7 ms per topic of 1,000 videos
+        (benchmarks/bench_rebuild.py) while the pusher's and the API's commands wait, so a few topics per call keep
+        that wait short. On a sharded layout 16: a call is one pipelined read per shard, then a write per queue, so
+        more topics per call only mean fewer round trips."""
         layout = self.layout
+        if topics_per_call is None:
+            topics_per_call = 4 if layout.shards == 1 else 16
         if layout.shards == 1:
             topic_ids = sorted(int(t) for t in await self.client.smembers(layout.dirty(0)))
             for start in range(0, len(topic_ids), topics_per_call):
