@@ -12,6 +12,8 @@ settings' K and τ3) for every method named in ``--methods``:
 
 - ``paper``: zero-filled missing halves (``topics.missing_modalities=zero``), no cover dropout (``mmoe.modality_dropout=0``);
 - ``impute``: tagless videos' ē from the MMoE tag task, covers where present (``missing_modalities=impute``);
+- ``neighbours`` / ``neighbours+drop``: tagless videos' ē from the tagged videos nearest in z, covers where present
+  (``missing_modalities=neighbours``), without / with cover dropout;
 - ``predict``: ragged modalities through the models only (``missing_modalities=predict``), no cover dropout;
 - ``predict+drop``: the same with cover dropout ``--dropout`` in MMoE training (the defaults when it is 0.5).
 
@@ -43,12 +45,19 @@ import numpy as np
 import torch
 
 from offline_jobs.mmoe import MultimodalTopicEncoder
-from offline_jobs.pipeline import fit_tag_graph, predicted_modalities, topic_inputs, video_presence_audit
+from offline_jobs.pipeline import fit_tag_graph, fitted_topic_inputs, predicted_modalities, video_presence_audit
 from offline_jobs.topics import TopicModel, representation_halves, topic_representation
 from topicfs.settings import Settings
 from topicfs.synthetic import make_catalogue
 
-METHODS = {"paper": (False, "zero"), "impute": (False, "impute"), "predict": (False, "predict"), "predict+drop": (True, "predict")}
+METHODS = {
+    "paper": (False, "zero"),
+    "impute": (False, "impute"),
+    "neighbours": (False, "neighbours"),
+    "neighbours+drop": (True, "neighbours"),
+    "predict": (False, "predict"),
+    "predict+drop": (True, "predict"),
+}
 
 
 def run_catalogue(
@@ -67,10 +76,11 @@ def run_catalogue(
             encoders[use_dropout] = MultimodalTopicEncoder.from_config(settings.mmoe, modality_dropout=modality_dropout).fit(videos)
         mmoe = encoders[use_dropout]
         predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share) if mode == "predict" else []
-        e_bar, has_tags, z = topic_inputs(tag_graph, mmoe, videos, mode, predicted)
+        topics_config = settings.topics.model_copy(update={"missing_modalities": mode})
+        e_bar, has_tags, z, bank = fitted_topic_inputs(tag_graph, mmoe, videos, topics_config, predicted)
         a = topic_representation(e_bar, z)
-        topics = TopicModel.from_config(settings.topics.model_copy(update={"missing_modalities": mode}), show_progress=False)
-        assignment = topics.fit(a, representation_halves(e_bar, z), predicted).assign(a)
+        topics = TopicModel.from_config(topics_config, show_progress=False)
+        assignment = topics.fit(a, representation_halves(e_bar, z), predicted, bank).assign(a)
         variants = {method: assignment}
         for name, params in (rules or {}).items():
             scored = copy.copy(topics).set_params(**params)  # same centres, another rule
