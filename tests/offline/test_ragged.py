@@ -145,62 +145,58 @@ def _ragged_env(tmp_path: Path, title_model: Path) -> dict[str, str]:
     }
 
 
+def _topics_cli(env: dict[str, str], *args: str) -> str:
+    """``topicfs topics <args>`` as a user runs it, with ``env`` over the base environment; its stdout (exit code 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "topicfs_app.cli", "topics", *args],
+        cwd=ROOT,
+        env={**_base_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _every_tag_half_filled_and_reassigned_alike(tmp_path: Path):
+    """After `topics learn` on the ragged catalogue: some videos lack tags yet every stored tag half is non-zero, and
+    the saved models (the stream's assigner) give every video the topics the tables hold. Returns (assigner, the
+    video tag embeddings table)."""
+    import pandas as pd
+
+    from offline_jobs.inference import load_topic_assigner
+    from topicfs.contracts import load_videos
+
+    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
+    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
+    assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
+    videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
+    table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
+    assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
+    return assigner, stored
+
+
 def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_model):  # noqa: F811
     """The user's command on a small ragged catalogue: the audit is printed and saved beside the tables, and with the
     imputation every video has a tag half."""
     env = _ragged_env(tmp_path, tiny_title_model)
-    done = subprocess.run(
-        [sys.executable, "-m", "topicfs_app.cli", "topics", "learn"],
-        cwd=ROOT,
-        env={**_base_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "presence audit: NMI(nearest topic, x) — has cover" in done.stdout and "without tags" in done.stdout
+    stdout = _topics_cli(env, "learn")
+    assert "presence audit: NMI(nearest topic, x) — has cover" in stdout and "without tags" in stdout
     audit = json.loads((tmp_path / "artifacts" / "tables" / "presence_audit.json").read_text())
     assert set(audit["nmi"]) >= {"has cover", "has tags", "primary class", "secondary class"}
     assert audit["groups"]["with cover"]["n"] + audit["groups"]["without cover"]["n"] == 150
-    import pandas as pd
-
-    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
-    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
     # the saved models remember which modalities a took from predictions: the stream's assigner gives the same topics
-    from offline_jobs.inference import load_topic_assigner
-    from topicfs.contracts import load_videos
-
-    assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
+    assigner, _ = _every_tag_half_filled_and_reassigned_alike(tmp_path)
     assert assigner.models.topics.predicted_modalities_ == ["cover", "tags"]
-    videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
-    table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
-    assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
 
 
 def test_topic_learn_with_neighbours_fills_every_tag_half_and_assigns_later_videos_alike(tmp_path, tiny_title_model):  # noqa: F811
     env = {**_ragged_env(tmp_path, tiny_title_model), "TOPICFS_TOPICS__MISSING_MODALITIES": "neighbours", "TOPICFS_TOPICS__NEIGHBOURS": "3"}
-    done = subprocess.run(
-        [sys.executable, "-m", "topicfs_app.cli", "topics", "learn"],
-        cwd=ROOT,
-        env={**_base_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    import pandas as pd
-
-    from offline_jobs.inference import load_topic_assigner
-    from topicfs.contracts import load_videos
-
-    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
-    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
-    assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
+    _topics_cli(env, "learn")
+    assigner, stored = _every_tag_half_filled_and_reassigned_alike(tmp_path)
     bank = assigner.models.topics.tag_bank_
     assert len(bank) == int(stored["has_tags"].sum()) and bank.e.shape[1] == np.stack(stored["video_tag_embedding"]).shape[1]
-    videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
-    table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
-    assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
 
 
 @pytest.mark.parametrize("mode", ["predict", "neighbours"])
@@ -212,18 +208,10 @@ def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path,
         "TOPICFS_EVALUATION__HOLDOUT_FRACTION": "0.3",
         "TOPICFS_EVALUATION__SUPERVISED_REFERENCE": "false",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "topicfs_app.cli", "topics", "evaluate", "--out", str(tmp_path / "report")],
-        cwd=ROOT,
-        env={**_base_env(), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    stdout = _topics_cli(env, "evaluate", "--out", str(tmp_path / "report"))
     for group in ("with tags", "without tags", "with cover", "without cover"):
-        assert f"held-out videos {group}:" in done.stdout
-    assert "held_out videos, presence audit: NMI(nearest topic, x) — has cover" in done.stdout
+        assert f"held-out videos {group}:" in stdout
+    assert "held_out videos, presence audit: NMI(nearest topic, x) — has cover" in stdout
     facts = json.loads((tmp_path / "report" / "table1.json").read_text())["facts"]
     assert facts["missing_modalities"] == mode and set(facts["presence_audit"]) == {"train", "held_out"}
     assert facts["predicted_modalities"] == (["tags", "cover"] if mode == "predict" else [])
