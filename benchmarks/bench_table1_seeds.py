@@ -20,7 +20,8 @@ assignment rule in ``--rules`` (``name=json`` of :class:`offline_jobs.topics.Top
 
 Writes one JSON per run (``<out-dir>/table1_<name>_<mode>_seed<S>.json``: Table I rows, the run's facts, the rules'
 figures, sha256 of the run's a of the train and held-out videos) and prints mean ± std (ddof 1) over the seeds.
-``--merge FILES`` prints the table of earlier runs.
+``--merge FILES`` prints the table of earlier runs; ``--kmeans-spread FILES`` how much a cell of their dumped a moves
+with the k-means seed alone.
 
     TOPICFS_MMOE__TORCH_THREADS=1 nice -n 10 python -m benchmarks.bench_table1_seeds --data ../shared/data/kuairec \\
         --seeds 17 18 19 --modes zero predict --out-dir docs/benchmarks
@@ -123,6 +124,25 @@ def run(videos, settings: Settings, seed: int, mode: str, dropout: float, refere
     }
 
 
+def kmeans_spread(videos, settings: Settings, paths: list[Path], seeds: int) -> str:
+    """How much one Table I cell moves with the k-means seed alone: per run, the dumped held-out a (MMoE+Tag) clustered
+    with ``seeds`` seeds, ARI and NMI against the primary class, mean ± std (ddof 1)."""
+    from offline_jobs.topic_metrics import cluster_scores
+
+    lines = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        _, parts = dump_parts(videos, settings, Path(result["dump"]))
+        held, a, _ = parts["held_out"]
+        labelled = held["primary_class"].notna().to_numpy()
+        scores = np.array([cluster_scores(a[labelled], held["primary_class"].to_numpy()[labelled], seed) for seed in range(seeds)])
+        mean, std = scores.mean(axis=0), scores.std(axis=0, ddof=1)
+        lines.append(
+            f"{path.name}: a over {seeds} k-means seeds: ARI (PC) {mean[0]:.4f} ± {std[0]:.4f}, NMI (PC) {mean[1]:.4f} ± {std[1]:.4f}"
+        )
+    return "\n".join(lines)
+
+
 def summary(runs: list[dict]) -> str:
     """Markdown: mean ± std over seeds of the four Table I cells per mode and representation (all held-out videos)."""
     lines = [f"| mode | representation | {' | '.join(CELLS)} |", "|---|---|" + "---:|" * len(CELLS)]
@@ -172,6 +192,13 @@ def main() -> None:
     parser.add_argument("--dump-dir", type=Path, default=Path("artifacts/bench_table1/models"), help="each run's topic model and a")
     parser.add_argument("--merge", type=Path, nargs="+", help="no run: print the table of these JSON outputs")
     parser.add_argument("--rescore", type=Path, nargs="+", help="no run: re-score these JSON outputs' dumped topics under --rules")
+    parser.add_argument(
+        "--kmeans-spread",
+        type=Path,
+        nargs="+",
+        help="no run: for these JSON outputs, ARI and NMI (PC) of their dumped held-out a over --spread-seeds k-means seeds",
+    )
+    parser.add_argument("--spread-seeds", type=int, default=20, help="k-means seeds of --kmeans-spread (seeds 0 ..)")
     args = parser.parse_args()
     if args.merge:
         print(summary([json.loads(path.read_text()) for path in args.merge]))
@@ -188,6 +215,9 @@ def main() -> None:
     settings = get_settings()
     if args.cluster_runs is not None:
         settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"cluster_runs": args.cluster_runs})})
+    if args.kmeans_spread:
+        print(kmeans_spread(videos, settings, args.kmeans_spread, args.spread_seeds))
+        return
     if args.rescore:
         runs = []
         for path in args.rescore:

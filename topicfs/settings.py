@@ -215,7 +215,8 @@ class EvaluationConfig(BaseModel):
         1,
         ge=1,
         description="k-means runs (seeds seed, seed + 1, ...) whose ARI and NMI each Table I cell averages; 1 = one run, as the paper. "
-        "For one representation on KuaiRec the cells move by 0.009 ARI / 0.005 NMI (std) between k-means seeds: averaging R runs "
+        "For one representation on KuaiRec the cells move by 0.009-0.013 ARI / 0.005 NMI (std) between k-means seeds "
+        "(benchmarks/bench_table1_seeds.py --kmeans-spread): averaging R runs "
         "divides that by about sqrt(R), so smaller gaps between representations can be told apart",
     )
     supervised_reference: bool = Field(
