@@ -6,6 +6,8 @@ For every seed in ``--seeds`` (``mmoe.seed``; split, tag graph and k-means seeds
 ``topicfs topics evaluate``, with one torch thread:
 
 - ``zero``: the paper (``missing_modalities=zero``, ``mmoe.modality_dropout=0``);
+- ``mask``: ``missing_modalities=mask`` (zero's a; k-means and τ3 compare a tagless video on its z half alone, the
+  Table I row of a too), ``mmoe.modality_dropout=0``;
 - ``impute``: ``missing_modalities=impute`` (real tags' ē where a video has tags, ē predicted by the MMoE tag task only
   for tagless videos), ``mmoe.modality_dropout=0``;
 - ``neighbours``: ``missing_modalities=neighbours`` (tagless videos' ē from the tagged training videos nearest in z),
@@ -184,7 +186,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/kuairec"), help="KuaiRec folder")
     parser.add_argument("--name", default="kuairec")
     parser.add_argument("--seeds", type=int, nargs="+", default=[17, 18, 19])
-    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "impute", "neighbours", "predict"])
+    parser.add_argument("--modes", nargs="+", default=["zero", "predict"], choices=["zero", "mask", "impute", "neighbours", "predict"])
     parser.add_argument("--dropout", type=float, default=0.5, help="mmoe.modality_dropout of the predict mode")
     parser.add_argument("--cluster-runs", type=int, default=None, help="evaluation.cluster_runs: k-means seeds each cell averages")
     parser.add_argument("--rules", nargs="*", default=[], help="name=json TopicModel parameters to re-score topics under")

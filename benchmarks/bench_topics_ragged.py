@@ -11,6 +11,8 @@ On each, the topic job's models are fitted as ``topicfs topics learn`` fits them
 settings' K and τ3) for every method named in ``--methods``:
 
 - ``paper``: zero-filled missing halves (``topics.missing_modalities=zero``), no cover dropout (``mmoe.modality_dropout=0``);
+- ``mask`` / ``mask+drop``: a as ``paper``'s, but k-means and τ3 compare a tagless video on its z half alone
+  (``missing_modalities=mask``), without / with cover dropout;
 - ``impute``: tagless videos' ē from the MMoE tag task, covers where present (``missing_modalities=impute``);
 - ``neighbours`` / ``neighbours+drop``: tagless videos' ē from the tagged videos nearest in z, covers where present
   (``missing_modalities=neighbours``), without / with cover dropout;
@@ -52,6 +54,8 @@ from topicfs.synthetic import make_catalogue
 
 METHODS = {
     "paper": (False, "zero"),
+    "mask": (False, "mask"),
+    "mask+drop": (True, "mask"),
     "impute": (False, "impute"),
     "neighbours": (False, "neighbours"),
     "neighbours+drop": (True, "neighbours"),

@@ -28,6 +28,8 @@ a cover and is scored on them (its ``n`` says how many). "MMoE (z)" and "MMoE+Ta
 builds them (``topics.missing_modalities``, :func:`offline_jobs.pipeline.topic_inputs`). With the paper's zero fill a
 tagless video has a = [0, z/‖z‖], at cosine at most 1/√2 from every tagged video whatever its z, so on a mixed set
 k-means partly separates tagged from tagless videos, which is not what Table I measures about a representation.
+Under ``missing_modalities="mask"`` the MMoE+Tag row is clustered comparing each video on the halves it has
+(:func:`offline_jobs.topic_metrics.cluster_scores` with ``halves``), as the topic model compares it.
 The presence audit of the topics (``facts["presence_audit"]``) is printed and saved with the table.
 
 Fig. 3's figure is the ratio of the mean distance between class centres to the mean distance of a
@@ -77,19 +79,23 @@ def holdout_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_held:]), np.sort(order[:n_held])
 
 
-def _mean_cluster_scores(features: np.ndarray, labels: np.ndarray, seed: int, runs: int) -> tuple[float, float]:
+def _mean_cluster_scores(
+    features: np.ndarray, labels: np.ndarray, seed: int, runs: int, halves: list[int] | None = None
+) -> tuple[float, float]:
     """(ARI, NMI) of :func:`cluster_scores`, averaged over k-means seeds seed .. seed + runs - 1."""
-    scores = np.array([cluster_scores(features, labels, seed + run) for run in range(runs)])  # (runs, 2)
+    scores = np.array([cluster_scores(features, labels, seed + run, halves=halves) for run in range(runs)])  # (runs, 2)
     return float(scores[:, 0].mean()), float(scores[:, 1].mean())
 
 
-def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int, runs: int = 1) -> Row:
+def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int, runs: int = 1, halves: list[int] | None = None) -> Row:
     pc = held["primary_class"].notna().to_numpy()
     sc = held["secondary_class"].notna().to_numpy()
-    ari_pc, nmi_pc = _mean_cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed, runs)
+    ari_pc, nmi_pc = _mean_cluster_scores(features[pc], held["primary_class"].to_numpy()[pc], seed, runs, halves)
     try:  # a small group may hold too few videos for K = its secondary classes: those two cells are then NaN
         ari_sc, nmi_sc = (
-            _mean_cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed, runs) if sc.sum() > 2 else (np.nan, np.nan)
+            _mean_cluster_scores(features[sc], held["secondary_class"].to_numpy()[sc], seed, runs, halves)
+            if sc.sum() > 2
+            else (np.nan, np.nan)
         )
     except ValueError:
         ari_sc, nmi_sc = np.nan, np.nan
@@ -98,18 +104,24 @@ def _scores(name: str, features: np.ndarray, held: pd.DataFrame, seed: int, runs
 
 
 def _score_rows(
-    features: list[tuple[str, np.ndarray, np.ndarray]], held: pd.DataFrame, subset: np.ndarray, seed: int, runs: int = 1
+    features: list[tuple[str, np.ndarray, np.ndarray]],
+    held: pd.DataFrame,
+    subset: np.ndarray,
+    seed: int,
+    runs: int = 1,
+    masked: dict[str, list[int]] | None = None,
 ) -> list[Row]:
     """Every representation scored on the held-out videos in ``subset`` where it exists (its mask), each cell the mean
     over ``runs`` k-means seeds; a representation with too few videos there for K = their classes is left out with a
-    warning."""
+    warning. ``masked``: representation -> the widths of its halves, clustered on the halves each video has
+    (``topics.missing_modalities="mask"``, :func:`offline_jobs.topic_metrics.cluster_scores`)."""
     rows = []
     for name, values, exists in features:
         keep = subset & exists
         if not keep.any():
             continue
         try:
-            rows.append(_scores(name, values[keep], held[keep].reset_index(drop=True), seed, runs))
+            rows.append(_scores(name, values[keep], held[keep].reset_index(drop=True), seed, runs, (masked or {}).get(name)))
         except ValueError as error:
             logger.warning("Table I row %r skipped on %d videos: %s", name, int(keep.sum()), error)
     return rows
@@ -184,8 +196,11 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     e_bar_train, has_tags_train, z_train, bank = fitted_topic_inputs(tag_graph, mmoe, train, topics_cfg, predicted)
     facts["seconds"]["train_inputs"] = time.perf_counter() - start  # ē and z of the training videos (before: in "topics")
     e_bar_a, _, z = topic_inputs(tag_graph, mmoe, held, mode, predicted, bank, topics_cfg.neighbours)
+    masked_rows = {}
     if z is not None:
         features += [("MMoE (z)", z), ("MMoE+Tag (a)", topic_representation(e_bar_a, z))]
+        if mode == "mask":  # a tagless video is compared on its z half alone, as the topic model compares it
+            masked_rows["MMoE+Tag (a)"] = representation_halves(e_bar_a, z)
     if cfg.supervised_reference:
         start = time.perf_counter()
         reference = supervised_reference_features(train, held, cfg.seed)
@@ -194,14 +209,14 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
         facts["seconds"]["supervised_reference"] = time.perf_counter() - start
     everyone = np.ones(len(held), dtype=bool)
     masked = [(name, values, covers if name.startswith("cover only") else everyone) for name, values in features]
-    rows = _score_rows(masked, held, everyone, cfg.seed, cfg.cluster_runs)
+    rows = _score_rows(masked, held, everyone, cfg.seed, cfg.cluster_runs, masked_rows)
     # The same table per modality group (issue 21): a representation must not score well only where a modality exists.
     facts["groups"] = {}
     for group, subset in (("with tags", has_tags), ("without tags", ~has_tags), ("with cover", covers), ("without cover", ~covers)):
         if 0 < subset.sum() < len(held):
             facts["groups"][group] = {
                 "n_videos": int(subset.sum()),
-                "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed, cfg.cluster_runs)],
+                "rows": [asdict(r) for r in _score_rows(masked, held, subset, cfg.seed, cfg.cluster_runs, masked_rows)],
             }
     if "with tags" in facts["groups"]:
         facts["with_tags"] = facts["groups"]["with tags"]

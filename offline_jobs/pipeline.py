@@ -168,6 +168,8 @@ def topic_inputs(
     """(ē, has_tags, z) of ``videos``, the inputs of a = [ē/‖ē‖, z/‖z‖] (``topics.missing_modalities``, issue 21):
 
     - ``"zero"`` (the paper): ē from the tags (Eq. 4), zero without a known tag; z with a zero f_C without a cover.
+    - ``"mask"``: the inputs of ``"zero"``; the topic model then compares a video on the halves of a it has
+      (:func:`offline_jobs.topics.masked_kmeans`), so the zero ē of a tagless video is "missing", not a direction.
     - ``"impute"``: as ``"zero"``, but videos without a known tag get ē from the MMoE tag task's predicted tags
       (:func:`offline_jobs.topics.impute_tag_half`).
     - ``"neighbours"``: as ``"zero"``, but videos without a known tag get the mean ē of the ``neighbours`` tagged
@@ -189,7 +191,7 @@ def topic_inputs(
         if bank is None:
             raise ValueError("topic_inputs: missing_modalities='neighbours' needs the tag bank of the fitted videos (fitted_topic_inputs)")
         return neighbour_tag_half(e_bar, has_tags, z, bank, neighbours), has_tags, z
-    if missing_modalities != "zero" and tag_probs is not None:
+    if missing_modalities in ("impute", "predict") and tag_probs is not None:
         fill = np.zeros(len(has_tags), dtype=bool) if "tags" in predict else has_tags
         index = tag_graph.tag_index_
         columns = [(j, index[tag]) for j, tag in enumerate(mmoe.tag_classes()) if tag in index]

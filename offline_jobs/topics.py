@@ -56,6 +56,9 @@ Steps:
    (NMI of the nearest topic with has-cover / has-tags, topics per video and share at the cap per modality group);
    :func:`impute_tag_half` fills ē of tagless videos from a predicted tag distribution. Which a the job builds for
    videos lacking a modality is ``missing_modalities`` (kept with the model; :func:`offline_jobs.pipeline.topic_inputs`).
+   With ``missing_modalities="mask"`` a stays zero-filled but nothing compares the zero half: k-means
+   (:func:`masked_kmeans`), τ3 and :meth:`TopicModel.assign` score a video on the halves it has, the mean of their
+   cosines with the centre's halves (a tagless video: the cosine of its z with the centre's z half).
 
 Run it (z from the MMoE job, tags from the videos table)::
 
@@ -105,7 +108,7 @@ logger = logging.getLogger(__name__)
 
 ARRAYS_FILE = "topic_model.npz"
 META_FILE = "topic_model.json"
-FORMAT_VERSION = 4  # 4: the tag bank of missing_modalities="neighbours"; 3: assign_rule and calibrated_threshold (older models load with the paper's "threshold" rule);
+FORMAT_VERSION = 5  # 5: missing_modalities="mask" (centres compared on a row's halves: older code would not); 4: the tag bank of missing_modalities="neighbours"; 3: assign_rule and calibrated_threshold (older models load with the paper's "threshold" rule);
 # 2: half_sizes / half_means (centring); version 1 models load as uncentred
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
@@ -452,6 +455,104 @@ def kmeans_plusplus_sample(
     return sample[chosen]
 
 
+def _half_presence(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """(n, H) bool: which halves of each row of x are non-zero."""
+    return np.stack([np.einsum("ij,ij->i", x[:, start:stop], x[:, start:stop]) > 0 for start, stop in _bounds(sizes)], axis=1)
+
+
+def masked_kmeans(
+    units: np.ndarray,
+    sizes: Sequence[int],
+    n_clusters: int,
+    rng: np.random.Generator,
+    *,
+    spherical: bool,
+    max_iter: int,
+    n_init: int = 1,
+    sample_size: int = 10_000,
+    max_block_values: int = 1 << 22,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """k-means over rows some of whose halves are missing, comparing each row on the halves it has (issue 21).
+
+    ``units`` (n, D): every half of a row unit-length (a row's present halves) or all zero (missing); every row has at
+    least one half. A row i with present halves P_i is compared with centre k on those halves only, each weighing
+    w_i = 1 / |P_i|: ``spherical`` (unit centre halves ĉ_kh): similarity w_i Σ_{h in P_i} u_ih · ĉ_kh, the mean
+    cosine over the halves it has; else (centre halves c_kh, means) squared distance w_i Σ_{h in P_i} ‖u_ih - c_kh‖².
+    A centre half is the w-weighted mean (spherical: normalised) of its members' halves that exist, so a missing half
+    neither pulls a centre towards 0 nor makes rows without it similar to one another: the partial distance strategy
+    of Hathaway & Bezdek 2001 ("Fuzzy c-means clustering of incomplete data") and Wagstaff 2004 ("Clustering with
+    missing values: no imputation required"), against zero-filling, under which rows without a half cluster by that.
+    On complete rows this is Lloyd's k-means on [u_1, .., u_H] / √H (Euclidean, or spherical as faiss's).
+
+    Seeding: greedy k-means++ (:func:`kmeans_plusplus_sample`) on rows that have every half, so every centre starts
+    with all of them (on all rows when fewer than ``n_clusters`` are complete; a centre half still zero then is filled
+    by the first update that sees a member with it). A centre left without members keeps its place. Lloyd stops when
+    no row changes centre or after ``max_iter`` steps; the best of ``n_init`` runs (objective) is returned.
+    Scores exist for at most ``max_block_values`` (rows x K) at a time.
+
+    Returns (centres (K, D) float32, labels (n,) int64, objective: the sum of similarities (spherical) or of squared
+    distances, over rows).
+    """
+    units = np.ascontiguousarray(units, dtype=np.float32)
+    sizes = [int(size) for size in sizes]
+    present = _half_presence(units, sizes)  # (n, H)
+    if not present.any(axis=1).all():
+        raise ValueError("masked_kmeans: every row needs at least one non-zero half")
+    weights = 1.0 / present.sum(axis=1)  # (n,) w_i
+    complete = present.all(axis=1)
+    pool = units[complete] if complete.sum() >= n_clusters else units
+    block = max(1, int(max_block_values) // int(n_clusters))
+    best: tuple[np.ndarray, np.ndarray, float] | None = None
+    for _ in range(int(n_init)):
+        centres = kmeans_plusplus_sample(pool, int(n_clusters), int(sample_size), rng, show_progress=False)  # (K, D)
+        labels = np.full(len(units), -1, dtype=np.int64)
+        for _ in range(int(max_iter)):
+            new_labels, objective = _masked_nearest(units, present, weights, centres, sizes, spherical, block)
+            if np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            one_hot = sp.csr_matrix((weights, (labels, np.arange(len(units)))), shape=(int(n_clusters), len(units)))  # (K, n)
+            sums = np.asarray(one_hot @ units, dtype=np.float64)  # (K, D): absent halves are 0, so each half sums its owners
+            counts = np.asarray(one_hot @ present.astype(np.float64))  # (K, H) weighted members that have the half
+            for h, (start, stop) in enumerate(_bounds(sizes)):
+                half = sums[:, start:stop]
+                if spherical:
+                    norms = np.linalg.norm(half, axis=1)
+                    update = norms > 0
+                    centres[update, start:stop] = (half[update] / norms[update, None]).astype(np.float32)
+                else:
+                    update = counts[:, h] > 0
+                    centres[update, start:stop] = (half[update] / counts[update, h, None]).astype(np.float32)
+        labels, objective = _masked_nearest(units, present, weights, centres, sizes, spherical, block)
+        better = best is None or (objective > best[2] if spherical else objective < best[2])
+        if better:
+            best = (centres, labels, objective)
+    assert best is not None
+    return best
+
+
+def _masked_nearest(
+    units: np.ndarray, present: np.ndarray, weights: np.ndarray, centres: np.ndarray, sizes: Sequence[int], spherical: bool, block: int
+) -> tuple[np.ndarray, float]:
+    """Each row's nearest centre under :func:`masked_kmeans`'s measure, and the objective."""
+    labels = np.empty(len(units), dtype=np.int64)
+    half_norms = np.stack([np.einsum("ij,ij->i", centres[:, a:b], centres[:, a:b]) for a, b in _bounds(sizes)], axis=1)  # (K, H)
+    objective = 0.0
+    for start in range(0, len(units), block):
+        dots = units[start : start + block] @ centres.T  # (b, K) Σ_h u_ih · c_kh over the halves row i has
+        if spherical:
+            labels[start : start + block] = np.argmax(dots, axis=1)
+            best = dots[np.arange(len(dots)), labels[start : start + block]]
+            objective += float(np.dot(weights[start : start + block], best))
+        else:
+            # w_i Σ_{h in P_i} (1 - 2 u_ih · c_kh + ‖c_kh‖²) = 1 + w_i (Σ_{h in P_i} ‖c_kh‖² - 2 dots)
+            cost = present[start : start + block].astype(np.float32) @ half_norms.T - 2.0 * dots  # (b, K)
+            labels[start : start + block] = np.argmin(cost, axis=1)
+            best = cost[np.arange(len(cost)), labels[start : start + block]]
+            objective += float(np.sum(1.0 + weights[start : start + block] * best))
+    return labels, objective
+
+
 def weighted_topic_features(assignment: TopicAssignment, topic_embeddings: np.ndarray) -> np.ndarray:
     """(n, f) float32: per video, the similarity-weighted mean of its topics' embeddings (K, f).
 
@@ -588,6 +689,20 @@ class TopicModel(SettingsEstimator):
                 MIN_ROWS_PER_TOPIC_ADVISED,
             )
         x = np.ascontiguousarray(x)
+        rng = np.random.default_rng(self.seed)
+        sample_size = max(int(self.init_sample_per_topic) * int(self.n_topics), 10_000)
+        if self.missing_modalities == "mask":
+            self._fit_masked(x, rng, sample_size)
+        else:
+            self._fit_faiss(x, rng, sample_size)
+        self.topic_embeddings_ = pca_topic_embeddings(self.cluster_centers_, int(self.topic_feature_dim))  # (K, 8)
+        self.n_features_in_ = int(a.shape[1])
+        self.data_fingerprint_ = fingerprint_arrays([a])
+        self.calibrated_threshold_ = self._calibrate_centred(x) if self.assign_rule == "calibrated" else None
+        return self
+
+    def _fit_faiss(self, x: np.ndarray, rng: np.random.Generator, sample_size: int) -> None:
+        """faiss's spherical k-means on the centred rows x, from k-means++ centres."""
         kmeans = faiss.Kmeans(
             x.shape[1],
             int(self.n_topics),
@@ -599,17 +714,45 @@ class TopicModel(SettingsEstimator):
             verbose=bool(self.show_progress),
         )
         logger.info("topic k-means: %d rows x %d dims, K=%d, %d iterations", x.shape[0], x.shape[1], self.n_topics, self.kmeans_iterations)
-        rng = np.random.default_rng(self.seed)
-        sample_size = max(int(self.init_sample_per_topic) * int(self.n_topics), 10_000)
         initial_centers = kmeans_plusplus_sample(x, int(self.n_topics), sample_size, rng, bool(self.show_progress))  # (K, D)
         kmeans.train(x, init_centroids=initial_centers)
         self.cluster_centers_ = normalize_rows(kmeans.centroids)  # (K, D)
-        self.topic_embeddings_ = pca_topic_embeddings(self.cluster_centers_, int(self.topic_feature_dim))  # (K, 8)
         self.objective_ = float(kmeans.obj[-1]) if len(kmeans.obj) else float("nan")
-        self.n_features_in_ = int(a.shape[1])
-        self.data_fingerprint_ = fingerprint_arrays([a])
-        self.calibrated_threshold_ = self._calibrate_centred(x) if self.assign_rule == "calibrated" else None
-        return self
+
+    def _fit_masked(self, x: np.ndarray, rng: np.random.Generator, sample_size: int) -> None:
+        """``missing_modalities="mask"``: :func:`masked_kmeans` (spherical) on the centred rows x, each compared on the
+        halves it has, on faiss's training sample (at most ``max_points_per_centroid`` x K rows). The centres are kept
+        as [ĉ_1, .., ĉ_H] / √H, unit vectors when every half has members; :meth:`_score_scale` turns faiss's inner
+        products with them into the mean cosine over a row's halves."""
+        n_sample = int(self.max_points_per_centroid) * int(self.n_topics)
+        if len(x) > n_sample:
+            x = x[np.sort(rng.choice(len(x), size=n_sample, replace=False))]
+        units, _ = _unit_halves(x, self.half_sizes_)
+        logger.info(
+            "topic k-means (masked): %d rows x %d dims, K=%d, <= %d iterations", *units.shape, self.n_topics, self.kmeans_iterations
+        )
+        centres, _, objective = masked_kmeans(
+            units, self.half_sizes_, int(self.n_topics), rng, spherical=True, max_iter=int(self.kmeans_iterations), sample_size=sample_size
+        )
+        self.cluster_centers_ = (centres / np.sqrt(len(self.half_sizes_))).astype(np.float32)  # (K, D)
+        self.objective_ = objective
+
+    def _centre_index(self) -> faiss.Index:
+        """Inner-product index over the centres as rows are scored against them (see :meth:`_score_scale`)."""
+        centres = self.cluster_centers_
+        if self.missing_modalities == "mask":
+            centres = np.ascontiguousarray(centres * np.float32(np.sqrt(len(self.half_sizes_))))  # per-half unit
+        index = faiss.IndexFlatIP(centres.shape[1])
+        index.add(centres)
+        return index
+
+    def _score_scale(self, x: np.ndarray) -> np.ndarray | float:
+        """Factor from the index's inner products with the centred rows x to their similarities: 1, or under
+        ``missing_modalities="mask"`` 1 / √|P_i| (P_i the halves row i has; its halves are 1 / √|P_i| long in x), which
+        makes them w_i Σ_{h in P_i} u_ih · ĉ_kh, the mean cosine over the halves the video has."""
+        if self.missing_modalities != "mask":
+            return 1.0
+        return (1.0 / np.sqrt(np.maximum(_half_presence(x, self.half_sizes_).sum(axis=1), 1)))[:, None].astype(np.float32)
 
     def calibrate(self, a: np.ndarray) -> TopicModel:
         """Set ``calibrated_threshold_`` from the rows of a (:func:`calibrated_threshold` of their nearest cosines), as
@@ -622,11 +765,12 @@ class TopicModel(SettingsEstimator):
 
     def _calibrate_centred(self, x: np.ndarray) -> float:
         """τ3 for ``target_topics_per_video`` from centred, non-zero rows x."""
-        index = faiss.IndexFlatIP(x.shape[1])
-        index.add(self.cluster_centers_)
+        index = self._centre_index()
         k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
         step = int(self.block_size)
-        nearest = np.concatenate([index.search(np.ascontiguousarray(x[i : i + step]), k)[0] for i in range(0, len(x), step)])
+        nearest = np.concatenate(
+            [index.search(np.ascontiguousarray(x[i : i + step]), k)[0] * self._score_scale(x[i : i + step]) for i in range(0, len(x), step)]
+        )
         threshold = calibrated_threshold(nearest, float(self.target_topics_per_video))
         logger.info("topic assignment: τ3 calibrated to %.4f for %.2f topics per video", threshold, self.target_topics_per_video)
         return threshold
@@ -676,14 +820,14 @@ class TopicModel(SettingsEstimator):
         a = _as_matrix("a", a)
         if a.shape[1] != self.n_features_in_:
             raise ValueError(f"a has {a.shape[1]} columns but the topics were fitted on {self.n_features_in_}")
-        index = faiss.IndexFlatIP(self.n_features_in_)
-        index.add(self.cluster_centers_)
+        index = self._centre_index()
         k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
         parts = []
         starts = range(0, len(a), int(self.block_size))
         for start in tqdm(starts, desc="assign topics", unit="block", disable=not self.show_progress or len(starts) < 2):
             block = self.centred(a[start : start + self.block_size])  # (b, D) unit rows
             sims, ids = index.search(np.ascontiguousarray(block), k)  # (b, k) each, nearest first
+            sims *= self._score_scale(block)
             ids[np.linalg.norm(block, axis=1) == 0] = -1
             parts.append(select_topics(ids, sims, self.assignment_threshold, int(self.max_topics_per_video)))
         assignment = TopicAssignment.concatenate(parts)
@@ -734,8 +878,8 @@ class TopicModel(SettingsEstimator):
         directory = Path(directory)
         meta = read_json(directory / META_FILE)
         version = meta.get("format_version")
-        if version not in (1, 2, 3, FORMAT_VERSION):
-            raise ValueError(f"{directory / META_FILE}: format_version {version!r}, expected {FORMAT_VERSION} (or 1, 2, 3)")
+        if version not in (1, 2, 3, 4, FORMAT_VERSION):
+            raise ValueError(f"{directory / META_FILE}: format_version {version!r}, expected {FORMAT_VERSION} (or 1 to 4)")
         config = dict(meta["config"])
         if version == 1:  # saved before centring existed: compared raw cosines
             config.update(center_halves=False)

@@ -182,9 +182,10 @@ class TopicsConfig(BaseModel):
     )
     missing_modalities: str = Field(
         "zero",
-        pattern="^(zero|impute|neighbours|predict)$",
+        pattern="^(zero|mask|impute|neighbours|predict)$",
         description="how a is built when videos lack tags or a cover (offline_jobs.pipeline.topic_inputs): 'zero' = zero tag half and "
-        "zero cover features (the paper); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'neighbours' = "
+        "zero cover features (the paper); 'mask' = the same a, but k-means and τ3 compare a tagless video on its z half only "
+        "(offline_jobs.topics.masked_kmeans); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'neighbours' = "
         "tagless videos' ē from the tagged fitted videos nearest in z (offline_jobs.topics.neighbour_tag_half); 'predict' = a "
         "modality on fewer than complete_share of the videos enters a only through the models trained with it (ē from the tag task, "
         "z without covers, for every video), so a does not say which modalities a video has",

@@ -107,6 +107,82 @@ def test_neighbour_tag_half_takes_the_tags_of_the_nearest_tagged_videos_in_z():
         neighbour_tag_half(e_bar, has_tags, z, TagBank(bank.z[:, :1], bank.e), k=2)
 
 
+def _blobs(n: int, centres: np.ndarray, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    labels = rng.integers(len(centres), size=n)
+    return (centres[labels] + noise * rng.normal(size=(n, centres.shape[1]))).astype(np.float32), labels
+
+
+def test_masked_kmeans_on_complete_rows_is_lloyds_kmeans():
+    """Every row has every half: the Euclidean variant is scikit-learn's k-means on the normalised rows (same partition,
+    its inertia) and the spherical one faiss's spherical k-means."""
+    import faiss
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from offline_jobs.topic_metrics import cluster_scores, l2_normalise
+    from offline_jobs.topics import masked_kmeans, topic_representation
+
+    rng = np.random.default_rng(4)
+    e, labels = _blobs(400, rng.normal(size=(5, 6)), 0.3, rng)
+    z = (np.eye(5)[labels] @ rng.normal(size=(5, 10)) + 0.3 * rng.normal(size=(400, 10))).astype(np.float32)
+    a = units = topic_representation(e, z)  # every half unit: the rows masked_kmeans takes
+    reference = KMeans(n_clusters=5, n_init=4, random_state=0).fit(l2_normalise(a))
+    _, found, inertia = masked_kmeans(units, [6, 10], 5, np.random.default_rng(0), spherical=False, max_iter=300, n_init=4)
+    assert adjusted_rand_score(reference.labels_, found) == 1.0
+    assert inertia == pytest.approx(reference.inertia_, rel=1e-4)  # (1/H) Σ_h ‖u_h - c_h‖² = ‖a/√2 - c/√2‖²
+    kmeans = faiss.Kmeans(16, 5, niter=25, seed=0, spherical=True)
+    kmeans.train(np.ascontiguousarray(l2_normalise(a)))
+    centres, found, _ = masked_kmeans(units, [6, 10], 5, np.random.default_rng(0), spherical=True, max_iter=25, n_init=4)
+    assert adjusted_rand_score(kmeans.index.search(l2_normalise(a), 1)[1][:, 0], found) == 1.0
+    assert np.allclose(np.linalg.norm(centres[:, :6], axis=1), 1) and np.allclose(np.linalg.norm(centres[:, 6:], axis=1), 1)
+    assert cluster_scores(a, labels, 0, halves=[6, 10]) == pytest.approx(cluster_scores(a, labels, 0))
+    with pytest.raises(ValueError, match="at least one non-zero half"):
+        masked_kmeans(np.zeros((3, 4), np.float32), [2, 2], 2, rng, spherical=True, max_iter=5)
+
+
+def _presence_independent_of_topic(seed: int) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray]:
+    """a = [ē, z] of 1,500 videos on 6 topics; tags (ē) on 30%, drawn whatever the topic. Returns (a, halves, topic,
+    has_tags)."""
+    from offline_jobs.topics import representation_halves, topic_representation
+
+    rng = np.random.default_rng(seed)
+    z, topic = _blobs(1500, rng.normal(size=(6, 16)), 1.0, rng)
+    e = (rng.normal(size=(6, 8))[topic] + rng.normal(size=(1500, 8))).astype(np.float32)
+    has_tags = rng.random(1500) < 0.3
+    e[~has_tags] = 0
+    return topic_representation(e, z), representation_halves(e, z), topic, has_tags
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mask_topics_follow_the_topic_not_tag_presence(seed, tmp_path):
+    from sklearn.metrics import normalized_mutual_info_score as nmi
+
+    from offline_jobs.topics import nearest_topics, normalize_rows
+
+    a, halves, topic, has_tags = _presence_independent_of_topic(seed)
+    nearest = {}
+    for mode in ("zero", "mask"):
+        model = TopicModel(n_topics=24, seed=seed, show_progress=False, missing_modalities=mode).fit(a, halves)
+        nearest[mode] = nearest_topics(model.assign(a))
+    assert nmi(has_tags, nearest["zero"]) > 0.1  # zero-filled ē: many topics are (un)tagged videos only
+    assert nmi(has_tags, nearest["mask"]) < 0.02 and nmi(topic, nearest["mask"]) > nmi(topic, nearest["zero"]) - 0.03
+    # a tagless video's similarity to a topic is the cosine of its centred z with the topic's z half; a tagged one's
+    # the mean of its two halves' cosines; the saved model (the stream's) assigns the same
+    loaded = TopicModel.load(model.save(tmp_path / "topics"))
+    assignment = loaded.assign(a)
+    x = model.centred(a)
+    unit_centres = np.concatenate([normalize_rows(model.cluster_centers_[:, :8]), normalize_rows(model.cluster_centers_[:, 8:])], axis=1)
+    tagless, tagged = np.flatnonzero(~has_tags)[0], np.flatnonzero(has_tags)[0]
+    ids, weights = assignment.video(tagless)
+    np.testing.assert_allclose(weights, normalize_rows(x[tagless : tagless + 1, 8:])[0] @ unit_centres[ids, 8:].T, atol=1e-5)
+    ids, weights = assignment.video(tagged)
+    halves_of = [normalize_rows(x[tagged : tagged + 1, :8])[0], normalize_rows(x[tagged : tagged + 1, 8:])[0]]
+    expected = (halves_of[0] @ unit_centres[ids, :8].T + halves_of[1] @ unit_centres[ids, 8:].T) / 2
+    np.testing.assert_allclose(weights, expected, atol=1e-5)
+    assert ids[0] == int(np.argmax(halves_of[0] @ unit_centres[:, :8].T + halves_of[1] @ unit_centres[:, 8:].T))
+    assert assignment.to_lists() == model.assign(a).to_lists()
+
+
 def test_topic_model_keeps_the_tag_bank(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 6)).astype(np.float32)
@@ -159,22 +235,30 @@ def _topics_cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def _every_tag_half_filled_and_reassigned_alike(tmp_path: Path):
-    """After `topics learn` on the ragged catalogue: some videos lack tags yet every stored tag half is non-zero, and
-    the saved models (the stream's assigner) give every video the topics the tables hold. Returns (assigner, the
-    video tag embeddings table)."""
+def _saved_models_reassign_the_tables(tmp_path: Path):
+    """After `topics learn`: the saved models (the stream's assigner) give every video the topics the tables hold.
+    Returns the assigner."""
     import pandas as pd
 
     from offline_jobs.inference import load_topic_assigner
     from topicfs.contracts import load_videos
 
-    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
-    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
     assigner = load_topic_assigner(tmp_path / "artifacts" / "models")
     videos = load_videos(tmp_path / "artifacts" / "synthetic" / "videos.parquet")
     table = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_topics.parquet")
     assert assigner.assign(videos) == [list(ids) for ids in table["topic_ids"]]
-    return assigner, stored
+    return assigner
+
+
+def _every_tag_half_filled_and_reassigned_alike(tmp_path: Path):
+    """After `topics learn` on the ragged catalogue: some videos lack tags yet every stored tag half is non-zero, and
+    the saved models reassign the tables (:func:`_saved_models_reassign_the_tables`). Returns (assigner, the video tag
+    embeddings table)."""
+    import pandas as pd
+
+    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
+    assert not stored["has_tags"].all() and (np.stack(stored["video_tag_embedding"]).any(axis=1)).all()
+    return _saved_models_reassign_the_tables(tmp_path), stored
 
 
 def test_topic_learn_prints_and_writes_the_presence_audit(tmp_path, tiny_title_model):  # noqa: F811
@@ -199,7 +283,18 @@ def test_topic_learn_with_neighbours_fills_every_tag_half_and_assigns_later_vide
     assert len(bank) == int(stored["has_tags"].sum()) and bank.e.shape[1] == np.stack(stored["video_tag_embedding"]).shape[1]
 
 
-@pytest.mark.parametrize("mode", ["predict", "neighbours"])
+def test_topic_learn_with_mask_keeps_zero_tag_halves_and_assigns_later_videos_alike(tmp_path, tiny_title_model):  # noqa: F811
+    import pandas as pd
+
+    env = {**_ragged_env(tmp_path, tiny_title_model), "TOPICFS_TOPICS__MISSING_MODALITIES": "mask"}
+    _topics_cli(env, "learn")
+    stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
+    tag_halves = np.stack(stored["video_tag_embedding"])
+    assert not tag_halves[~stored["has_tags"].to_numpy()].any() and tag_halves[stored["has_tags"].to_numpy()].any(axis=1).all()
+    assert _saved_models_reassign_the_tables(tmp_path).models.topics.missing_modalities == "mask"
+
+
+@pytest.mark.parametrize("mode", ["predict", "neighbours", "mask"])
 def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path, tiny_title_model, mode):  # noqa: F811
     env = {
         **_ragged_env(tmp_path, tiny_title_model),
