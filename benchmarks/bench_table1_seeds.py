@@ -127,21 +127,31 @@ def run(videos, settings: Settings, seed: int, mode: str, dropout: float, refere
 
 
 def kmeans_spread(videos, settings: Settings, paths: list[Path], seeds: int) -> str:
-    """How much one Table I cell moves with the k-means seed alone: per run, the dumped held-out a (MMoE+Tag) clustered
-    with ``seeds`` seeds, ARI and NMI against the primary class, mean ± std (ddof 1)."""
+    """How much one Table I cell moves with the k-means seed alone: per run, the dumped held-out a (MMoE+Tag; a mask
+    run's clustered on the halves each video has, as its table) clustered with ``seeds`` seeds, ARI and NMI against the
+    primary class, mean ± std (ddof 1). For a mask run also its z half with scikit-learn's k-means (the table's z row)
+    and with :func:`offline_jobs.topics.masked_kmeans` (one half): what the clustering code alone moves a cell."""
     from offline_jobs.topic_metrics import cluster_scores
 
     lines = []
     for path in paths:
         result = json.loads(path.read_text())
-        _, parts = dump_parts(videos, settings, Path(result["dump"]))
+        model, parts = dump_parts(videos, settings, Path(result["dump"]))
         held, a, _ = parts["held_out"]
         labelled = held["primary_class"].notna().to_numpy()
-        scores = np.array([cluster_scores(a[labelled], held["primary_class"].to_numpy()[labelled], seed) for seed in range(seeds)])
-        mean, std = scores.mean(axis=0), scores.std(axis=0, ddof=1)
-        lines.append(
-            f"{path.name}: a over {seeds} k-means seeds: ARI (PC) {mean[0]:.4f} ± {std[0]:.4f}, NMI (PC) {mean[1]:.4f} ± {std[1]:.4f}"
-        )
+        labels = held["primary_class"].to_numpy()[labelled]
+        halves = model.half_sizes_ if result["mode"] == "mask" else None
+        variants = {"a": (a[labelled], halves)}
+        if halves is not None:
+            z = a[labelled][:, halves[0] :]
+            variants.update({"z, scikit-learn": (z, None), "z, masked_kmeans": (z, [z.shape[1]])})
+        for name, (features, parts_of) in variants.items():
+            scores = np.array([cluster_scores(features, labels, seed, halves=parts_of) for seed in range(seeds)])
+            mean, std = scores.mean(axis=0), scores.std(axis=0, ddof=1)
+            lines.append(
+                f"{path.name}: {name} over {seeds} k-means seeds: ARI (PC) {mean[0]:.4f} ± {std[0]:.4f}, "
+                f"NMI (PC) {mean[1]:.4f} ± {std[1]:.4f}"
+            )
     return "\n".join(lines)
 
 

@@ -11,8 +11,8 @@ On each, the topic job's models are fitted as ``topicfs topics learn`` fits them
 settings' K and τ3) for every method named in ``--methods``:
 
 - ``paper``: zero-filled missing halves (``topics.missing_modalities=zero``), no cover dropout (``mmoe.modality_dropout=0``);
-- ``mask`` / ``mask+drop``: a as ``paper``'s, but k-means and τ3 compare a tagless video on its z half alone
-  (``missing_modalities=mask``), without / with cover dropout;
+- ``mask`` / ``mask+drop``: ē as ``paper``'s, but k-means and τ3 compare a tagless video on its z half alone, and
+  z of every video is computed without covers (``missing_modalities=mask``), without / with cover dropout in training;
 - ``impute``: tagless videos' ē from the MMoE tag task, covers where present (``missing_modalities=impute``);
 - ``neighbours`` / ``neighbours+drop``: tagless videos' ē from the tagged videos nearest in z, covers where present
   (``missing_modalities=neighbours``), without / with cover dropout;
@@ -79,7 +79,7 @@ def run_catalogue(
             modality_dropout = dropout if use_dropout else 0.0
             encoders[use_dropout] = MultimodalTopicEncoder.from_config(settings.mmoe, modality_dropout=modality_dropout).fit(videos)
         mmoe = encoders[use_dropout]
-        predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share) if mode == "predict" else []
+        predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share, mode)
         topics_config = settings.topics.model_copy(update={"missing_modalities": mode})
         e_bar, has_tags, z, bank = fitted_topic_inputs(tag_graph, mmoe, videos, topics_config, predicted)
         a = topic_representation(e_bar, z)

@@ -189,7 +189,7 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
         logger.warning("cover-only row skipped: it needs a pretrained f_C (mmoe.image_encoder)")
     topics_cfg = settings.topics
     mode = topics_cfg.missing_modalities
-    predicted = predicted_modalities(tag_graph, mmoe, train, topics_cfg.complete_share) if mode == "predict" else []
+    predicted = predicted_modalities(tag_graph, mmoe, train, topics_cfg.complete_share, mode)
     facts["missing_modalities"], facts["predicted_modalities"] = mode, predicted
     # the fitted (training) videos' inputs first: under "neighbours" their tagged videos fill the held-out ē
     start = time.perf_counter()

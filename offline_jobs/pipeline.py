@@ -134,18 +134,24 @@ class TopicModels:
 
 
 def predicted_modalities(
-    tag_graph: TagGraphEmbedder, mmoe: MultimodalTopicEncoder | None, videos: pd.DataFrame, complete_share: float
+    tag_graph: TagGraphEmbedder,
+    mmoe: MultimodalTopicEncoder | None,
+    videos: pd.DataFrame,
+    complete_share: float,
+    missing_modalities: str = "predict",
 ) -> list[str]:
-    """The ragged modalities of ``videos`` that ``missing_modalities="predict"`` replaces by the models' predictions:
-    "tags" when fewer than ``complete_share`` of the videos have a known tag and the MMoE has a tag task; "cover" when
-    fewer have a cover file and the MMoE reads covers and titles (z is then computed from the title alone)."""
+    """The ragged modalities of ``videos`` that ``missing_modalities`` replaces by the models' predictions. Under
+    "predict": "tags" when fewer than ``complete_share`` of the videos have a known tag and the MMoE has a tag task;
+    "cover" when fewer have a cover file and the MMoE reads covers and titles (z is then computed from the title
+    alone). Under "mask" only "cover": the tag half is masked, but a cover is inside z, where there is no half to
+    mask. Other modes: none."""
     from offline_jobs.encoders import existing_covers
 
-    if mmoe is None:
+    if mmoe is None or missing_modalities not in ("predict", "mask"):
         return []
     out = []
     _, has_tags = tag_graph.transform(videos["tags"].tolist())
-    if has_tags.mean() < complete_share and mmoe.tag_classes():
+    if missing_modalities == "predict" and has_tags.mean() < complete_share and mmoe.tag_classes():
         out.append("tags")
     if (
         "cover" in mmoe.modalities_
@@ -170,6 +176,7 @@ def topic_inputs(
     - ``"zero"`` (the paper): ē from the tags (Eq. 4), zero without a known tag; z with a zero f_C without a cover.
     - ``"mask"``: the inputs of ``"zero"``; the topic model then compares a video on the halves of a it has
       (:func:`offline_jobs.topics.masked_kmeans`), so the zero ē of a tagless video is "missing", not a direction.
+      With "cover" in ``predicted`` z is computed without any cover, as under ``"predict"``.
     - ``"impute"``: as ``"zero"``, but videos without a known tag get ē from the MMoE tag task's predicted tags
       (:func:`offline_jobs.topics.impute_tag_half`).
     - ``"neighbours"``: as ``"zero"``, but videos without a known tag get the mean ē of the ``neighbours`` tagged
@@ -185,7 +192,7 @@ def topic_inputs(
     e_bar, has_tags = tag_graph.transform(videos["tags"].tolist())
     if mmoe is None:
         return e_bar, has_tags, None
-    predict = set(predicted) if missing_modalities == "predict" else set()
+    predict = set(predicted) if missing_modalities in ("predict", "mask") else set()
     z, tag_probs = mmoe.encode(videos.assign(cover_image=None) if "cover" in predict else videos)
     if missing_modalities == "neighbours":
         if bank is None:
@@ -261,11 +268,7 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     mmoe = fit_mmoe(videos, settings)
     seconds["mmoe"] = time.perf_counter() - start
     start = time.perf_counter()
-    predicted = (
-        predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share)
-        if settings.topics.missing_modalities == "predict"
-        else []
-    )
+    predicted = predicted_modalities(tag_graph, mmoe, videos, settings.topics.complete_share, settings.topics.missing_modalities)
     e_bar, has_tags, z, bank = fitted_topic_inputs(tag_graph, mmoe, videos, settings.topics, predicted)
     a = topic_representation(e_bar, z)
     seconds["representation"] = time.perf_counter() - start

@@ -184,8 +184,9 @@ class TopicsConfig(BaseModel):
         "zero",
         pattern="^(zero|mask|impute|neighbours|predict)$",
         description="how a is built when videos lack tags or a cover (offline_jobs.pipeline.topic_inputs): 'zero' = zero tag half and "
-        "zero cover features (the paper); 'mask' = the same a, but k-means and τ3 compare a tagless video on its z half only "
-        "(offline_jobs.topics.masked_kmeans); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'neighbours' = "
+        "zero cover features (the paper); 'mask' = the same ē, but k-means and τ3 compare a tagless video on its z half only "
+        "(offline_jobs.topics.masked_kmeans), and covers on fewer than complete_share of the videos enter only through "
+        "training (z without covers); 'impute' = tagless videos' ē from the MMoE tag task, covers where present; 'neighbours' = "
         "tagless videos' ē from the tagged fitted videos nearest in z (offline_jobs.topics.neighbour_tag_half); 'predict' = a "
         "modality on fewer than complete_share of the videos enters a only through the models trained with it (ē from the tag task, "
         "z without covers, for every video), so a does not say which modalities a video has",
@@ -203,7 +204,8 @@ class TopicsConfig(BaseModel):
         0.95,
         gt=0,
         le=1,
-        description="with missing_modalities='predict': a modality present on at least this share of the fitted videos is used as it is",
+        description="with missing_modalities='predict' or 'mask': a modality present on at least this share of the fitted videos is used "
+        "as it is",
     )
 
 

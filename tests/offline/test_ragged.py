@@ -291,7 +291,8 @@ def test_topic_learn_with_mask_keeps_zero_tag_halves_and_assigns_later_videos_al
     stored = pd.read_parquet(tmp_path / "artifacts" / "tables" / "video_tag_embeddings.parquet")
     tag_halves = np.stack(stored["video_tag_embedding"])
     assert not tag_halves[~stored["has_tags"].to_numpy()].any() and tag_halves[stored["has_tags"].to_numpy()].any(axis=1).all()
-    assert _saved_models_reassign_the_tables(tmp_path).models.topics.missing_modalities == "mask"
+    topics = _saved_models_reassign_the_tables(tmp_path).models.topics
+    assert topics.missing_modalities == "mask" and topics.predicted_modalities_ == ["cover"]  # covers on 30%: z without them
 
 
 @pytest.mark.parametrize("mode", ["predict", "neighbours", "mask"])
@@ -309,7 +310,7 @@ def test_topic_evaluate_prints_table1_per_modality_group_and_the_audit(tmp_path,
     assert "held_out videos, presence audit: NMI(nearest topic, x) — has cover" in stdout
     facts = json.loads((tmp_path / "report" / "table1.json").read_text())["facts"]
     assert facts["missing_modalities"] == mode and set(facts["presence_audit"]) == {"train", "held_out"}
-    assert facts["predicted_modalities"] == (["tags", "cover"] if mode == "predict" else [])
+    assert facts["predicted_modalities"] == {"predict": ["tags", "cover"], "mask": ["cover"]}.get(mode, [])
 
 
 def test_cover_dropout_encodes_dropped_covers_as_missing(tiny_title_model, tmp_path):  # noqa: F811
