@@ -23,7 +23,8 @@ assignment rule in ``--rules`` (``name=json`` of :class:`offline_jobs.topics.Top
 Writes one JSON per run (``<out-dir>/table1_<name>_<mode>_seed<S>.json``: Table I rows, the run's facts, the rules'
 figures, sha256 of the run's a of the train and held-out videos) and prints mean ± std (ddof 1) over the seeds.
 ``--merge FILES`` prints the table of earlier runs; ``--kmeans-spread FILES`` how much a cell of their dumped a moves
-with the k-means seed alone.
+with the k-means seed alone; ``--recluster FILES --cluster-runs N`` scores their z and a cells again from the dumps, N
+k-means runs per cell (``<file>_runs<N>.json``).
 
     TOPICFS_MMOE__TORCH_THREADS=1 nice -n 10 python -m benchmarks.bench_table1_seeds --data ../shared/data/kuairec \\
         --seeds 17 18 19 --modes zero predict --out-dir docs/benchmarks
@@ -155,6 +156,36 @@ def kmeans_spread(videos, settings: Settings, paths: list[Path], seeds: int) -> 
     return "\n".join(lines)
 
 
+def recluster(videos, settings: Settings, paths: list[Path], runs: int) -> list[dict]:
+    """Earlier runs with their MMoE (z) and MMoE+Tag (a) cells scored again from the dumped held-out a, on all held-out
+    videos and per tag group, each cell the mean of ``runs`` k-means runs (seeds ``evaluation.seed`` ..): more runs per
+    cell without training again. a is clustered as the run's mode clusters it (mask: on the halves each video has)."""
+    out = []
+    for path in paths:
+        result = json.loads(path.read_text())
+        model, parts = dump_parts(videos, settings, Path(result["dump"]))
+        held, a, _ = parts["held_out"]
+        halves = model.half_sizes_
+        z = a[:, halves[0] :]
+        has_tags = np.einsum("ij,ij->i", a[:, : halves[0]], a[:, : halves[0]]) > 0  # ē present: the run's has_tags
+        everyone = np.ones(len(held), dtype=bool)
+        features = [("MMoE (z)", z, everyone), ("MMoE+Tag (a)", a, everyone)]
+        masked = {"MMoE+Tag (a)": halves} if result["mode"] == "mask" else {}
+        seed = settings.evaluation.seed
+        fresh = {row.representation: row.__dict__ for row in evaluate_topics._score_rows(features, held, everyone, seed, runs, masked)}
+        result["rows"] = [fresh.get(row["representation"], row) for row in result["rows"]]
+        for group, subset in (("with tags", has_tags), ("without tags", ~has_tags)):
+            if group in result["facts"].get("groups", {}):
+                scored = {
+                    row.representation: row.__dict__ for row in evaluate_topics._score_rows(features, held, subset, seed, runs, masked)
+                }
+                table = result["facts"]["groups"][group]
+                table["rows"] = [scored.get(row["representation"], row) for row in table["rows"]]
+        result["facts"]["cluster_runs"] = runs
+        out.append(result)
+    return out
+
+
 def summary(runs: list[dict]) -> str:
     """Markdown: mean ± std over seeds of the four Table I cells per mode and representation (all held-out videos)."""
     lines = [f"| mode | representation | {' | '.join(CELLS)} |", "|---|---|" + "---:|" * len(CELLS)]
@@ -211,6 +242,13 @@ def main() -> None:
         help="no run: for these JSON outputs, ARI and NMI (PC) of their dumped held-out a over --spread-seeds k-means seeds",
     )
     parser.add_argument("--spread-seeds", type=int, default=20, help="k-means seeds of --kmeans-spread (seeds 0 ..)")
+    parser.add_argument(
+        "--recluster",
+        type=Path,
+        nargs="+",
+        help="no run: score these JSON outputs' z and a cells again from their dumps with --cluster-runs runs per cell; "
+        "writes <name>_runs<N>.json beside each",
+    )
     args = parser.parse_args()
     if args.merge:
         print(summary([json.loads(path.read_text()) for path in args.merge]))
@@ -229,6 +267,14 @@ def main() -> None:
         settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(update={"cluster_runs": args.cluster_runs})})
     if args.kmeans_spread:
         print(kmeans_spread(videos, settings, args.kmeans_spread, args.spread_seeds))
+        return
+    if args.recluster:
+        runs = recluster(videos, settings, args.recluster, settings.evaluation.cluster_runs)
+        for path, result in zip(args.recluster, runs):
+            path.with_name(f"{path.stem}_runs{settings.evaluation.cluster_runs}.json").write_text(
+                json.dumps(result, indent=1, default=float)
+            )
+        print(summary(runs))
         return
     if args.rescore:
         runs = []

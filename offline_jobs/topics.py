@@ -112,6 +112,8 @@ FORMAT_VERSION = 5  # 5: missing_modalities="mask" (centres compared on a row's 
 # 2: half_sizes / half_means (centring); version 1 models load as uncentred
 # k-means below this many rows per centre gives unstable centres (faiss's own warning level)
 MIN_ROWS_PER_TOPIC_ADVISED = 39
+# a modality pattern with fewer fitted rows keeps the overall calibrated τ3 (missing_modalities="mask")
+MIN_ROWS_PER_PATTERN = 30
 
 
 def _as_matrix(name: str, values: Any) -> np.ndarray:
@@ -330,14 +332,14 @@ class TopicAssignment:
         )
 
 
-def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, threshold: float, max_topics: int) -> TopicAssignment:
+def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, threshold: float | np.ndarray, max_topics: int) -> TopicAssignment:
     """The assignment rule over each video's candidate topics.
 
     ``candidate_ids`` (n, k) int and ``candidate_sims`` (n, k) cosine similarities, in any order; ids < 0
     are padding and ignored; a repeated id counts once with its highest similarity. For each video the
-    result holds every candidate with similarity >= ``threshold`` (compared in float64), and always the
-    most similar one, sorted by similarity descending (ties: smaller id first), at most ``max_topics``.
-    A video with no valid candidate gets no topic.
+    result holds every candidate with similarity >= ``threshold`` (compared in float64; one τ3, or (n,) one per
+    video), and always the most similar one, sorted by similarity descending (ties: smaller id first), at most
+    ``max_topics``. A video with no valid candidate gets no topic.
     """
     candidate_ids = np.asarray(candidate_ids)
     candidate_sims = np.asarray(candidate_sims)
@@ -346,6 +348,7 @@ def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresho
     if max_topics < 1:
         raise ValueError(f"max_topics must be >= 1, got {max_topics}")
     n, k = candidate_ids.shape
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (n,))  # (n,)
     rows = np.repeat(np.arange(n, dtype=np.int64), k)
     ids = candidate_ids.reshape(-1).astype(np.int64)
     sims = candidate_sims.reshape(-1).astype(np.float64)
@@ -366,7 +369,7 @@ def select_topics(candidate_ids: np.ndarray, candidate_sims: np.ndarray, thresho
     rows, ids, sims = rows[order], ids[order], sims[order]
     per_video = np.bincount(rows, minlength=n)
     rank = np.arange(len(rows)) - np.repeat(np.cumsum(per_video) - per_video, per_video)
-    keep = (rank == 0) | ((sims >= threshold) & (rank < max_topics))
+    keep = (rank == 0) | ((sims >= thresholds[rows]) & (rank < max_topics))
     counts = np.bincount(rows[keep], minlength=n)
     return TopicAssignment(
         offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
@@ -458,6 +461,13 @@ def kmeans_plusplus_sample(
 def _half_presence(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """(n, H) bool: which halves of each row of x are non-zero."""
     return np.stack([np.einsum("ij,ij->i", x[:, start:stop], x[:, start:stop]) > 0 for start, stop in _bounds(sizes)], axis=1)
+
+
+def _pattern_keys(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """(n,) str: each row's modality pattern, "1" / "0" per half present / missing, in the order of a (e.g. "01": z
+    without ē)."""
+    present = _half_presence(x, sizes)
+    return np.array(["".join("1" if bit else "0" for bit in row) for row in present]) if len(present) else np.array([], dtype=str)
 
 
 def masked_kmeans(
@@ -698,7 +708,9 @@ class TopicModel(SettingsEstimator):
         self.topic_embeddings_ = pca_topic_embeddings(self.cluster_centers_, int(self.topic_feature_dim))  # (K, 8)
         self.n_features_in_ = int(a.shape[1])
         self.data_fingerprint_ = fingerprint_arrays([a])
-        self.calibrated_threshold_ = self._calibrate_centred(x) if self.assign_rule == "calibrated" else None
+        self.calibrated_threshold_, self.pattern_thresholds_ = (
+            self._calibrate_centred(x) if self.assign_rule == "calibrated" else (None, {})
+        )
         return self
 
     def _fit_faiss(self, x: np.ndarray, rng: np.random.Generator, sample_size: int) -> None:
@@ -755,25 +767,46 @@ class TopicModel(SettingsEstimator):
         return (1.0 / np.sqrt(np.maximum(_half_presence(x, self.half_sizes_).sum(axis=1), 1)))[:, None].astype(np.float32)
 
     def calibrate(self, a: np.ndarray) -> TopicModel:
-        """Set ``calibrated_threshold_`` from the rows of a (:func:`calibrated_threshold` of their nearest cosines), as
-        :meth:`fit` does under ``assign_rule="calibrated"``; e.g. to assign a model fitted under another rule with this
-        one. Returns self."""
+        """Set ``calibrated_threshold_`` (and ``pattern_thresholds_``) from the rows of a (:func:`calibrated_threshold` of
+        their nearest cosines), as :meth:`fit` does under ``assign_rule="calibrated"``; e.g. to assign a model fitted
+        under another rule with this one. Returns self."""
         self._check_fitted()
         x = self.centred(_as_matrix("a", a))
-        self.calibrated_threshold_ = self._calibrate_centred(x[np.linalg.norm(x, axis=1) > 0])
+        self.calibrated_threshold_, self.pattern_thresholds_ = self._calibrate_centred(x[np.linalg.norm(x, axis=1) > 0])
         return self
 
-    def _calibrate_centred(self, x: np.ndarray) -> float:
-        """τ3 for ``target_topics_per_video`` from centred, non-zero rows x."""
+    def _calibrate_centred(self, x: np.ndarray) -> tuple[float, dict[str, float]]:
+        """τ3 for ``target_topics_per_video`` from centred, non-zero rows x; under ``missing_modalities="mask"`` also one
+        τ3 per modality pattern (which halves a row has, :func:`_pattern_keys`) with at least
+        ``MIN_ROWS_PER_PATTERN`` rows. Why per pattern: a video is scored by the mean of the cosines of the halves it
+        has, and a mean of two cosines spreads less than one, so a single τ3 gives videos with one half more topics
+        (KuaiRec: 5.1 without tags, 2.8 with, docs/TABLE1.md); per pattern each group gets the target on average."""
         index = self._centre_index()
         k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
         step = int(self.block_size)
         nearest = np.concatenate(
             [index.search(np.ascontiguousarray(x[i : i + step]), k)[0] * self._score_scale(x[i : i + step]) for i in range(0, len(x), step)]
         )
-        threshold = calibrated_threshold(nearest, float(self.target_topics_per_video))
-        logger.info("topic assignment: τ3 calibrated to %.4f for %.2f topics per video", threshold, self.target_topics_per_video)
-        return threshold
+        target = float(self.target_topics_per_video)
+        threshold = calibrated_threshold(nearest, target)
+        logger.info("topic assignment: τ3 calibrated to %.4f for %.2f topics per video", threshold, target)
+        per_pattern = {}
+        if self.missing_modalities == "mask":
+            keys = _pattern_keys(x, self.half_sizes_)
+            for key in np.unique(keys):
+                rows = keys == key
+                if rows.sum() >= MIN_ROWS_PER_PATTERN:
+                    per_pattern[str(key)] = calibrated_threshold(nearest[rows], target)
+            logger.info("topic assignment: τ3 per modality pattern (halves present) %s", per_pattern)
+        return threshold, per_pattern
+
+    def _row_thresholds(self, x: np.ndarray) -> float | np.ndarray:
+        """τ3 of each centred row of x: :attr:`assignment_threshold`, or its pattern's τ3 when one was calibrated."""
+        patterns = getattr(self, "pattern_thresholds_", {})
+        if self.assign_rule != "calibrated" or not patterns:
+            return self.assignment_threshold
+        keys = _pattern_keys(x, self.half_sizes_)
+        return np.array([patterns.get(str(key), self.assignment_threshold) for key in keys], dtype=np.float64)
 
     @property
     def assignment_threshold(self) -> float:
@@ -829,7 +862,7 @@ class TopicModel(SettingsEstimator):
             sims, ids = index.search(np.ascontiguousarray(block), k)  # (b, k) each, nearest first
             sims *= self._score_scale(block)
             ids[np.linalg.norm(block, axis=1) == 0] = -1
-            parts.append(select_topics(ids, sims, self.assignment_threshold, int(self.max_topics_per_video)))
+            parts.append(select_topics(ids, sims, self._row_thresholds(block), int(self.max_topics_per_video)))
         assignment = TopicAssignment.concatenate(parts)
         n_empty = int((assignment.counts == 0).sum())
         if n_empty:
@@ -865,6 +898,7 @@ class TopicModel(SettingsEstimator):
                 "half_sizes": self.half_sizes_,
                 "predicted_modalities": self.predicted_modalities_,
                 "calibrated_threshold": getattr(self, "calibrated_threshold_", None),
+                "pattern_thresholds": getattr(self, "pattern_thresholds_", {}),
                 "objective": self.objective_,
                 "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
             },
@@ -895,6 +929,7 @@ class TopicModel(SettingsEstimator):
         model.half_sizes_ = [int(h) for h in meta.get("half_sizes", [n_features])]
         model.predicted_modalities_ = list(meta.get("predicted_modalities", []))
         model.calibrated_threshold_ = meta.get("calibrated_threshold")
+        model.pattern_thresholds_ = {str(k): float(v) for k, v in meta.get("pattern_thresholds", {}).items()}
         model.n_features_in_ = n_features
         model.objective_ = float(meta["objective"])
         model.data_fingerprint_ = meta["data_fingerprint"]

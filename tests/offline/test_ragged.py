@@ -183,6 +183,33 @@ def test_mask_topics_follow_the_topic_not_tag_presence(seed, tmp_path):
     assert assignment.to_lists() == model.assign(a).to_lists()
 
 
+def test_mask_calibrates_tau3_per_modality_pattern(tmp_path):
+    """Under mask a tagless video is scored by one cosine, a tagged one by the mean of two: one τ3 gives the two groups
+    different numbers of topics; calibrated per pattern, each gets the target on average, and the stream's model too."""
+    from offline_jobs.topics import select_topics
+
+    a, halves, _, has_tags = _presence_independent_of_topic(0)
+    model = TopicModel(n_topics=24, seed=0, show_progress=False, missing_modalities="mask", assign_rule="calibrated").fit(a, halves)
+    assert set(model.pattern_thresholds_) == {"01", "11"} and model.pattern_thresholds_["01"] > model.pattern_thresholds_["11"]
+    counts = model.assign(a).counts
+    assert abs(counts[has_tags].mean() - 4) < 0.1 and abs(counts[~has_tags].mean() - 4) < 0.1
+    single = select_topics(*_candidates(model, a), model.calibrated_threshold_, 8).counts  # one τ3 for both
+    assert abs(single[has_tags].mean() - single[~has_tags].mean()) > 0.3  # here 3.7 with tags, 4.1 without
+    loaded = TopicModel.load(model.save(tmp_path / "topics"))
+    assert loaded.pattern_thresholds_ == model.pattern_thresholds_ and (loaded.assign(a).counts == counts).all()
+    # a pattern with too few fitted rows (here: ē without z) keeps the overall τ3
+    only_tags = a.copy()
+    only_tags[:5, 8:] = 0
+    assert "10" not in model.calibrate(only_tags).pattern_thresholds_
+
+
+def _candidates(model: TopicModel, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every video's 8 nearest topics and their similarities, as :meth:`TopicModel.assign` scores them."""
+    x = model.centred(a)
+    sims, ids = model._centre_index().search(np.ascontiguousarray(x), 8)
+    return ids, sims * model._score_scale(x)
+
+
 def test_topic_model_keeps_the_tag_bank(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(200, 6)).astype(np.float32)

@@ -100,6 +100,9 @@ def test_select_topics_hand_example() -> None:
     assert topics == [[1, 3], [5], []]
     np.testing.assert_allclose(weights[0], [0.9, 0.7])
     assert result.counts.tolist() == [2, 1, 0]
+    # one τ3 per video: the first video's 0.7 falls below its 0.8, the second's 0.1 passes its 0.05
+    per_video = select_topics(ids, sims, threshold=np.array([0.8, 0.05, 0.6]), max_topics=3)
+    assert per_video.to_lists()[0] == [[1], [5, 4], []]
 
 
 @settings(max_examples=25, deadline=None)
