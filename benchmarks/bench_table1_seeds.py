@@ -80,7 +80,7 @@ def rule_figures(model: TopicModel, parts: dict, rules: dict[str, dict]) -> dict
         for part, (videos, a, has_tags) in parts.items():
             assignment = scored.assign(a)
             figures[part] = {
-                "topics_per_video": topics_per_video_report(assignment, scored.assignment_threshold),
+                "topics_per_video": topics_per_video_report(assignment, scored.video_thresholds(a)),
                 "presence_audit": video_presence_audit(videos, has_tags, assignment, scored.max_topics_per_video),
             }
         out[name] = {"params": params, **figures}

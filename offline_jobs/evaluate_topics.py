@@ -227,10 +227,12 @@ def evaluate_representations(videos: pd.DataFrame, settings: Settings) -> tuple[
     )
     threshold, cap = topics.assignment_threshold, topics_cfg.max_topics_per_video  # τ3 as given, or as calibrated at fit
     facts["assign_rule"], facts["assign_threshold"] = topics_cfg.assign_rule, threshold
-    train_assignment, held_assignment = topics.assign(a_train), topics.assign(topic_representation(e_bar_a, z))
+    facts["pattern_thresholds"] = topics.pattern_thresholds_  # mask + calibrated: τ3 per modality pattern, else {}
+    a_held = topic_representation(e_bar_a, z)
+    train_assignment, held_assignment = topics.assign(a_train), topics.assign(a_held)
     facts["topics_per_video"] = {
-        "train": topics_per_video_report(train_assignment, threshold),
-        "held_out": topics_per_video_report(held_assignment, threshold),
+        "train": topics_per_video_report(train_assignment, topics.video_thresholds(a_train)),
+        "held_out": topics_per_video_report(held_assignment, topics.video_thresholds(a_held)),
     }
     facts["presence_audit"] = {
         "train": video_presence_audit(train, has_tags_train, train_assignment, cap),

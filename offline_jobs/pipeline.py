@@ -277,7 +277,7 @@ def run_topic_job(videos: pd.DataFrame, settings: Settings, write: bool = True) 
     assignment = topics.assign(a)
     seconds["topics"] = time.perf_counter() - start
     models = TopicModels(tag_graph, mmoe, topics)
-    report = topics_per_video_report(assignment, topics.assignment_threshold)  # τ3 as given, or as calibrated at fit
+    report = topics_per_video_report(assignment, topics.video_thresholds(a))  # τ3 as given, or as calibrated at fit
     logger.info("topics per video:\n%s", format_topics_per_video_report(report))
     report["presence_audit"] = video_presence_audit(videos, has_tags, assignment, settings.topics.max_topics_per_video)
     logger.info("%s", format_presence_audit(report["presence_audit"]))

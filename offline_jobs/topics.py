@@ -463,11 +463,14 @@ def _half_presence(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     return np.stack([np.einsum("ij,ij->i", x[:, start:stop], x[:, start:stop]) > 0 for start, stop in _bounds(sizes)], axis=1)
 
 
-def _pattern_keys(x: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
-    """(n,) str: each row's modality pattern, "1" / "0" per half present / missing, in the order of a (e.g. "01": z
-    without ē)."""
-    present = _half_presence(x, sizes)
-    return np.array(["".join("1" if bit else "0" for bit in row) for row in present]) if len(present) else np.array([], dtype=str)
+def _pattern_keys(x: np.ndarray, sizes: Sequence[int]) -> tuple[list[str], np.ndarray]:
+    """Each row's modality pattern, "1" / "0" per half present / missing in the order of a (e.g. "01": z without ē):
+    (the distinct patterns, (n,) int64 each row's index into them)."""
+    present = _half_presence(x, sizes)  # (n, H)
+    codes = present.astype(np.int64) @ (1 << np.arange(present.shape[1], dtype=np.int64))  # (n,)
+    unique, inverse = np.unique(codes, return_inverse=True)
+    patterns = ["".join("1" if unique_code >> h & 1 else "0" for h in range(present.shape[1])) for unique_code in unique]
+    return patterns, inverse.reshape(-1)
 
 
 def masked_kmeans(
@@ -492,7 +495,8 @@ def masked_kmeans(
     neither pulls a centre towards 0 nor makes rows without it similar to one another: the partial distance strategy
     of Hathaway & Bezdek 2001 ("Fuzzy c-means clustering of incomplete data") and Wagstaff 2004 ("Clustering with
     missing values: no imputation required"), against zero-filling, under which rows without a half cluster by that.
-    On complete rows this is Lloyd's k-means on [u_1, .., u_H] / √H (Euclidean, or spherical as faiss's).
+    On complete rows the Euclidean variant is Lloyd's k-means on [u_1, .., u_H] / √H (scikit-learn's objective); the
+    spherical one keeps each centre half unit, where faiss's spherical k-means normalises the whole centre.
 
     Seeding: greedy k-means++ (:func:`kmeans_plusplus_sample`) on rows that have every half, so every centre starts
     with all of them (on all rows when fewer than ``n_clusters`` are complete; a centre half still zero then is filled
@@ -682,7 +686,7 @@ class TopicModel(SettingsEstimator):
                 self.half_means_[start:stop] = x[:, start:stop].sum(axis=0, dtype=np.float64) / max(int(rows.sum()), 1)
             self._centre_in_place(x, present)
         else:
-            x = normalize_rows(a)
+            x = self.centred(a)  # half_means_ are 0: the rows normalised (mask: each half first)
         nonzero = np.linalg.norm(x, axis=1) > 0
         if not nonzero.all():
             logger.warning(
@@ -780,7 +784,7 @@ class TopicModel(SettingsEstimator):
         τ3 per modality pattern (which halves a row has, :func:`_pattern_keys`) with at least
         ``MIN_ROWS_PER_PATTERN`` rows. Why per pattern: a video is scored by the mean of the cosines of the halves it
         has, and a mean of two cosines spreads less than one, so a single τ3 gives videos with one half more topics
-        (KuaiRec: 5.1 without tags, 2.8 with, docs/TABLE1.md); per pattern each group gets the target on average."""
+        (KuaiRec held out: 4.99 without tags, 3.12 with, docs/TABLE1.md); per pattern each group gets the target on average."""
         index = self._centre_index()
         k = int(min(self.max_topics_per_video, len(self.cluster_centers_)))
         step = int(self.block_size)
@@ -792,11 +796,11 @@ class TopicModel(SettingsEstimator):
         logger.info("topic assignment: τ3 calibrated to %.4f for %.2f topics per video", threshold, target)
         per_pattern = {}
         if self.missing_modalities == "mask":
-            keys = _pattern_keys(x, self.half_sizes_)
-            for key in np.unique(keys):
-                rows = keys == key
+            patterns, of_row = _pattern_keys(x, self.half_sizes_)
+            for i, pattern in enumerate(patterns):
+                rows = of_row == i
                 if rows.sum() >= MIN_ROWS_PER_PATTERN:
-                    per_pattern[str(key)] = calibrated_threshold(nearest[rows], target)
+                    per_pattern[pattern] = calibrated_threshold(nearest[rows], target)
             logger.info("topic assignment: τ3 per modality pattern (halves present) %s", per_pattern)
         return threshold, per_pattern
 
@@ -805,8 +809,15 @@ class TopicModel(SettingsEstimator):
         patterns = getattr(self, "pattern_thresholds_", {})
         if self.assign_rule != "calibrated" or not patterns:
             return self.assignment_threshold
-        keys = _pattern_keys(x, self.half_sizes_)
-        return np.array([patterns.get(str(key), self.assignment_threshold) for key in keys], dtype=np.float64)
+        keys, of_row = _pattern_keys(x, self.half_sizes_)
+        overall = self.assignment_threshold
+        return np.array([patterns.get(key, overall) for key in keys], dtype=np.float64)[of_row]
+
+    def video_thresholds(self, a: np.ndarray) -> float | np.ndarray:
+        """τ3 as :meth:`assign` applies it to the rows of a: one float, or under ``missing_modalities="mask"`` with a
+        calibrated τ3 per modality pattern (n,) one per video."""
+        self._check_fitted()
+        return self._row_thresholds(self.centred(_as_matrix("a", a)))
 
     @property
     def assignment_threshold(self) -> float:
@@ -830,7 +841,11 @@ class TopicModel(SettingsEstimator):
         normalised. A half that is zero in a row stays zero (a video without tags); so does one that equals the
         mean direction exactly, which says nothing that sets the video apart."""
         if not np.any(self.half_means_):
-            return normalize_rows(a)
+            if self.missing_modalities != "mask":
+                return normalize_rows(a)
+            x, _ = _unit_halves(a, self.half_sizes_)  # mask scores each half as a unit vector, whatever a's halves are
+            _normalise_rows_in_place(x)
+            return x
         x, present = _unit_halves(a, self.half_sizes_)
         self._centre_in_place(x, present)
         return x
@@ -936,15 +951,17 @@ class TopicModel(SettingsEstimator):
         return model
 
 
-def topics_per_video_report(assignment: TopicAssignment, assign_threshold: float) -> dict[str, Any]:
+def topics_per_video_report(assignment: TopicAssignment, assign_threshold: float | np.ndarray) -> dict[str, Any]:
     """How many topics videos got: mean, median, histogram, and how many got only the forced nearest topic.
 
     ``forced_nearest_only`` counts videos whose single topic is below τ3 (given only because every
-    video gets its nearest topic). The paper reports about 4 topics per video on average.
+    video gets its nearest topic). The paper reports about 4 topics per video on average. ``assign_threshold``: τ3, or
+    (n,) one per video (:meth:`TopicModel.video_thresholds`); the report's ``assign_threshold`` is then their mean.
     """
     counts = assignment.counts
     first = assignment.offsets[:-1][counts > 0]
-    below = assignment.weights[first].astype(np.float64) < assign_threshold
+    thresholds = np.broadcast_to(np.asarray(assign_threshold, dtype=np.float64), (len(counts),))
+    below = assignment.weights[first].astype(np.float64) < thresholds[counts > 0]
     values, frequencies = np.unique(counts, return_counts=True)
     return {
         "n_videos": int(len(counts)),
@@ -954,7 +971,7 @@ def topics_per_video_report(assignment: TopicAssignment, assign_threshold: float
         "histogram": {int(v): int(f) for v, f in zip(values, frequencies)},
         "videos_without_topic": int((counts == 0).sum()),
         "forced_nearest_only": int(below.sum()),
-        "assign_threshold": float(assign_threshold),
+        "assign_threshold": float(assign_threshold) if np.ndim(assign_threshold) == 0 else float(np.mean(assign_threshold)),
         "mean_weight": float(assignment.weights.mean()) if len(assignment.weights) else 0.0,
     }
 

@@ -181,6 +181,17 @@ def test_mask_topics_follow_the_topic_not_tag_presence(seed, tmp_path):
     np.testing.assert_allclose(weights, expected, atol=1e-5)
     assert ids[0] == int(np.argmax(halves_of[0] @ unit_centres[:, :8].T + halves_of[1] @ unit_centres[:, 8:].T))
     assert assignment.to_lists() == model.assign(a).to_lists()
+    # without centring, and halves of a that are not unit vectors: still the mean of the halves' cosines
+    raw = a.copy()
+    raw[:, :8] *= 3.0
+    plain = TopicModel(n_topics=6, seed=seed, show_progress=False, missing_modalities="mask", center_halves=False).fit(raw, halves)
+    centres = np.concatenate([normalize_rows(plain.cluster_centers_[:, :8]), normalize_rows(plain.cluster_centers_[:, 8:])], axis=1)
+    ids, weights = plain.assign(raw).video(tagged)
+    cosines = (
+        normalize_rows(raw[tagged : tagged + 1, :8])[0] @ centres[ids, :8].T
+        + normalize_rows(raw[tagged : tagged + 1, 8:])[0] @ centres[ids, 8:].T
+    )
+    np.testing.assert_allclose(weights, cosines / 2, atol=1e-5)
 
 
 def test_mask_calibrates_tau3_per_modality_pattern(tmp_path):
@@ -197,6 +208,8 @@ def test_mask_calibrates_tau3_per_modality_pattern(tmp_path):
     assert abs(single[has_tags].mean() - single[~has_tags].mean()) > 0.3  # here 3.7 with tags, 4.1 without
     loaded = TopicModel.load(model.save(tmp_path / "topics"))
     assert loaded.pattern_thresholds_ == model.pattern_thresholds_ and (loaded.assign(a).counts == counts).all()
+    thresholds = model.video_thresholds(a)  # what reports compare the forced nearest topic with
+    np.testing.assert_array_equal(thresholds, np.where(has_tags, model.pattern_thresholds_["11"], model.pattern_thresholds_["01"]))
     # a pattern with too few fitted rows (here: ē without z) keeps the overall τ3
     only_tags = a.copy()
     only_tags[:5, 8:] = 0
