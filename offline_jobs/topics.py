@@ -537,7 +537,8 @@ def masked_kmeans(
                 else:
                     update = counts[:, h] > 0
                     centres[update, start:stop] = (half[update] / counts[update, h, None]).astype(np.float32)
-        labels, objective = _masked_nearest(units, present, weights, centres, sizes, spherical, block)
+        else:  # max_iter steps without converging: the labels and objective of the last centres
+            labels, objective = _masked_nearest(units, present, weights, centres, sizes, spherical, block)
         better = best is None or (objective > best[2] if spherical else objective < best[2])
         if better:
             best = (centres, labels, objective)
